@@ -1,0 +1,22 @@
+"""platform-hostdev: device-tree platform-device passthrough for libvirt."""
+from setuptools import setup
+
+setup(
+    name="platform-hostdev",
+    version="0.1.0",
+    description="Device-tree platform/AMBA device passthrough (vfio-platform) for libvirt",
+    python_requires=">=3.11",
+    package_dir={
+        "": "plugin",
+        # The RelaxNG schemas live at the top of the tree and ship inside the package.
+        "platform_hostdev.xml_schemas": "xml_schemas",
+    },
+    packages=["platform_hostdev", "platform_hostdev.xml_schemas"],
+    package_data={"platform_hostdev.xml_schemas": ["*.rng"]},
+    install_requires=["lxml", "pyudev", "libvirt-python"],
+    extras_require={
+        "test": ["pytest", "pytest-mock", "hypothesis"],
+        "lint": ["ruff", "mypy", "lxml-stubs", "types-setuptools"],
+    },
+    entry_points={"console_scripts": ["platform-hostdev=platform_hostdev.cli:main"]},
+)
