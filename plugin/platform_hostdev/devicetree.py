@@ -8,8 +8,8 @@ as ``node X, property Y: ...``.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator
 
 from .errors import DeviceTreeError
 from .fdt import RawNode, read_dtb, read_sysfs_tree

@@ -120,11 +120,12 @@ def _walk_map(tree: DeviceTree, device: Node, parent: Node,
         imap = parent.cells("interrupt-map")
         mask = parent.cells("interrupt-map-mask") if "interrupt-map-mask" in parent.properties \
             else (0xFFFFFFFF,) * (acells + ncells)
-        key = tuple(v & m for v, m in zip(addr + spec, mask))
+        key = tuple(v & m for v, m in zip(addr + spec, mask, strict=False))
         pos = 0
         match: tuple[Node, tuple[int, ...], tuple[int, ...]] | None = None
         while pos < len(imap):
-            child_key = tuple(v & m for v, m in zip(imap[pos:pos + acells + ncells], mask))
+            entry_key = imap[pos:pos + acells + ncells]
+            child_key = tuple(v & m for v, m in zip(entry_key, mask, strict=False))
             pos += acells + ncells
             if pos >= len(imap):
                 raise parent.error("interrupt-map", "entry truncated")
