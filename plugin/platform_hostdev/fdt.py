@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .errors import DeviceTreeError
 
-__all__ = ["RawNode", "parse_dtb", "read_dtb", "read_sysfs_tree", "FDT_MAGIC"]
+__all__ = ["RawNode", "parse_dtb", "read_dtb", "read_sysfs_tree", "build_dtb", "FDT_MAGIC"]
 
 FDT_MAGIC = 0xD00DFEED
 _FDT_BEGIN_NODE = 1
@@ -174,3 +174,42 @@ def _read_dir(directory: Path, node: RawNode, path: str, depth: int) -> None:
             except OSError as exc:
                 raise DeviceTreeError(path, entry.name,
                                       f"cannot read property file: {exc.strerror}") from None
+
+
+def build_dtb(root: RawNode, boot_cpuid: int = 0) -> bytes:
+    """Flatten a RawNode tree into a version-17 DTB (empty memory reservation map).
+
+    Property names are de-duplicated in the strings block; the output parses
+    back with :func:`parse_dtb` and with dtc.
+    """
+    structure = bytearray()
+    strings = bytearray()
+    offsets: dict[str, int] = {}
+
+    def emit(node: RawNode, is_root: bool) -> None:
+        structure.extend(struct.pack(">I", _FDT_BEGIN_NODE))
+        name = b"" if is_root else node.name.encode("ascii")
+        structure.extend(name + b"\0")
+        structure.extend(b"\0" * (-len(structure) % 4))
+        for pname, value in node.properties.items():
+            off = offsets.get(pname)
+            if off is None:
+                off = offsets[pname] = len(strings)
+                strings.extend(pname.encode("ascii") + b"\0")
+            structure.extend(struct.pack(">III", _FDT_PROP, len(value), off))
+            structure.extend(value)
+            structure.extend(b"\0" * (-len(structure) % 4))
+        for child in node.children:
+            emit(child, False)
+        structure.extend(struct.pack(">I", _FDT_END_NODE))
+
+    emit(root, True)
+    structure.extend(struct.pack(">I", _FDT_END))
+    rsvmap = b"\0" * 16
+    off_rsv = _HEADER.size
+    off_struct = off_rsv + len(rsvmap)
+    off_strings = off_struct + len(structure)
+    total = off_strings + len(strings)
+    header = _HEADER.pack(FDT_MAGIC, total, off_struct, off_strings, off_rsv, 17, 16,
+                          boot_cpuid, len(strings), len(structure))
+    return header + rsvmap + bytes(structure) + bytes(strings)

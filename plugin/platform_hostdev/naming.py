@@ -76,7 +76,11 @@ def predict_devices(tree: DeviceTree) -> list[PredictedDevice]:
     if firmware is not None:
         for child in firmware.children:
             _populate(child, None, devices, strict=True)
-    return devices
+    # A node is populated once (OF_POPULATED), even if /firmware is also a simple-bus.
+    unique: dict[str, PredictedDevice] = {}
+    for device in devices:
+        unique.setdefault(device.dt_path, device)
+    return list(unique.values())
 
 
 def _populate(node: Node, parent: str | None, out: list[PredictedDevice], strict: bool) -> None:
