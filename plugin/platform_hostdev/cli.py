@@ -23,6 +23,8 @@ __all__ = ["main", "Context", "build_parser"]
 # Modules that contribute subcommands; each defines register(subparsers).
 _COMMAND_MODULES = (
     "platform_hostdev.commands_discovery",
+    "platform_hostdev.commands_domain",
+    "platform_hostdev.commands_inspect",
 )
 
 
