@@ -140,8 +140,9 @@ def read_dtb(path: str | os.PathLike[str]) -> RawNode:
 def read_sysfs_tree(base: str | os.PathLike[str]) -> RawNode:
     """Read /sys/firmware/devicetree/base (or a copy of it) into a RawNode tree.
 
-    Symlinks are not followed: the kernel creates none there, and following
-    them would let a crafted tree make us read outside it.
+    A symlink is refused, never followed: the kernel creates none there, and
+    following one would let a crafted tree make us read outside it (skipping it
+    silently would drop a property or node and mislead every later answer).
     """
     base_path = Path(base)
     if not base_path.is_dir():
@@ -162,7 +163,11 @@ def _read_dir(directory: Path, node: RawNode, path: str, depth: int) -> None:
         raise DeviceTreeError(path, None, f"cannot list node directory: {exc.strerror}") from None
     for entry in entries:
         if entry.is_symlink():
-            continue
+            raise DeviceTreeError(
+                path, entry.name,
+                f"is a symlink (to {os.readlink(entry.path)!r}); the kernel creates none in "
+                "the device tree, so the tree has been tampered with",
+                f"remove {entry.path}, or point --root at an untouched sysfs copy")
         if entry.is_dir(follow_symlinks=False):
             child = RawNode(entry.name)
             node.children.append(child)

@@ -1,0 +1,1 @@
+"""The platform-hostdev test suite (tiers: unit, fakehost, libvirt, board, guest)."""

@@ -1,0 +1,1 @@
+"""Shared test helpers: DTB corpus, FDT writer, fake sysfs hosts."""

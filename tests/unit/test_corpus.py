@@ -1,0 +1,117 @@
+"""Every DTB of Debian's arm64 6.12 kernel package through the whole DT model.
+
+For each board (one test per DTB, so a failure names it) and each enabled
+node with ``reg``: naming, address translation and IRQ decoding; then every
+predicted device through correlate(). Only DeviceTreeError may escape, and it
+must be located ("node X[, property Y]: ..."). The located errors are
+collected (printed in the terminal summary) and must stay few.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from platform_hostdev.address import reg_entries
+from platform_hostdev.correlate import correlate
+from platform_hostdev.devicetree import DeviceTree
+from platform_hostdev.errors import DeviceTreeError
+from platform_hostdev.interrupts import resolve_interrupts
+from platform_hostdev.inventory import Device
+from platform_hostdev.naming import device_name, predict_devices
+
+from tests.support.corpus import CORPUS_STATS, CorpusStats, CorpusUnavailable, corpus_dtbs
+
+pytestmark = pytest.mark.corpus
+
+LOCATED = re.compile(r"^node /[^\n]*?(, property [^:\n]+)?: .+")
+MAX_ERRORS_PER_DTB = 2
+MAX_ERRORS_TOTAL = 10   # 6.12.117: 1 (qcom/sdx75-idp.dtb, a real #interconnect-cells mismatch)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "dtb" not in metafunc.fixturenames:
+        return
+    if "not corpus" in (metafunc.config.getoption("markexpr") or ""):
+        metafunc.parametrize("dtb", [None], ids=["deselected"])
+        return
+    try:
+        dtbs = corpus_dtbs()
+    except CorpusUnavailable as exc:
+        metafunc.parametrize("dtb", [exc], ids=["corpus-unavailable"])
+        return
+    metafunc.parametrize("dtb", dtbs, ids=[f"{p.parent.name}/{p.name}" for p in dtbs])
+
+
+def _stats(config: pytest.Config) -> CorpusStats:
+    stats = config.stash.get(CORPUS_STATS, None)
+    if stats is None:
+        stats = config.stash[CORPUS_STATS] = CorpusStats()
+    return stats
+
+
+def check_dtb(path: Path) -> tuple[int, int, int, list[str]]:
+    """Run the model over one DTB; (nodes, nodes with reg, devices, located error texts)."""
+    tree = DeviceTree.from_dtb(path)
+    errors: list[str] = []
+
+    def attempt(step: Any, *args: Any) -> Any:
+        try:
+            return step(*args)
+        except DeviceTreeError as exc:
+            assert LOCATED.match(exc.what), f"{step.__name__}: unlocated error {exc.what!r}"
+            if exc.what not in errors:
+                errors.append(exc.what)
+            return None
+
+    with_reg = 0
+    for node in tree:
+        if "reg" not in node.properties or node.parent is None or not node.is_available():
+            continue
+        with_reg += 1
+        attempt(device_name, node)
+        attempt(reg_entries, node)
+        attempt(resolve_interrupts, tree, node)
+    predicted = attempt(predict_devices, tree) or []
+    for p in predicted:
+        attempt(correlate, tree, Device(p.name, p.bus, p.dt_path, ()))
+    return len(tree), with_reg, len(predicted), errors
+
+
+def test_dtb_through_the_model(dtb: Path | CorpusUnavailable | None,
+                               request: pytest.FixtureRequest) -> None:
+    if isinstance(dtb, CorpusUnavailable):
+        pytest.fail(str(dtb), pytrace=False)
+    assert dtb is not None
+    nodes, with_reg, devices, errors = check_dtb(dtb)
+    stats = _stats(request.config)
+    stats.dtbs += 1
+    stats.nodes += nodes
+    stats.nodes_with_reg += with_reg
+    stats.devices += devices
+    name = f"{dtb.parent.name}/{dtb.name}"
+    stats.errors += [f"{name}: {e}" for e in errors]
+    for error in errors:
+        print(f"{name}: {error}")
+    assert devices > 0, f"{name}: no platform device predicted at all"
+    assert len(errors) <= MAX_ERRORS_PER_DTB, f"{name}: {len(errors)} located errors: {errors}"
+
+
+def test_corpus_errors_stay_few(request: pytest.FixtureRequest) -> None:
+    stats = request.config.stash.get(CORPUS_STATS, None)
+    if stats is None or not stats.dtbs:  # run alone: go over the corpus here
+        stats = CorpusStats()
+        try:
+            dtbs = corpus_dtbs()
+        except CorpusUnavailable as exc:
+            pytest.fail(str(exc), pytrace=False)
+        for path in dtbs:
+            nodes, with_reg, devices, errors = check_dtb(path)
+            stats.dtbs += 1
+            stats.nodes += nodes
+            stats.devices += devices
+            stats.errors += [f"{path.parent.name}/{path.name}: {e}" for e in errors]
+        request.config.stash[CORPUS_STATS] = stats
+    print("\n".join(stats.summary()))
+    assert len(stats.errors) <= MAX_ERRORS_TOTAL, "\n".join(stats.summary())
