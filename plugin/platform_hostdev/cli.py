@@ -24,6 +24,7 @@ __all__ = ["main", "Context", "build_parser"]
 _COMMAND_MODULES = (
     "platform_hostdev.commands_discovery",
     "platform_hostdev.commands_domain",
+    "platform_hostdev.commands_binding",
     "platform_hostdev.commands_inspect",
 )
 

@@ -1,0 +1,101 @@
+"""Binding commands: nodedev-detach, nodedev-reattach, recover.
+
+Output follows virsh: "Device ff0e0000.ethernet detached", "Device
+9030000.pl061 re-attached". Exit 0 on success, 1 when refused or failed (the
+message says what was found, the hint how to fix it; the device is back in
+its original state unless the message says otherwise).
+
+Boundaries come from ``ctx.extras`` when a test injects them: ``sysfs`` (a
+:class:`~platform_hostdev.host.Sysfs`, e.g. a fake kernel), ``waiter``,
+``runner``; otherwise the live host's (pyudev uevents, modprobe) for root
+``/`` and no process runner for other roots.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any
+
+from .binding import (
+    DEFAULT_TIMEOUT,
+    Runner,
+    detach,
+    reattach,
+    recover,
+    subprocess_runner,
+)
+from .cli import Context
+from .host import Sysfs
+from .journal import Journal
+from .uevents import Waiter, default_waiter
+
+__all__ = ["register"]
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("nodedev-detach", help="bind a device to vfio-platform / vfio-amba")
+    p.add_argument("device", metavar="DEVICE", help="DT path, sysfs name or DT alias")
+    p.add_argument("--force", action="store_true",
+                   help="skip the IOMMU and reset-handler checks and let the kernel decide")
+    _common(p)
+    p.set_defaults(handler=cmd_nodedev_detach)
+
+    p = sub.add_parser("nodedev-reattach", help="give a detached device back to its driver")
+    p.add_argument("device", metavar="DEVICE", help="DT path, sysfs name or DT alias")
+    _common(p)
+    p.set_defaults(handler=cmd_nodedev_reattach)
+
+    p = sub.add_parser("recover", help="restore devices an interrupted detach/reattach left")
+    _common(p)
+    p.set_defaults(handler=cmd_recover)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, metavar="SECONDS",
+                   help=f"how long to wait for each bind/unbind (default {DEFAULT_TIMEOUT:g})")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def _boundaries(ctx: Context) -> tuple[Sysfs, Journal, Waiter, Runner | None]:
+    sysfs = ctx.extras.get("sysfs") or Sysfs(ctx.root)
+    waiter = ctx.extras.get("waiter") or default_waiter(sysfs)
+    live = os.path.realpath(sysfs.root) == "/"
+    runner = ctx.extras.get("runner") or (subprocess_runner if live else None)
+    return sysfs, Journal(sysfs), waiter, runner
+
+
+def cmd_nodedev_detach(args: argparse.Namespace, ctx: Context) -> int:
+    device = ctx.inventory().resolve(args.device)
+    sysfs, journal, waiter, runner = _boundaries(ctx)
+    result = detach(sysfs, device, journal, waiter, runner, force=args.force,
+                    timeout=args.timeout)
+    if args.json:
+        ctx.print_json(result.to_json())
+    else:
+        ctx.print(f"Device {result.device} detached")
+    return 0
+
+
+def cmd_nodedev_reattach(args: argparse.Namespace, ctx: Context) -> int:
+    device = ctx.inventory().resolve(args.device)
+    sysfs, journal, waiter, runner = _boundaries(ctx)
+    result = reattach(sysfs, device, journal, waiter, runner, timeout=args.timeout)
+    if args.json:
+        ctx.print_json(result.to_json())
+    else:
+        ctx.print(f"Device {result.device} re-attached")
+    return 0
+
+
+def cmd_recover(args: argparse.Namespace, ctx: Context) -> int:
+    sysfs, journal, waiter, _ = _boundaries(ctx)
+    actions = recover(sysfs, journal, waiter, timeout=args.timeout)
+    failed = any(a.action == "failed" for a in actions)
+    if args.json:
+        ctx.print_json([a.to_json() for a in actions])
+    elif not actions:
+        ctx.print("Nothing to recover")
+    else:
+        for action in actions:
+            ctx.print(f"{action.device}: {action.action}: {action.detail}")
+    return 1 if failed else 0

@@ -1,0 +1,133 @@
+"""The backend of the contract tests: a fake kernel on the host, the real one in the board.
+
+The same test module runs twice:
+
+* on the host: a fake host built from QEMU's virt DT (``-M virt,dumpdtb``)
+  with :class:`tests.support.fakekernel.FakeKernel` acting on the writes,
+  set up as the board is (vfio loaded with enable_unsafe_noiommu_mode=1,
+  vfio-platform with reset_required=0, pl061_gpio/rtc-pl031/uart-pl011 bound);
+* inside the emulated board (``PLATFORM_HOSTDEV_BOARD=1``, set by
+  board/guest_init.sh): root ``/``, the real sysfs, pyudev uevents and
+  /dev/kmsg of Debian's arm64 6.12 kernel.
+
+A missing prerequisite (qemu-system-aarch64 on the host; vfio modules, root
+or pyudev in the board) fails the tests with a message naming it.
+"""
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from platform_hostdev import cli
+from platform_hostdev.attributes import WritableSysfs, read_bool_param
+from platform_hostdev.binding import NOIOMMU_PARAM, Runner, subprocess_runner
+from platform_hostdev.host import Sysfs
+from platform_hostdev.inventory import Inventory, load_inventory
+from platform_hostdev.journal import Journal, JournalRecord
+from platform_hostdev.uevents import UdevWaiter, Waiter
+
+INSIDE_BOARD = os.environ.get("PLATFORM_HOSTDEV_BOARD") == "1"
+
+
+class SimulatedKill(BaseException):
+    """Raised by a step hook: the operation stops dead, as if the process were killed.
+
+    A BaseException that is neither KeyboardInterrupt nor an Exception: the
+    binding code does not roll back for it, so the device and the journal are
+    left exactly as a SIGKILL after that step would leave them.
+    """
+
+
+def kill_at(step: str, op: str) -> Callable[[JournalRecord], None]:
+    """A step hook that 'kills' the operation right after the journal records ``step``."""
+    def hook(record: JournalRecord) -> None:
+        if record.step == step and record.op == op:
+            raise SimulatedKill(f"killed after {op} step {step}")
+    return hook
+
+
+@dataclass
+class Backend:
+    """What a contract test drives: the kernel (fake or real) and the tool's boundaries."""
+
+    kind: str                              # "fake" or "board"
+    sysfs: Sysfs
+    waiter_factory: Callable[[], Waiter]
+    runner: Runner | None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def root(self) -> Path:
+        return Path(self.sysfs.root)
+
+    def journal(self) -> Journal:
+        return Journal(self.sysfs)
+
+    def inventory(self) -> Inventory:
+        return load_inventory(self.sysfs.root)
+
+    def set_noiommu(self, on: bool) -> None:
+        writer = self.sysfs if isinstance(self.sysfs, WritableSysfs) else \
+            WritableSysfs(self.sysfs.root)
+        writer.write_attr(NOIOMMU_PARAM, "1\n" if on else "0\n")
+
+    def cli(self, *argv: str) -> tuple[int, str, str]:
+        out, err = io.StringIO(), io.StringIO()
+        ctx = cli.Context(root=str(self.sysfs.root), out=out, err=err,
+                          extras={"sysfs": self.sysfs, "waiter": self.waiter_factory(),
+                                  **({"runner": self.runner} if self.runner else {})})
+        code = cli.main(list(argv), ctx)
+        return code, out.getvalue(), err.getvalue()
+
+
+def _fake_backend(tmp_path: Path) -> Backend:
+    from tests.support.corpus import CorpusUnavailable, qemu_virt_dtb
+    from tests.support.fakehost import build_fake_host
+    from tests.support.fakekernel import QEMU_VIRT_DRIVERS, FakeKernel
+
+    try:
+        dtb = qemu_virt_dtb()
+    except CorpusUnavailable as exc:
+        pytest.fail(f"contract tests on the host need QEMU's virt DT: {exc}")
+    host = build_fake_host(tmp_path / "root", dtb, drivers=QEMU_VIRT_DRIVERS,
+                           vfio_loaded=True, noiommu=True)
+    kernel = FakeKernel(host, reset_required=False)
+    return Backend("fake", kernel, kernel.waiter, kernel.run, {"kernel": kernel})
+
+
+def _board_backend() -> Backend:
+    sysfs = WritableSysfs("/")
+    missing = []
+    if os.geteuid() != 0:
+        missing.append("root (sysfs writes)")
+    for bus, driver in (("platform", "vfio-platform"), ("amba", "vfio-amba")):
+        if not sysfs.path(f"/sys/bus/{bus}/drivers/{driver}").is_dir():
+            missing.append(f"the {driver} driver (/sys/bus/{bus}/drivers/{driver})")
+    if read_bool_param(sysfs, NOIOMMU_PARAM) is None:
+        missing.append(f"vfio built with no-IOMMU support ({NOIOMMU_PARAM})")
+    try:
+        import pyudev  # noqa: F401
+    except ImportError:
+        missing.append("pyudev (python3-pyudev in the initramfs)")
+    if missing:
+        pytest.fail("the board lacks what the contract tests need: " + "; ".join(missing))
+    return Backend("board", sysfs, lambda: UdevWaiter(sysfs), subprocess_runner)
+
+
+@pytest.fixture
+def backend(tmp_path: Path) -> Iterator[Backend]:
+    """The fake kernel on the host; the real kernel inside the board (noiommu state restored)."""
+    if not INSIDE_BOARD:
+        yield _fake_backend(tmp_path)
+        return
+    board = _board_backend()
+    saved = read_bool_param(board.sysfs, NOIOMMU_PARAM)
+    try:
+        yield board
+    finally:
+        board.set_noiommu(bool(saved))
