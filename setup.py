@@ -10,9 +10,12 @@ setup(
         "": "plugin",
         # The RelaxNG schemas live at the top of the tree and ship inside the package.
         "platform_hostdev.xml_schemas": "xml_schemas",
+        # The hook executables too: 'platform-hostdev hook install' copies them.
+        "platform_hostdev.hookfiles": "hooks",
     },
-    packages=["platform_hostdev", "platform_hostdev.xml_schemas"],
-    package_data={"platform_hostdev.xml_schemas": ["*.rng"]},
+    packages=["platform_hostdev", "platform_hostdev.xml_schemas", "platform_hostdev.hookfiles"],
+    package_data={"platform_hostdev.xml_schemas": ["*.rng"],
+                  "platform_hostdev.hookfiles": ["qemu.d/*", "vdsm/*/*"]},
     install_requires=["lxml", "pyudev", "libvirt-python"],
     extras_require={
         "test": ["pytest", "pytest-mock", "hypothesis"],

@@ -88,14 +88,29 @@ def cmd_nodedev_reattach(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def cmd_recover(args: argparse.Namespace, ctx: Context) -> int:
-    sysfs, journal, waiter, _ = _boundaries(ctx)
+    """Finish interrupted binding work, then give back devices whose domain is gone.
+
+    The second part is the hook's own sweep (hook.release_stale): a device stays
+    with its domain while libvirt's pid file names a live QEMU, or while the
+    domain is within its start grace period.
+    """
+    from .hook import HookEnv, release_stale
+    from .ownership import Owners
+
+    sysfs, journal, waiter, runner = _boundaries(ctx)
     actions = recover(sysfs, journal, waiter, timeout=args.timeout)
     failed = any(a.action == "failed" for a in actions)
+    owners = Owners(sysfs)
+    released: list[str] = []
+    with owners.locked():
+        released = release_stale(HookEnv(sysfs, waiter, runner, err=ctx.err), owners, journal)
     if args.json:
-        ctx.print_json([a.to_json() for a in actions])
-    elif not actions:
+        ctx.print_json({"journal": [a.to_json() for a in actions], "released": released})
+    elif not actions and not released:
         ctx.print("Nothing to recover")
     else:
         for action in actions:
             ctx.print(f"{action.device}: {action.action}: {action.detail}")
+        for line in released:
+            ctx.print(line)
     return 1 if failed else 0

@@ -1,0 +1,203 @@
+"""The libvirt qemu hook on a fake host: every phase, ownership, groups, rollback.
+
+In-process with the fake kernel (which models driver_override, unbind and
+drivers_probe); the installed executable as a subprocess is in
+test_hook_process.py; fault injection and races in test_hook_faults.py.
+"""
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+from platform_hostdev.binding import device_state
+from platform_hostdev.hook import HookEnv, dispatch
+from platform_hostdev.ownership import Owners
+
+from tests.support.corpus import CorpusUnavailable, qemu_virt_dtb
+from tests.support.domains import libvirt_domain
+from tests.support.fakehost import build_fake_host
+from tests.support.fakekernel import QEMU_VIRT_DRIVERS, FakeKernel
+
+VIRTIO = "a000000.virtio_mmio"
+VIRTIO2 = "a000200.virtio_mmio"
+QEMU_UID = 64055
+
+
+@pytest.fixture(scope="session")
+def virt_dtb() -> Path:
+    try:
+        return qemu_virt_dtb()
+    except CorpusUnavailable as exc:
+        pytest.fail(str(exc))
+
+
+def make_kernel(root: Path, dtb: Path, iommu: Any = "all", noiommu: bool = False) -> FakeKernel:
+    host = build_fake_host(root, dtb, drivers=QEMU_VIRT_DRIVERS, iommu=iommu,
+                           vfio_loaded=True, noiommu=noiommu)
+    kernel = FakeKernel(host, reset_required=False)
+    etc = root / "etc"
+    etc.mkdir(exist_ok=True)
+    (etc / "passwd").write_text(f"root:x:0:0::/root:/bin/sh\n"
+                                f"libvirt-qemu:x:{QEMU_UID}:{QEMU_UID}::/:/bin/false\n")
+    (etc / "group").write_text(f"root:x:0:\nlibvirt-qemu:x:{QEMU_UID}:\n")
+    return kernel
+
+
+@pytest.fixture
+def kernel(tmp_path: Path, virt_dtb: Path) -> FakeKernel:
+    return make_kernel(tmp_path / "root", virt_dtb)
+
+
+def run_hook(kernel: FakeKernel, domain: str, op: str, xml: bytes, **env: Any) -> tuple[int, str]:
+    err = io.StringIO()
+    hook_env = HookEnv(kernel, kernel.waiter(), kernel.run, err=err, **env)
+    sub = {"prepare": "begin", "release": "end", "reconnect": "begin",
+           "migrate": "begin", "restore": "begin"}.get(op, "begin")
+    code = dispatch([domain, op, sub, "-"], xml, hook_env)
+    return code, err.getvalue()
+
+
+def mark_running(kernel: FakeKernel, domain: str, pid: int = 4242) -> None:
+    run = kernel.path("/run/libvirt/qemu")
+    run.mkdir(parents=True, exist_ok=True)
+    (run / f"{domain}.pid").write_text(f"{pid}\n")
+    proc = kernel.path(f"/proc/{pid}")
+    proc.mkdir(parents=True, exist_ok=True)
+    (proc / "cmdline").write_bytes(b"/usr/bin/qemu-system-aarch64\0-name\0" + domain.encode())
+
+
+def test_prepare_detaches_hands_over_the_node_and_release_restores(kernel: FakeKernel) -> None:
+    xml = libvirt_domain("vm1", [VIRTIO])
+    code, err = run_hook(kernel, "vm1", "prepare", xml)
+    assert (code, err) == (0, "")
+    state = device_state(kernel, "platform", VIRTIO)
+    assert state.driver == "vfio-platform"
+    node = kernel.path(f"/dev/vfio/{state.iommu_group}")
+    assert (node.stat().st_uid, node.stat().st_gid) == (QEMU_UID, QEMU_UID)
+    record = Owners(kernel).read(VIRTIO)
+    assert record is not None and record.domain == "vm1" and record.state == "prepared"
+    assert record.detached_by_us
+
+    code, err = run_hook(kernel, "vm1", "release", xml)
+    assert (code, err) == (0, "")
+    state = device_state(kernel, "platform", VIRTIO)
+    assert state.driver is None and state.override is None
+    assert Owners(kernel).all() == []
+
+
+def test_amba_device_is_refused_before_anything_changes(kernel: FakeKernel) -> None:
+    code, err = run_hook(kernel, "vm1", "prepare", libvirt_domain("vm1", ["9030000.pl061"]))
+    assert code == 1
+    assert "AMBA device" in err and "hint:" in err
+    assert device_state(kernel, "amba", "9030000.pl061").driver == "pl061_gpio"
+    assert Owners(kernel).all() == []
+
+
+def test_second_domain_is_refused_while_the_first_runs(kernel: FakeKernel) -> None:
+    assert run_hook(kernel, "vm1", "prepare", libvirt_domain("vm1", [VIRTIO]))[0] == 0
+    mark_running(kernel, "vm1")
+    code, err = run_hook(kernel, "vm2", "prepare", libvirt_domain("vm2", [VIRTIO2, VIRTIO]))
+    assert code == 1
+    assert f"device {VIRTIO} is in use by domain vm1" in err
+    # vm2's first device was detached in that call and given back by the rollback
+    assert device_state(kernel, "platform", VIRTIO2).driver is None
+    assert device_state(kernel, "platform", VIRTIO).driver == "vfio-platform"
+    assert [r.domain for r in Owners(kernel).all()] == ["vm1"]
+
+
+def test_device_of_a_vanished_owner_is_released_then_taken(kernel: FakeKernel) -> None:
+    clock = [1000.0]
+    assert run_hook(kernel, "vm1", "prepare", libvirt_domain("vm1", [VIRTIO]),
+                    clock=lambda: clock[0])[0] == 0
+    # vm1 never started and libvirtd died before release: past the grace period
+    clock[0] += 10_000
+    code, err = run_hook(kernel, "vm2", "prepare", libvirt_domain("vm2", [VIRTIO]),
+                         clock=lambda: clock[0])
+    assert (code, err) == (0, "")
+    assert Owners(kernel).read(VIRTIO).domain == "vm2"  # type: ignore[union-attr]
+
+
+def test_unmanaged_device_must_already_be_on_vfio(kernel: FakeKernel) -> None:
+    code, err = run_hook(kernel, "vm1", "prepare",
+                         libvirt_domain("vm1", [VIRTIO], managed=False))
+    assert code == 1 and "must be manually detached" in err
+    assert f"nodedev-detach {VIRTIO}" in err
+
+
+def test_group_with_a_host_bound_member_is_not_viable(tmp_path: Path, virt_dtb: Path) -> None:
+    kernel = make_kernel(tmp_path / "r", virt_dtb,
+                         iommu={VIRTIO: 5, "9010000.pl031": 5, VIRTIO2: 6})
+    code, err = run_hook(kernel, "vm1", "prepare", libvirt_domain("vm1", [VIRTIO]))
+    assert code == 1
+    assert "IOMMU group 5" in err and "9010000.pl031 (driver rtc-pl031)" in err
+    assert device_state(kernel, "platform", VIRTIO).driver is None  # rolled back
+    assert Owners(kernel).all() == []
+
+
+def test_noiommu_group_is_refused_unless_allowed(tmp_path: Path, virt_dtb: Path) -> None:
+    kernel = make_kernel(tmp_path / "r", virt_dtb, iommu="none", noiommu=True)
+    xml = libvirt_domain("vm1", [VIRTIO])
+    code, err = run_hook(kernel, "vm1", "prepare", xml)
+    assert code == 1 and "no-IOMMU group" in err
+    assert device_state(kernel, "platform", VIRTIO).driver is None
+    code, err = run_hook(kernel, "vm1", "prepare", xml, allow_noiommu=True)
+    assert (code, err) == (0, "")
+    record = Owners(kernel).read(VIRTIO)
+    assert record is not None and record.node is not None and "noiommu-" in record.node
+    assert run_hook(kernel, "vm1", "release", xml, allow_noiommu=True)[0] == 0
+    assert not kernel.path(record.node).exists()
+
+
+def test_reconnect_adopts_and_never_fails(kernel: FakeKernel) -> None:
+    xml = libvirt_domain("vm1", [VIRTIO])
+    assert run_hook(kernel, "vm1", "prepare", xml)[0] == 0
+    for record in Owners(kernel).all():
+        Owners(kernel).remove(record.device)  # /run was lost with the daemon's state
+    mark_running(kernel, "vm1")
+    assert run_hook(kernel, "vm1", "reconnect", xml) == (0, "")
+    assert Owners(kernel).read(VIRTIO).domain == "vm1"  # type: ignore[union-attr]
+    # a domain whose device is gone: reported, exit 0 (non-zero would kill the guest)
+    code, err = run_hook(kernel, "vm3", "reconnect", libvirt_domain("vm3", ["ffff.nothing"]))
+    assert code == 0 and "no platform or amba device named ffff.nothing" in err
+
+
+@pytest.mark.parametrize("op", ["migrate", "restore"])
+def test_migrate_and_restore_are_refused_with_the_reason(kernel: FakeKernel, op: str) -> None:
+    code, err = run_hook(kernel, "vm1", op, libvirt_domain("vm1", [VIRTIO]))
+    assert code == 1 and "not migratable" in err
+
+
+def test_release_of_a_domain_that_never_prepared_changes_nothing(kernel: FakeKernel) -> None:
+    before = sorted(os.listdir(kernel.path("/sys/bus/platform/devices")))
+    assert run_hook(kernel, "vm9", "release", libvirt_domain("vm9", [VIRTIO])) == (0, "")
+    assert sorted(os.listdir(kernel.path("/sys/bus/platform/devices"))) == before
+    assert device_state(kernel, "platform", VIRTIO).driver is None
+
+
+def test_failed_detach_leaves_no_record_and_the_device_as_it_was(tmp_path: Path,
+                                                                 virt_dtb: Path) -> None:
+    # no IOMMU and no-IOMMU mode off: vfio-platform's probe cannot succeed
+    kernel = make_kernel(tmp_path / "r", virt_dtb, iommu="none", noiommu=False)
+    code, err = run_hook(kernel, "vm1", "prepare", libvirt_domain("vm1", [VIRTIO]))
+    assert code == 1 and VIRTIO in err
+    state = device_state(kernel, "platform", VIRTIO)
+    assert state.driver is None and state.override is None
+    assert Owners(kernel).all() == []
+
+
+def test_recover_command_gives_back_devices_of_vanished_domains(kernel: FakeKernel) -> None:
+    from platform_hostdev import cli
+
+    xml = libvirt_domain("vm1", [VIRTIO])
+    # prepared at the epoch: far past the start grace, and vm1 has no QEMU running
+    assert run_hook(kernel, "vm1", "prepare", xml, clock=lambda: 0.0)[0] == 0
+    out = io.StringIO()
+    ctx = cli.Context(out=out, extras={"sysfs": kernel, "waiter": kernel.waiter(),
+                                       "runner": kernel.run})
+    assert cli.main(["--root", str(kernel.root), "recover"], ctx) == 0
+    assert f"{VIRTIO}: released from domain vm1" in out.getvalue()
+    assert device_state(kernel, "platform", VIRTIO).driver is None
+    assert Owners(kernel).all() == []

@@ -1,0 +1,186 @@
+"""Crash safety and concurrency of the hook, on a fake host with the fake kernel.
+
+A kill is simulated by raising a BaseException that no rollback code catches,
+at the N-th write of any kind (sysfs attribute, journal record, ownership
+record, /dev/vfio chown), for every N until the phase completes. After each
+kill, the next hook call (libvirt's release after a failed start, or a later
+recover) must leave every device either owned by a running domain or back on
+its original driver with driver_override cleared, and no record behind.
+"""
+from __future__ import annotations
+
+import io
+import multiprocessing
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from platform_hostdev.binding import device_state
+from platform_hostdev.hook import HookEnv, dispatch, release_stale
+from platform_hostdev.journal import Journal
+from platform_hostdev.ownership import Owners
+
+from tests.fakehost.test_hook import make_kernel, mark_running, run_hook, virt_dtb  # noqa: F401
+from tests.support.domains import libvirt_domain
+from tests.support.fakekernel import FakeKernel
+
+DEVICES = ["a000000.virtio_mmio", "a000200.virtio_mmio"]
+
+
+class Killed(BaseException):
+    """The process died here: nothing after this point runs, no rollback."""
+
+
+@contextmanager
+def killer(monkeypatch: pytest.MonkeyPatch, at: int) -> Iterator[list[str]]:
+    """Raise Killed at the ``at``-th write; yields the list of writes seen."""
+    seen: list[str] = []
+
+    def wrap(owner: Any, name: str) -> None:
+        original = getattr(owner, name)
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            seen.append(f"{getattr(owner, '__name__', owner)}.{name}")
+            if len(seen) == at:
+                raise Killed(seen[-1])
+            return original(*args, **kwargs)
+        monkeypatch.setattr(owner, name, counted)
+
+    for owner, name in ((FakeKernel, "write_attr"), (Journal, "write"), (Journal, "remove"),
+                        (Owners, "write"), (Owners, "remove"), (os, "chown")):
+        wrap(owner, name)
+    yield seen
+    monkeypatch.undo()
+
+
+def consistent(kernel: FakeKernel, running: set[str] = frozenset()) -> list[str]:  # type: ignore[assignment]
+    """Problems: devices neither owned by a running domain nor back where they were."""
+    problems = []
+    owners = {r.device: r for r in Owners(kernel).all()}
+    for name in DEVICES:
+        state = device_state(kernel, "platform", name)
+        record = owners.get(name)
+        if record is not None and record.domain in running:
+            if state.driver != "vfio-platform":
+                problems.append(f"{name} owned by running {record.domain} but on {state.driver}")
+            continue
+        if record is not None:
+            problems.append(f"{name} still recorded for {record.domain}")
+        if state.driver is not None or state.override is not None:
+            problems.append(f"{name} left on {state.driver} (override {state.override})")
+    journal = Journal(kernel)
+    for name in journal.devices():
+        record = journal.read(name)
+        owner = owners.get(name)
+        in_use = owner is not None and owner.domain in running
+        if not (in_use and record is not None and record.complete_detach):
+            problems.append(f"journal left for {name}: {record}")
+    return problems
+
+
+def _phase(kernel: FakeKernel, op: str, xml: bytes) -> int:
+    return dispatch(["vm1", op, "begin" if op == "prepare" else "end", "-"], xml,
+                    HookEnv(kernel, kernel.waiter(), kernel.run, err=io.StringIO()))
+
+
+def _recover(kernel: FakeKernel) -> None:
+    """'platform-hostdev recover' run after the start grace period."""
+    env = HookEnv(kernel, kernel.waiter(), kernel.run, err=io.StringIO())
+    owners = Owners(kernel, clock=lambda: 1e12)
+    with owners.locked():
+        release_stale(env, owners, Journal(kernel))
+
+
+def _kill_points(tmp_path: Path, dtb: Path, monkeypatch: pytest.MonkeyPatch,
+                 scenario: Callable[[FakeKernel, bytes], None], op: str,
+                 then: Callable[[FakeKernel, bytes], None]) -> int:
+    """Kill ``op`` at every write in turn; return how many kill points there were."""
+    xml = libvirt_domain("vm1", DEVICES)
+    at = 1
+    while True:
+        kernel = make_kernel(tmp_path / f"{op}-{at}", dtb)
+        scenario(kernel, xml)
+        with killer(monkeypatch, at) as seen:
+            try:
+                _phase(kernel, op, xml)
+            except Killed:
+                pass
+        if len(seen) < at:  # the phase finished before the at-th write: all points done
+            return at - 1
+        then(kernel, xml)
+        assert consistent(kernel) == [], f"killed at write {at} ({seen[-1]})"
+        at += 1
+
+
+def _nothing(kernel: FakeKernel, xml: bytes) -> None:
+    pass
+
+
+def _prepared(kernel: FakeKernel, xml: bytes) -> None:
+    assert _phase(kernel, "prepare", xml) == 0
+
+
+def _release_again(kernel: FakeKernel, xml: bytes) -> None:
+    _phase(kernel, "release", xml)
+
+
+def _recover_later(kernel: FakeKernel, xml: bytes) -> None:
+    _recover(kernel)
+
+
+@pytest.mark.parametrize("then", [_release_again, _recover_later], ids=["release", "recover"])
+def test_killed_prepare_leaves_nothing_stranded(tmp_path: Path, virt_dtb: Path,  # noqa: F811
+                                                monkeypatch: pytest.MonkeyPatch,
+                                                then: Callable[[FakeKernel, bytes], None]) -> None:
+    points = _kill_points(tmp_path, virt_dtb, monkeypatch, _nothing, "prepare", then)
+    assert points >= 12  # 2 devices x (records, override, probe, journal steps, chown)
+
+
+@pytest.mark.parametrize("then", [_release_again, _recover_later], ids=["release", "recover"])
+def test_killed_release_leaves_nothing_stranded(tmp_path: Path, virt_dtb: Path,  # noqa: F811
+                                                monkeypatch: pytest.MonkeyPatch,
+                                                then: Callable[[FakeKernel, bytes], None]) -> None:
+    points = _kill_points(tmp_path, virt_dtb, monkeypatch, _prepared, "release", then)
+    assert points >= 8
+
+
+def _race(kernel: FakeKernel, domain: str, barrier: Any, results: Any) -> None:
+    barrier.wait()
+    xml = libvirt_domain(domain, [DEVICES[0]])
+    results.put((domain, run_hook(kernel, domain, "prepare", xml)[0]))
+
+
+def test_domains_racing_for_one_device_get_exactly_one_owner(tmp_path: Path,
+                                                             virt_dtb: Path) -> None:  # noqa: F811
+    kernel = make_kernel(tmp_path / "race", virt_dtb)
+    ctx = multiprocessing.get_context("fork")
+    for round_ in range(8):
+        domains = [f"r{round_}-vm{i}" for i in range(4)]
+        barrier = ctx.Barrier(len(domains))
+        results = ctx.Queue()
+        procs = [ctx.Process(target=_race, args=(kernel, d, barrier, results)) for d in domains]
+        for p in procs:
+            p.start()
+        outcome = dict(results.get(timeout=60) for _ in procs)
+        for p in procs:
+            p.join(timeout=60)
+        winners = [d for d, code in outcome.items() if code == 0]
+        assert len(winners) == 1, outcome
+        owner = Owners(kernel).read(DEVICES[0])
+        assert owner is not None and owner.domain == winners[0]
+        assert device_state(kernel, "platform", DEVICES[0]).driver == "vfio-platform"
+        assert run_hook(kernel, winners[0], "release", libvirt_domain(winners[0],
+                                                                      [DEVICES[0]]))[0] == 0
+        assert consistent(kernel) == []
+
+
+def test_running_owner_survives_recover(tmp_path: Path, virt_dtb: Path) -> None:  # noqa: F811
+    kernel = make_kernel(tmp_path / "run", virt_dtb)
+    assert _phase(kernel, "prepare", libvirt_domain("vm1", DEVICES)) == 0
+    mark_running(kernel, "vm1")
+    _recover(kernel)
+    assert consistent(kernel, running={"vm1"}) == []
+    assert len(Owners(kernel).all()) == 2

@@ -1,0 +1,133 @@
+"""The installed hook executable, run as libvirt runs it: a subprocess, XML on stdin.
+
+The fake host here is plain files (no fake kernel in the subprocess), so the
+device under test is unmanaged and already bound to vfio-platform, as an
+administrator would leave it after 'nodedev-detach'; managed binding is
+proven in-process (test_hook.py) and on the real kernel (tests/guest).
+"""
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+from platform_hostdev import cli
+
+from tests.support.corpus import CorpusUnavailable, qemu_virt_dtb
+from tests.support.domains import libvirt_domain
+from tests.support.fakehost import FakeHost, build_fake_host, tree_state
+from tests.support.fakekernel import QEMU_VIRT_DRIVERS
+
+VIRTIO = "a000000.virtio_mmio"
+HOOK = "etc/libvirt/hooks/qemu.d/platform-hostdev"
+QEMU_UID = 64055
+ENV = {"LC_ALL": "C", "PATH": "/usr/bin:/bin", "HOME": "/root", "USER": "root",
+       "LOGNAME": "root"}  # what libvirt passes, nothing more
+
+
+@pytest.fixture(scope="module")
+def virt_dtb() -> Path:
+    try:
+        return qemu_virt_dtb()
+    except CorpusUnavailable as exc:
+        pytest.fail(str(exc))
+
+
+@pytest.fixture
+def host(tmp_path: Path, virt_dtb: Path) -> FakeHost:
+    root = tmp_path / "root"
+    host = build_fake_host(root, virt_dtb, drivers=QEMU_VIRT_DRIVERS, iommu="all",
+                           vfio_loaded=True)
+    host.set_driver_override(VIRTIO, "vfio-platform")
+    host.bind(VIRTIO, "vfio-platform")
+    group = host.iommu_group_of(VIRTIO)
+    node = root / "dev" / "vfio" / str(group)
+    node.parent.mkdir(parents=True, exist_ok=True)
+    node.write_text("")
+    os.chmod(node, 0o600)
+    (root / "etc").mkdir(exist_ok=True)
+    (root / "etc/passwd").write_text(f"libvirt-qemu:x:{QEMU_UID}:{QEMU_UID}::/:/bin/false\n")
+    (root / "etc/group").write_text(f"libvirt-qemu:x:{QEMU_UID}:\n")
+    out = io.StringIO()
+    assert cli.main(["--root", str(root), "hook", "install"], cli.Context(out=out)) == 0
+    assert "restart" in out.getvalue()
+    return host
+
+
+def run(host: FakeHost, op: str, xml: bytes, domain: str = "vm1") -> subprocess.CompletedProcess[str]:
+    sub = "end" if op in ("release", "stopped") else "begin"
+    return subprocess.run([str(host.root / HOOK), domain, op, sub, "-"], input=xml.decode(),
+                          capture_output=True, text=True, env=ENV, timeout=60)
+
+
+def test_domain_without_platform_hostdevs_touches_nothing(host: FakeHost) -> None:
+    before = tree_state(host.root)
+    plain = b"<domain type='kvm'><name>web</name><uuid>1-2</uuid><devices/></domain>"
+    for op in ("prepare", "start", "started", "stopped", "release", "migrate", "reconnect"):
+        done = run(host, op, plain, "web")
+        assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
+    assert tree_state(host.root) == before
+
+
+def test_every_phase_of_an_unmanaged_device(host: FakeHost) -> None:
+    xml = libvirt_domain("vm1", [VIRTIO], managed=False)
+    group = host.iommu_group_of(VIRTIO)
+    node = host.root / "dev" / "vfio" / str(group)
+    done = run(host, "prepare", xml)
+    assert (done.returncode, done.stderr) == (0, "")
+    assert (node.stat().st_uid, node.stat().st_mode & 0o777) == (QEMU_UID, 0o660)
+    record = host.root / "run/platform-hostdev/owners" / f"{VIRTIO}.json"
+    assert '"domain": "vm1"' in record.read_text()
+    for op in ("start", "started"):
+        assert run(host, op, xml).returncode == 0
+    assert run(host, "stopped", xml).returncode == 0
+    done = run(host, "release", xml)
+    assert (done.returncode, done.stderr) == (0, "")
+    assert not record.exists()
+    assert (node.stat().st_uid, node.stat().st_mode & 0o777) == (0, 0o600)
+    assert host.driver_of(VIRTIO) == "vfio-platform"  # unmanaged: left as we found it
+
+
+def test_migrate_is_refused_with_the_reason_on_stderr(host: FakeHost) -> None:
+    done = run(host, "migrate", libvirt_domain("vm1", [VIRTIO], managed=False))
+    assert done.returncode == 1
+    assert "not migratable" in done.stderr and "hint:" in done.stderr
+
+
+@pytest.mark.parametrize("xml,message", [
+    (b"<domain><metadata><x xmlns='http://platform-hostdev.org/schemas/domain/1.0'>",
+     "not well-formed"),
+    (b"<!DOCTYPE d [<!ENTITY e SYSTEM 'file:///etc/shadow'>]><domain>&e;"
+     b"<!-- platform-hostdev.org/schemas/domain --></domain>", "DOCTYPE"),
+])
+def test_bad_xml_is_refused_and_nothing_is_written(host: FakeHost, xml: bytes,
+                                                    message: str) -> None:
+    before = tree_state(host.root)
+    done = run(host, "prepare", xml)
+    assert done.returncode == 1 and message in done.stderr
+    assert "Traceback" not in done.stderr
+    assert tree_state(host.root) == before
+
+
+@pytest.mark.parametrize("name", ["../../../etc", "..", "a/b"])
+def test_path_tricks_in_device_names_are_refused(host: FakeHost, name: str) -> None:
+    xml = libvirt_domain("vm1", [VIRTIO], managed=False).replace(
+        VIRTIO.encode(), name.encode())
+    before = tree_state(host.root)
+    done = run(host, "prepare", xml)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert tree_state(host.root) == before
+
+
+def test_uninstall_removes_only_our_hook(host: FakeHost) -> None:
+    out = io.StringIO()
+    assert cli.main(["--root", str(host.root), "hook", "uninstall"], cli.Context(out=out)) == 0
+    assert not (host.root / HOOK).exists()
+    (host.root / HOOK).write_text("#!/bin/sh\nexit 0\n")
+    err = io.StringIO()
+    assert cli.main(["--root", str(host.root), "hook", "install"],
+                    cli.Context(out=out, err=err)) == 1
+    assert "not ours" in err.getvalue()
+    assert (host.root / HOOK).read_text() == "#!/bin/sh\nexit 0\n"
