@@ -64,7 +64,8 @@ def render_hook(root: str) -> str:
     lines = text.splitlines(keepends=True)
     lines[0] = f"#!{sys.executable} -S\n"
     text = "".join(lines)
-    text = text.replace('PACKAGE_PATH = ""', f"PACKAGE_PATH = {os.pathsep.join(_package_paths())!r}")
+    paths = os.pathsep.join(_package_paths())
+    text = text.replace('PACKAGE_PATH = ""', f"PACKAGE_PATH = {paths!r}")
     text = text.replace('HOST_ROOT = "/"', f"HOST_ROOT = {os.path.abspath(root)!r}")
     return text
 

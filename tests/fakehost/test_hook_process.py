@@ -56,7 +56,8 @@ def host(tmp_path: Path, virt_dtb: Path) -> FakeHost:
     return host
 
 
-def run(host: FakeHost, op: str, xml: bytes, domain: str = "vm1") -> subprocess.CompletedProcess[str]:
+def run(host: FakeHost, op: str, xml: bytes,
+        domain: str = "vm1") -> subprocess.CompletedProcess[str]:
     sub = "end" if op in ("release", "stopped") else "begin"
     return subprocess.run([str(host.root / HOOK), domain, op, sub, "-"], input=xml.decode(),
                           capture_output=True, text=True, env=ENV, timeout=60)
