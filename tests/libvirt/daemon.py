@@ -6,7 +6,7 @@ The daemons run as root in their own mount namespace (``unshare --mount``):
 so nothing leaks into the host's libvirt state and the domain logs are
 readable at ``base/log/qemu/NAME.log``. The client socket is
 ``base/sock/libvirt-sock``; connect with :attr:`PrivateLibvirt.uri`. The hook
-directory /etc/libvirt/hooks stays the host's.
+directory /etc/libvirt/hooks stays the host's unless ``hooks`` are given.
 """
 from __future__ import annotations
 
@@ -60,8 +60,14 @@ class PrivateLibvirt:
         return result
 
 
-def start(base: Path, timeout: float = 20.0) -> PrivateLibvirt:
-    """Start virtlogd and libvirtd below ``base``; DaemonError naming what is missing."""
+def start(base: Path, timeout: float = 20.0,
+          hooks: dict[str, str] | None = None) -> PrivateLibvirt:
+    """Start virtlogd and libvirtd below ``base``; DaemonError naming what is missing.
+
+    ``hooks`` maps paths below /etc/libvirt/hooks (e.g. "qemu.d/x") to executable
+    scripts: they are installed in a private hooks directory before the daemon
+    starts (libvirt reads hooks at start-up), leaving the host's untouched.
+    """
     if os.geteuid() != 0:
         raise DaemonError("the libvirt tier must run as root (it starts libvirtd for "
                           "qemu:///system)")
@@ -75,7 +81,15 @@ def start(base: Path, timeout: float = 20.0) -> PrivateLibvirt:
     (base / "libvirtd.conf").write_text(
         f'unix_sock_dir = "{base}/sock"\nauth_unix_rw = "none"\nauth_unix_ro = "none"\n'
         f'log_outputs = "3:file:{base}/libvirtd.log"\n')
-    pairs = " ".join(f"{k}={v}" for k, v in _PRIVATE.items())
+    private = dict(_PRIVATE)
+    if hooks is not None:
+        private["hooks"] = "/etc/libvirt/hooks"
+        for rel, text in hooks.items():
+            script = base / "hooks" / rel
+            script.parent.mkdir(parents=True, exist_ok=True)
+            script.write_text(text)
+            script.chmod(0o755)
+    pairs = " ".join(f"{k}={v}" for k, v in private.items())
     done = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c",
                            _SCRIPT.format(pairs=pairs), "sh", str(base)],
                           capture_output=True, text=True, timeout=60, check=False)
