@@ -1,0 +1,85 @@
+"""The guest tier, reported on the host: one host test per test of tests/guest.
+
+The guest suite runs once per session inside the emulated board (see
+conftest.py). Collection needs the guest's test ids, so the first collection
+of this module builds and boots the board; ``--collect-only`` and a marker
+expression that deselects ``board`` do not. If the board cannot be built, or
+the guest hangs or crashes, a single ``guest-suite`` case fails with the reason.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.board.conftest import GuestSuite, guest_suite
+
+pytestmark = pytest.mark.board
+
+_NOT_RUN = "guest-suite"
+
+
+def _board_deselected(config: pytest.Config) -> bool:
+    """True when this session will not run board tests (no reason to boot)."""
+    if config.option.collectonly:
+        return True
+    markexpr = config.option.markexpr
+    if not markexpr:
+        return False
+    try:
+        from _pytest.mark.expression import Expression
+    except ImportError:  # pytest moved its private expression parser: boot to be safe
+        return False
+
+    def is_board(name: str, /, **_: object) -> bool:
+        return name == "board"
+
+    return not Expression.compile(markexpr).evaluate(is_board)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "guest_case_id" not in metafunc.fixturenames:
+        return
+    if _board_deselected(metafunc.config):
+        ids = [_NOT_RUN]
+    else:
+        suite = guest_suite(metafunc.config)
+        ids = sorted(suite.cases) or [_NOT_RUN]
+    metafunc.parametrize("guest_case_id", ids, ids=ids)
+
+
+def _context(suite: GuestSuite) -> str:
+    log = f"; whole console in {suite.console_log}" if suite.console_log else ""
+    if suite.result is None:
+        return f"\n({log[2:]})" if log else ""
+    return (f"\n(guest exit code {suite.result.exit_code}, boot {suite.result.boot_time:.1f} s,"
+            f" run {suite.result.duration:.1f} s{log})")
+
+
+def test_guest_suite_ran_clean(guest_run: GuestSuite) -> None:
+    """The guest pytest ended (no hang, no crash), collected tests, and exited 0."""
+    if guest_run.error:
+        pytest.fail(guest_run.error + _context(guest_run), pytrace=False)
+    assert guest_run.result is not None
+    if not guest_run.cases:
+        pytest.fail("the guest pytest collected no tests" + _context(guest_run), pytrace=False)
+    if guest_run.result.exit_code != 0:
+        bad = [c.id for c in guest_run.cases.values() if c.outcome in ("failed", "error")]
+        tail = "\n".join(guest_run.result.output.splitlines()[-20:])
+        pytest.fail(f"the guest pytest exited {guest_run.result.exit_code}; failing: "
+                    f"{', '.join(bad) or 'none reported'}\n{tail}" + _context(guest_run),
+                    pytrace=False)
+
+
+def test_guest(guest_run: GuestSuite, guest_case_id: str) -> None:
+    """Mirror one guest test's outcome."""
+    case = guest_run.cases.get(guest_case_id)
+    if case is None:
+        pytest.fail((guest_run.error or "the guest suite reported no tests")
+                    + _context(guest_run), pytrace=False)
+    if case.outcome == "skipped":
+        pytest.skip(f"skipped in the guest: {case.message}")
+    if case.outcome == "xfailed":
+        pytest.xfail(f"xfailed in the guest: {case.message}")
+    if case.outcome != "passed":
+        pytest.fail(f"{case.outcome} in the guest: {case.message}\n{case.details}"
+                    + _context(guest_run), pytrace=False)

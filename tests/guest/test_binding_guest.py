@@ -1,0 +1,88 @@
+"""Guest tier: binding against the real kernel where only the board can tell.
+
+* a detach really killed (SIGKILL) between steps, then ``recover``;
+* the kernel's own bind/unbind uevents reaching :class:`UdevWaiter`
+  (source "kernel": the initramfs runs no udevd).
+
+Run inside the emulated board:
+``python3 -m board run -- python3 -m pytest -p no:cacheprovider tests/guest``.
+"""
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from platform_hostdev.attributes import WritableSysfs
+from platform_hostdev.binding import device_state, reattach, recover
+from platform_hostdev.inventory import load_inventory
+from platform_hostdev.journal import Journal
+from platform_hostdev.uevents import UdevWaiter
+
+PL061 = "9030000.pl061"
+_KILLER = textwrap.dedent("""
+    import os, signal, sys
+    from platform_hostdev.binding import detach, subprocess_runner
+    from platform_hostdev.host import Sysfs
+    from platform_hostdev.inventory import load_inventory
+    from platform_hostdev.journal import Journal
+    from platform_hostdev.uevents import UdevWaiter
+
+    step = sys.argv[1]
+    sysfs = Sysfs("/")
+    device = load_inventory("/").resolve(sys.argv[2])
+
+    def hook(record):
+        if record.step == step:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    detach(sysfs, device, Journal(sysfs), UdevWaiter(sysfs), subprocess_runner, on_step=hook)
+    sys.exit(3)  # not reached when the step happens
+""")
+
+
+@pytest.fixture
+def live() -> WritableSysfs:
+    sysfs = WritableSysfs("/")
+    assert device_state(sysfs, "amba", PL061).driver == "pl061_gpio", "board not pristine"
+    assert Journal(sysfs).devices() == []
+    return sysfs
+
+
+@pytest.mark.parametrize("step", ["override-written", "unbound", "probed"])
+def test_sigkill_between_steps_then_recover(live: WritableSysfs, step: str) -> None:
+    sysfs = live
+    run = subprocess.run([sys.executable, "-c", _KILLER, step, PL061],
+                         capture_output=True, text=True, timeout=120, check=False)
+    assert run.returncode == -signal.SIGKILL, run.stderr
+    record = Journal(sysfs).read(PL061)
+    assert record is not None and record.step == step
+    expected_driver = {"override-written": "pl061_gpio", "unbound": None,
+                       "probed": "vfio-amba"}[step]
+    assert device_state(sysfs, "amba", PL061).driver == expected_driver
+
+    actions = recover(sysfs, Journal(sysfs), UdevWaiter(sysfs))
+    assert [(a.device, a.action) for a in actions] == [(PL061, "restored")]
+    state = device_state(sysfs, "amba", PL061)
+    assert (state.driver, state.override) == ("pl061_gpio", None)
+    assert Journal(sysfs).devices() == []
+    assert recover(sysfs, Journal(sysfs), UdevWaiter(sysfs)) == []
+
+
+def test_kernel_uevents_reach_the_waiter(live: WritableSysfs) -> None:
+    sysfs = live
+    base = f"/sys/bus/amba/devices/{PL061}"
+    with UdevWaiter(sysfs).watch("amba", PL061) as watch:
+        sysfs.write_attr(base + "/driver_override", "vfio-amba\n")
+        sysfs.write_attr("/sys/bus/amba/drivers/pl061_gpio/unbind", PL061)
+        watch.wait("unbind", lambda: "unbind" in watch.seen, timeout=10)
+        sysfs.write_attr("/sys/bus/amba/drivers_probe", PL061)
+        watch.wait("bind", lambda: "bind" in watch.seen, timeout=10)
+    assert device_state(sysfs, "amba", PL061).driver == "vfio-amba"
+    # bound by hand, no journal: reattach clears the override and takes whatever binds
+    device = load_inventory("/").resolve(PL061)
+    result = reattach(sysfs, device, Journal(sysfs), UdevWaiter(sysfs))
+    assert (result.driver, result.original_known) == ("pl061_gpio", False)
+    assert device_state(sysfs, "amba", PL061).override is None
