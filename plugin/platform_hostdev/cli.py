@@ -26,6 +26,7 @@ _COMMAND_MODULES = (
     "platform_hostdev.commands_domain",
     "platform_hostdev.commands_binding",
     "platform_hostdev.commands_inspect",
+    "platform_hostdev.commands_checkhost",
     "platform_hostdev.commands_hook",
 )
 

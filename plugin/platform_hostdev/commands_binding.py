@@ -27,6 +27,7 @@ from .binding import (
 from .cli import Context
 from .host import Sysfs
 from .journal import Journal
+from .protection import refuse_if_host_uses
 from .uevents import Waiter, default_waiter
 
 __all__ = ["register"]
@@ -36,7 +37,8 @@ def register(sub: Any) -> None:
     p = sub.add_parser("nodedev-detach", help="bind a device to vfio-platform / vfio-amba")
     p.add_argument("device", metavar="DEVICE", help="DT path, sysfs name or DT alias")
     p.add_argument("--force", action="store_true",
-                   help="skip the IOMMU and reset-handler checks and let the kernel decide")
+                   help="skip the host-use (console, mounts, default route), IOMMU and "
+                   "reset-handler checks and let the kernel decide")
     _common(p)
     p.set_defaults(handler=cmd_nodedev_detach)
 
@@ -67,6 +69,8 @@ def _boundaries(ctx: Context) -> tuple[Sysfs, Journal, Waiter, Runner | None]:
 def cmd_nodedev_detach(args: argparse.Namespace, ctx: Context) -> int:
     device = ctx.inventory().resolve(args.device)
     sysfs, journal, waiter, runner = _boundaries(ctx)
+    for use in refuse_if_host_uses(sysfs, device, args.force):
+        print(f"warning: --force: {device.name} {use.detail}", file=ctx.err)
     result = detach(sysfs, device, journal, waiter, runner, force=args.force,
                     timeout=args.timeout)
     if args.json:

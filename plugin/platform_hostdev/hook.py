@@ -36,6 +36,7 @@ from .host import Sysfs
 from .inventory import check_spec
 from .journal import Journal
 from .ownership import OwnerRecord, Owners
+from .protection import refuse_if_host_uses
 from .uevents import Waiter
 
 __all__ = ["HookEnv", "run", "dispatch", "HookDevice", "resolve_device", "release_stale"]
@@ -70,6 +71,7 @@ class HookDevice:
     dt_path: str | None
     compatible: tuple[str, ...]
     managed: bool
+    sysfs_path: str | None = None  # /sys/devices/... (host-absolute)
 
 
 @dataclass(frozen=True)
@@ -195,7 +197,8 @@ def resolve_device(sysfs: Sysfs, name: str | None, dt_path: str | None,
                            "make <devicetree path> and <device name> name the same device")
     raw = sysfs.read_text(link + "/of_node/compatible") or ""
     compatible = tuple(c for c in raw.split("\0") if c)
-    return HookDevice(dev_name, bus, actual, compatible, managed)
+    return HookDevice(dev_name, bus, actual, compatible, managed,
+                      sysfs.host_path(sysfs.path(link)))
 
 
 # ------------------------------------------------------------------ recovery
@@ -283,6 +286,7 @@ def _take(device: HookDevice, domain: _Domain, env: HookEnv, owners: Owners,
                            f"{state.driver or 'no driver'}, not {vfio}; it must be manually "
                            "detached", f"run 'platform-hostdev nodedev-detach {device.name}' "
                            "or set managed='yes'")
+    refuse_if_host_uses(env.sysfs, device, force=False)  # console, mounted disk, route
     record = record.at(detached_by_us=True)
     owners.write(record)  # before the first sysfs write: release knows to give it back
     env.step(f"prepare:{device.name}:recorded")

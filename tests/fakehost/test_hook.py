@@ -201,3 +201,15 @@ def test_recover_command_gives_back_devices_of_vanished_domains(kernel: FakeKern
     assert f"{VIRTIO}: released from domain vm1" in out.getvalue()
     assert device_state(kernel, "platform", VIRTIO).driver is None
     assert Owners(kernel).all() == []
+
+
+def test_device_carrying_the_default_route_is_not_taken(kernel: FakeKernel) -> None:
+    from tests.fakehost.test_protection import dress
+
+    dress(kernel.host)  # the default route's NIC sits on a003c00.virtio_mmio
+    nic = "a003c00.virtio_mmio"
+    code, err = run_hook(kernel, "vm1", "prepare", libvirt_domain("vm1", [VIRTIO2, nic]))
+    assert code == 1 and "default route" in err and "eth0" in err
+    for name in (VIRTIO2, nic):
+        assert device_state(kernel, "platform", name).driver is None
+    assert Owners(kernel).all() == []
