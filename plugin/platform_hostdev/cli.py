@@ -28,6 +28,7 @@ _COMMAND_MODULES = (
     "platform_hostdev.commands_inspect",
     "platform_hostdev.commands_checkhost",
     "platform_hostdev.commands_hook",
+    "platform_hostdev.commands_guestdt",
 )
 
 
