@@ -56,6 +56,7 @@ class HookEnv:
     err: TextIO = field(default_factory=lambda: sys.stderr)
     allow_noiommu: bool = False
     on_step: Callable[[str], None] | None = None  # fault injection in tests
+    check_guest_dt: bool = True   # tests of other concerns turn the DT check off
 
     def step(self, what: str) -> None:
         if self.on_step is not None:
@@ -79,6 +80,8 @@ class _Domain:
     name: str
     uuid: str
     devices: list[HookDevice]
+    root: Any = None            # the domain XML's root element (lxml)
+    keys: tuple[str, ...] = ()  # the hostdevs as declared (name or path), in order
 
 
 def _config(sysfs: Sysfs) -> dict[str, str]:
@@ -158,7 +161,8 @@ def _parse_domain(data: bytes, name: str, sysfs: Sysfs) -> _Domain:
             raise HostdevError(f"device {device.name} is listed twice in the domain",
                                "remove the duplicate hostdev")
         seen.add(device.name)
-    return _Domain(name, uuid, devices)
+    keys = tuple(h.name or h.dt_path or "" for h in declared)
+    return _Domain(name, uuid, devices, root, keys)
 
 
 def resolve_device(sysfs: Sysfs, name: str | None, dt_path: str | None,
@@ -236,7 +240,45 @@ def _give_back(record: OwnerRecord, env: HookEnv, owners: Owners, journal: Journ
 
 # ------------------------------------------------------------------ phases
 
+def check_guest_dt(domain: _Domain, env: HookEnv) -> None:
+    """A domain whose devices need our guest DT must boot with it, and it must be current.
+
+    QEMU builds nodes itself only for xgmac/xgbe; a domain pointing <os><dtb> at
+    a file of its own is the user's business. The fingerprint is recomputed from
+    the XML (no libvirt call) and compared with the one stored at sync time.
+    """
+    from .guestdt_store import STATE_DIR, GuestDtStore, fingerprint, fingerprint_inputs
+    from .guestdt_sync import needs_guest_dtb
+
+    if not domain.devices or not needs_guest_dtb([d.compatible for d in domain.devices]):
+        return
+    store = GuestDtStore(env.sysfs.path(STATE_DIR))
+    ours = store.dtb_path(domain.uuid)
+    dtb = (domain.root.findtext("os/dtb") or "").strip()
+    fix = f"run 'platform-hostdev sync {domain.name}' to (re)generate it"
+    if not dtb:
+        raise HostdevError(f"domain {domain.name} has no guest device tree for its platform "
+                           "devices (QEMU builds nodes only for calxeda xgmac and AMD xgbe "
+                           "and would exit: 'can not be dynamically instantiated')", fix)
+    if dtb != env.sysfs.host_path(ours) and env.sysfs.path(dtb) != ours:
+        return  # the user's own DTB: theirs to keep right
+    record = store.load_record(domain.uuid)
+    current = fingerprint(domain.root, domain.keys)
+    if record is None or not ours.exists():
+        raise HostdevError(f"the generated guest device tree {dtb} of domain {domain.name} "
+                           "is missing", fix)
+    if record.get("fingerprint") != current:
+        before = record.get("inputs", {})
+        now = fingerprint_inputs(domain.root, domain.keys)
+        changed = ", ".join(f"{k}: {before.get(k)!r} -> {now.get(k)!r}"
+                            for k in sorted(now) if before.get(k) != now.get(k))
+        raise HostdevError(f"the guest device tree of domain {domain.name} is out of date "
+                           f"({changed or 'configuration changed'})", fix)
+
+
 def prepare(domain: _Domain, env: HookEnv) -> None:
+    if env.check_guest_dt:
+        check_guest_dt(domain, env)
     owners = Owners(env.sysfs, env.clock)
     journal = Journal(env.sysfs)
     with owners.locked():

@@ -17,7 +17,7 @@ from platform_hostdev.hook import HookEnv, dispatch
 from platform_hostdev.ownership import Owners
 
 from tests.support.corpus import CorpusUnavailable, qemu_virt_dtb
-from tests.support.domains import libvirt_domain
+from tests.support.domains import libvirt_domain, synced_domain
 from tests.support.fakehost import build_fake_host
 from tests.support.fakekernel import QEMU_VIRT_DRIVERS, FakeKernel
 
@@ -53,6 +53,7 @@ def kernel(tmp_path: Path, virt_dtb: Path) -> FakeKernel:
 
 def run_hook(kernel: FakeKernel, domain: str, op: str, xml: bytes, **env: Any) -> tuple[int, str]:
     err = io.StringIO()
+    env.setdefault("check_guest_dt", False)  # its own tests below
     hook_env = HookEnv(kernel, kernel.waiter(), kernel.run, err=err, **env)
     sub = {"prepare": "begin", "release": "end", "reconnect": "begin",
            "migrate": "begin", "restore": "begin"}.get(op, "begin")
@@ -213,3 +214,30 @@ def test_device_carrying_the_default_route_is_not_taken(kernel: FakeKernel) -> N
     for name in (VIRTIO2, nic):
         assert device_state(kernel, "platform", name).driver is None
     assert Owners(kernel).all() == []
+
+
+def test_domain_without_its_guest_dt_is_refused_with_the_fix(kernel: FakeKernel) -> None:
+    code, err = run_hook(kernel, "vm1", "prepare", libvirt_domain("vm1", [VIRTIO]),
+                         check_guest_dt=True)
+    assert code == 1 and "has no guest device tree" in err
+    assert "run 'platform-hostdev sync vm1'" in err
+    assert device_state(kernel, "platform", VIRTIO).driver is None
+
+
+def test_synced_domain_passes_and_a_changed_one_is_refused(kernel: FakeKernel) -> None:
+    xml = synced_domain(kernel.root, "vm1", [VIRTIO], memory_mib=512)
+    assert run_hook(kernel, "vm1", "prepare", xml, check_guest_dt=True) == (0, "")
+    assert run_hook(kernel, "vm1", "release", xml)[0] == 0
+    grown = xml.replace(b'<memory unit="MiB">512</memory>', b'<memory unit="MiB">1024</memory>')
+    assert grown != xml
+    code, err = run_hook(kernel, "vm1", "prepare", grown, check_guest_dt=True)
+    assert code == 1 and "is out of date (memory: 536870912 -> 1073741824)" in err
+    more = synced_domain(kernel.root, "vm1", [VIRTIO])  # the same, synced again
+    assert run_hook(kernel, "vm1", "prepare", more.replace(
+        VIRTIO.encode(), VIRTIO2.encode()), check_guest_dt=True)[0] == 1  # device changed
+
+
+def test_a_domain_with_its_own_dtb_is_left_to_its_owner(kernel: FakeKernel) -> None:
+    xml = libvirt_domain("vm1", [VIRTIO]).replace(
+        b"</os>", b"<dtb>/srv/boards/handmade.dtb</dtb></os>")
+    assert run_hook(kernel, "vm1", "prepare", xml, check_guest_dt=True) == (0, "")

@@ -16,7 +16,7 @@ import pytest
 from platform_hostdev import cli
 
 from tests.support.corpus import CorpusUnavailable, qemu_virt_dtb
-from tests.support.domains import libvirt_domain
+from tests.support.domains import libvirt_domain, synced_domain
 from tests.support.fakehost import FakeHost, build_fake_host, tree_state
 from tests.support.fakekernel import QEMU_VIRT_DRIVERS
 
@@ -73,7 +73,7 @@ def test_domain_without_platform_hostdevs_touches_nothing(host: FakeHost) -> Non
 
 
 def test_every_phase_of_an_unmanaged_device(host: FakeHost) -> None:
-    xml = libvirt_domain("vm1", [VIRTIO], managed=False)
+    xml = synced_domain(host.root, "vm1", [VIRTIO], managed=False)
     group = host.iommu_group_of(VIRTIO)
     node = host.root / "dev" / "vfio" / str(group)
     done = run(host, "prepare", xml)

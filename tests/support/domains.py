@@ -3,11 +3,15 @@ from __future__ import annotations
 
 import uuid as uuidlib
 from collections.abc import Sequence
+from pathlib import Path
 
+from lxml import etree
+from platform_hostdev.fdt import RawNode, build_dtb
+from platform_hostdev.guestdt_store import STATE_DIR, GuestDtStore, fingerprint, fingerprint_inputs
 from platform_hostdev.hostdev_xml import parse_xml
 from platform_hostdev.translate import forward, to_string
 
-__all__ = ["user_domain", "libvirt_domain"]
+__all__ = ["user_domain", "libvirt_domain", "synced_domain"]
 
 
 def user_domain(name: str, devices: Sequence[str], *, managed: bool = True,
@@ -36,3 +40,19 @@ def libvirt_domain(name: str, devices: Sequence[str], **kw: object) -> bytes:
     """The translated form libvirt stores and hands to hooks."""
     tree = parse_xml(user_domain(name, devices, **kw), "test domain")  # type: ignore[arg-type]
     return to_string(forward(tree, None).tree).encode()
+
+
+def synced_domain(root: Path, name: str, devices: Sequence[str], **kw: object) -> bytes:
+    """The translated domain as 'platform-hostdev sync' leaves it on a host below ``root``:
+    <os><dtb> pointing at the stored guest DTB, whose record holds the fingerprint."""
+    tree = parse_xml(libvirt_domain(name, devices, **kw), "test domain")
+    dom = tree.getroot()
+    uuid = dom.findtext("uuid") or ""
+    store = GuestDtStore(root / STATE_DIR.lstrip("/"))
+    keys = list(devices)
+    store.save(uuid, build_dtb(RawNode("")), fingerprint(dom, keys),
+               fingerprint_inputs(dom, keys), [])
+    os_el = dom.find("os")
+    assert os_el is not None
+    etree.SubElement(os_el, "dtb").text = f"{STATE_DIR}/guest-dt/{uuid}.dtb"
+    return to_string(tree).encode()
