@@ -83,10 +83,19 @@ def cmd_show(args: argparse.Namespace, ctx: Context) -> int:
     inventory = ctx.inventory()
     device = inventory.resolve(args.device)
     correlation = correlate(inventory.tree, device)
+    from .commands_guestdt import render_chain, store_for
+
+    placements = store_for(ctx).placements_of(device.name) if ctx.dtb is None else []
     if args.json:
-        ctx.print_json(correlation.to_json())
+        data = correlation.to_json()
+        if placements:
+            data["guest"] = [{"domain_uuid": uuid, **chain} for uuid, chain in placements]
+        ctx.print_json(data)
     else:
         ctx.print(render_correlation(correlation))
+        for uuid, chain in placements:
+            ctx.print(f"\nIn the guest of domain {uuid} (host DT -> VFIO -> guest):")
+            ctx.print(render_chain([chain]))
     return 0
 
 

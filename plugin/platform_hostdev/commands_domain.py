@@ -263,14 +263,42 @@ def cmd_dumpxml(args: argparse.Namespace, ctx: Context) -> int:
         tree = parse_xml(xml, "the domain XML from libvirt")
     else:
         tree = _user_form(dom, flags)
+    from .commands_guestdt import store_for
+
+    with libvirt_errors("cannot read the domain UUID", "check the connection"):
+        uuid = dom.UUIDString()
+    record = store_for(ctx).load_record(uuid) or {}
+    chains = {d.get("name"): d for d in record.get("devices", []) if isinstance(d, dict)}
     if args.json:
         models = [PlatformHostdev.from_element(e) for e in
                   platform_hostdev_elements(backward(tree).getroot())]
         ctx.print_json({"domain": dom.name(), "xml": to_string(tree),
-                        "hostdevs": [_hostdev_json(m) for m in models]})
+                        "hostdevs": [_hostdev_json(m) for m in models],
+                        "guest_dt": record.get("devices", [])})
     else:
+        if not args.raw:
+            _annotate_chains(tree, chains)
         ctx.out.write(to_string(tree))
     return 0
+
+
+def _annotate_chains(tree: etree._ElementTree, chains: dict[Any, dict[str, Any]]) -> None:
+    """A comment in each platform hostdev: host DT -> VFIO -> guest address/SPI -> guest DT."""
+    for element in platform_hostdev_elements(tree.getroot()):
+        model = PlatformHostdev.from_element(element)
+        chain = chains.get(model.name) or next(
+            (c for c in chains.values() if c.get("host_path") == model.dt_path), None)
+        if chain is None:
+            continue
+        parts = [f"region {r['vfio_index']} 0x{r['host_address']:x}+0x{r['size']:x} -> "
+                 f"0x{r['guest_address']:x}" for r in chain.get("regions", [])]
+        parts += [f"irq {i['vfio_index']} {i['host_line']} -> SPI {i['guest_spi']} "
+                  f"{i['trigger']}" for i in chain.get("irqs", [])]
+        text = (f" guest: {chain.get('host_path')} [{'; '.join(parts)}] as "
+                f"{chain.get('guest_path')} ")
+        comment = etree.Comment(text.replace("--", "- -"))
+        comment.tail = element.text
+        element.insert(0, comment)
 
 
 def _change_config(args: argparse.Namespace, ctx: Context, edit: Callable[

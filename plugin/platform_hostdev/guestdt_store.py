@@ -111,6 +111,16 @@ class GuestDtStore:
                                ) from None
         return data if isinstance(data, dict) else None
 
+    def placements_of(self, device: str) -> list[tuple[str, dict[str, Any]]]:
+        """(domain UUID, chain) of every stored guest DT that places ``device``."""
+        found = []
+        for path in sorted(self.directory.glob("*.json")) if self.directory.is_dir() else []:
+            record = self.load_record(path.stem)
+            for entry in (record or {}).get("devices", []):
+                if isinstance(entry, dict) and entry.get("name") == device:
+                    found.append((path.stem, entry))
+        return found
+
     def remove(self, uuid: str) -> None:
         for path in (self.dtb_path(uuid), self.record_path(uuid)):
             path.unlink(missing_ok=True)

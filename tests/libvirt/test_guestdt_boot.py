@@ -10,6 +10,7 @@ from our DT. A probe initramfs prints what the guest kernel made of it.
 """
 from __future__ import annotations
 
+import io
 import shutil
 import struct
 import tempfile
@@ -19,7 +20,8 @@ from pathlib import Path
 
 import libvirt
 import pytest
-from platform_hostdev.guestdt_store import GuestDtStore
+from platform_hostdev import cli
+from platform_hostdev.guestdt_store import STATE_DIR, GuestDtStore
 from platform_hostdev.hostdev_xml import QEMU_NS, parse_xml
 from platform_hostdev.inventory import load_inventory
 from platform_hostdev.translate import forward, to_string
@@ -86,7 +88,7 @@ def test_generated_dtb_boots_and_the_guest_kernel_sees_the_device(
         tree = parse_xml(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE), "defined")
 
         from platform_hostdev.guestdt_sync import sync_domain
-        store = GuestDtStore(world / "state")
+        store = GuestDtStore(world / STATE_DIR.lstrip("/"))  # what the CLI uses with --root
         result = sync_domain(conn, tree, inventory, store)
         assert result.dtb_path == str(store.dtb_path(dom.UUIDString()))
         (device,) = result.devices
@@ -102,8 +104,9 @@ def test_generated_dtb_boots_and_the_guest_kernel_sees_the_device(
         for drop in (root.find(f"{{{QEMU_NS}}}commandline"), root.find("memoryBacking")):
             if drop is not None:
                 root.remove(drop)
-        (world / "state").chmod(0o755)
-        (world / "state" / "guest-dt").chmod(0o755)
+        for part in ("var", "var/lib", "var/lib/platform-hostdev",
+                     "var/lib/platform-hostdev/guest-dt"):
+            (world / part).chmod(0o755)
         dom = conn.defineXMLFlags(to_string(result.tree), 0)
         assert f"<dtb>{result.dtb_path}</dtb>" in dom.XMLDesc(0)
         dom.create()
@@ -126,6 +129,14 @@ def test_generated_dtb_boots_and_the_guest_kernel_sees_the_device(
         assert facts.props[(node, "reg")] == _cells(0, 0x10000)
         assert facts.props[(node, "interrupts")] == _cells(0, 112, 4)
         assert "c000000.ethernet" in facts.devices
+
+        # the chain, as dumpxml and show print it
+        out = io.StringIO()
+        assert cli.main(["--root", str(world), "dumpxml", "phd-dt-boot", "-c", libvirtd.uri],
+                        cli.Context(out=out, err=io.StringIO())) == 0
+        assert ("<!-- guest: /ethernet@4010000 [region 0 0x40100000+0x10000 -> 0xc000000; "
+                "irq 0 SPI 116 -> SPI 112 level-high] as /platform-bus@c000000/ethernet@0 -->"
+                ) in out.getvalue()
     finally:
         for d in conn.listAllDomains():
             if d.name() == "phd-dt-boot":
