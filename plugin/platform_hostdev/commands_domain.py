@@ -176,10 +176,42 @@ def _prepare(tree: etree._ElementTree, args: argparse.Namespace, ctx: Context,
     return translation
 
 
-def _define(conn: Any, translation: Translation) -> Any:
+def _define(conn: Any, translation: Translation, args: argparse.Namespace | None = None,
+            ctx: Context | None = None) -> Any:
+    """Define the libvirt form; with args/ctx, then (re)generate its guest DT (sync)."""
     with libvirt_errors("libvirt refused the domain",
                         "fix the domain XML as libvirt's message says; nothing was changed"):
-        return conn.defineXMLFlags(translation.xml(), DEFINE_VALIDATE)
+        dom = conn.defineXMLFlags(translation.xml(), DEFINE_VALIDATE)
+    if args is not None and ctx is not None and translation.hostdevs:
+        _sync(conn, dom, args, ctx)
+    return dom
+
+
+def _sync(conn: Any, dom: Any, args: argparse.Namespace, ctx: Context) -> None:
+    """The guest device tree, generated through libvirt right after a definition."""
+    from .commands_guestdt import store_for
+    from .guestdt_sync import sync_domain
+
+    name = dom.name()
+    inventory = _inventory(args, ctx, _uri(args, ctx))
+    if inventory is None:
+        print(f"note: no guest device tree was generated (the devices were not checked on "
+              f"this host); run 'platform-hostdev sync {name}' on the host before starting "
+              "the domain", file=ctx.err)
+        return
+    with libvirt_errors("cannot read the defined domain", "check the connection"):
+        xml = dom.XMLDesc(XML_INACTIVE | XML_SECURE)
+    try:
+        result = sync_domain(conn, parse_xml(xml, "the defined domain"), inventory,
+                             store_for(ctx))
+    except HostdevError as exc:
+        raise HostdevError(f"domain {name} was defined, but its guest device tree cannot be "
+                           f"generated: {exc.what}", exc.fix) from None
+    with libvirt_errors("libvirt refused the domain with its guest DTB",
+                        f"run 'platform-hostdev sync {name}' to retry"):
+        conn.defineXMLFlags(to_string(result.tree), DEFINE_VALIDATE)
+    if result.dtb_path is not None:
+        ctx.print(f"Guest device tree generated: {result.dtb_path}")
 
 
 def _user_form(dom: Any, flags: int) -> etree._ElementTree:
@@ -248,7 +280,7 @@ def cmd_define(args: argparse.Namespace, ctx: Context) -> int:
     tree = _read(args.file)
     conn = _connection(args, ctx)
     translation = _prepare(tree, args, ctx, conn)
-    dom = _define(conn, translation)
+    dom = _define(conn, translation, args, ctx)
     ctx.print(f"Domain '{dom.name()}' defined from {args.file}")
     return 0
 
@@ -310,7 +342,7 @@ def _change_config(args: argparse.Namespace, ctx: Context, edit: Callable[
     _affect(args, dom)
     tree = _user_form(dom, XML_INACTIVE | XML_SECURE)
     edit(tree, element, model, _inventory(args, ctx, _uri(args, ctx)))
-    _define(conn, _prepare(tree, args, ctx, conn))
+    _define(conn, _prepare(tree, args, ctx, conn), args, ctx)
     ctx.print(done)
     with libvirt_errors("cannot read the domain state", "check the connection"):
         active = bool(dom.isActive())
@@ -387,7 +419,7 @@ def cmd_edit(args: argparse.Namespace, ctx: Context) -> int:
             ctx.print(f"Domain '{name}' XML configuration not changed.")
             return 0
         try:
-            _define(conn, _prepare(parse_xml(edited.encode(), path), args, ctx, conn))
+            _define(conn, _prepare(parse_xml(edited.encode(), path), args, ctx, conn), args, ctx)
         except HostdevError as exc:
             raise HostdevError(f"{exc.what}; domain {name} was not changed",
                                f"{exc.fix}; your edit is kept in {path}") from None

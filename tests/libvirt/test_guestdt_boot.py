@@ -144,3 +144,27 @@ def test_generated_dtb_boots_and_the_guest_kernel_sees_the_device(
                     d.destroy()
                 d.undefine()
         conn.close()
+
+
+def test_define_generates_the_guest_dt_through_libvirt(libvirtd: PrivateLibvirt,
+                                                       kernel_dtbs: Path, world: Path) -> None:
+    src = world / "domain.xml"
+    src.write_text(DOMAIN.format(memory=MEMORY_MIB, vcpus=VCPUS, kernel="/nonexistent/vmlinuz",
+                                 initrd="/nonexistent/initrd", device=HOST_DEVICE,
+                                 log=world / "console.log").replace("phd-dt-boot", "phd-dt-def"))
+    out, err = io.StringIO(), io.StringIO()
+    argv = ["--root", str(world), "--dtb", str(kernel_dtbs / "arm" / "corstone1000-fvp.dtb"),
+            "define", str(src), "-c", libvirtd.uri]
+    conn = libvirt.open(libvirtd.uri)
+    try:
+        assert cli.main(argv, cli.Context(out=out, err=err)) == 0, err.getvalue()
+        dom = conn.lookupByName("phd-dt-def")
+        stored = GuestDtStore(world / STATE_DIR.lstrip("/")).dtb_path(dom.UUIDString())
+        assert f"Guest device tree generated: {stored}" in out.getvalue()
+        assert f"<dtb>{stored}</dtb>" in dom.XMLDesc(0)
+        assert stored.read_bytes()[:4] == b"\xd0\x0d\xfe\xed"
+    finally:
+        for d in conn.listAllDomains():
+            if d.name() == "phd-dt-def":
+                d.undefine()
+        conn.close()

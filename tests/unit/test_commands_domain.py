@@ -30,6 +30,7 @@ def _ctx(mocker: Any, tmp_path: Path, running: bool = False, xml: str | None = N
     conn = mocker.Mock(name="virConnect")
     dom = mocker.Mock(name="virDomain")
     dom.name.return_value = "guest1"
+    dom.UUIDString.return_value = "5f0c2a8e-0000-4000-8000-00000000beef"
     dom.isActive.return_value = 1 if running else 0
     dom.XMLDesc.return_value = xml if xml is not None else forward(
         parse_xml(BASIC, "b"), None).xml()
@@ -271,3 +272,12 @@ def test_metadata_round_trip_in_libvirt_test_driver(tmp_path: Path) -> None:
             dom.undefine()
     finally:
         conn.close()
+
+
+def test_define_without_a_host_check_says_to_sync_later(mocker: Any, tmp_path: Path) -> None:
+    ctx, conn, _ = _ctx(mocker, tmp_path)
+    src = _file(tmp_path, "d.xml", BASIC.replace("/usr/bin/qemu-system-aarch64",
+                                                 _emulator(tmp_path)))
+    assert cli.main(["define", src, "--no-host-check"], ctx) == 0
+    assert "run 'platform-hostdev sync guest1' on the host" in ctx.err.getvalue()  # type: ignore[attr-defined]
+    conn.domainXMLToNative.assert_not_called()
