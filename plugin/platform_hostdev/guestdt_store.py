@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -23,6 +22,7 @@ from lxml import etree
 
 from .errors import HostdevError
 from .guestdt import GuestDevice
+from .statefiles import atomic_write
 
 __all__ = ["fingerprint", "fingerprint_inputs", "GuestDtStore", "STATE_DIR"]
 
@@ -94,10 +94,10 @@ class GuestDtStore:
              chain: Sequence[GuestDevice]) -> Path:
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o755)
         path = self.dtb_path(uuid)
-        _atomic_write(path, dtb)
+        atomic_write(path, dtb, 0o644)
         record = {"fingerprint": print_, "inputs": inputs,
                   "devices": [asdict(d) for d in chain]}
-        _atomic_write(self.record_path(uuid), json.dumps(record, indent=2).encode())
+        atomic_write(self.record_path(uuid), json.dumps(record, indent=2).encode(), 0o644)
         return path
 
     def load_record(self, uuid: str) -> dict[str, Any] | None:
@@ -124,17 +124,3 @@ class GuestDtStore:
     def remove(self, uuid: str) -> None:
         for path in (self.dtb_path(uuid), self.record_path(uuid)):
             path.unlink(missing_ok=True)
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -14,19 +14,18 @@ whose lock is free belongs to no running operation.
 """
 from __future__ import annotations
 
-import errno
-import fcntl
 import json
 import os
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
 from .errors import HostdevError
 from .host import Sysfs
+from .statefiles import atomic_write, exclusive_lock, sync_dir
 
 __all__ = [
     "JOURNAL_DIR",
@@ -168,17 +167,8 @@ class Journal:
     def write(self, record: JournalRecord) -> None:
         """Replace the device's record atomically (temp file, fsync, rename, fsync dir)."""
         self.path.mkdir(parents=True, exist_ok=True, mode=0o700)
-        final = self.file(record.device)
-        temp = self.path / f".{record.device}.json.{os.getpid()}.tmp"
         data = json.dumps(record.to_json(), indent=1, sort_keys=True).encode() + b"\n"
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(temp, final)
-        self._sync_dir()
+        atomic_write(self.file(record.device), data)
 
     def remove(self, device: str) -> None:
         """Delete the device's record (no error if it has none)."""
@@ -186,35 +176,13 @@ class Journal:
             self.file(device).unlink()
         except FileNotFoundError:
             return
-        self._sync_dir()
+        sync_dir(self.path)
 
-    def _sync_dir(self) -> None:
-        fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-    @contextmanager
-    def locked(self, timeout: float = 10.0) -> Iterator[None]:
+    def locked(self, timeout: float = 10.0) -> AbstractContextManager[None]:
         """Hold the journal lock; JournalBusyError if another process keeps it past ``timeout``."""
-        self.path.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(self.path / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            deadline = self._clock() + timeout
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except OSError as exc:
-                    if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
-                        raise
-                    if self._clock() >= deadline:
-                        raise JournalBusyError(
-                            f"another platform-hostdev operation holds {self.directory}/.lock",
-                            "wait for it to finish; the lock is released when it exits"
-                        ) from None
-                    self._sleep(0.05)
-            yield
-        finally:
-            os.close(fd)  # closing the descriptor releases the flock
+        return exclusive_lock(
+            self.path / ".lock", timeout,
+            lambda: JournalBusyError(
+                f"another platform-hostdev operation holds {self.directory}/.lock",
+                "wait for it to finish; the lock is released when it exits"),
+            self._clock, self._sleep)

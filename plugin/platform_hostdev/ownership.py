@@ -15,20 +15,18 @@ prepare hook and QEMU's exec).
 """
 from __future__ import annotations
 
-import errno
-import fcntl
 import json
 import os
-import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from .errors import HostdevError
 from .host import Sysfs
+from .statefiles import atomic_write, exclusive_lock
 
 __all__ = ["OwnerRecord", "Owners", "OwnersBusyError", "OWNERS_DIR", "START_GRACE"]
 
@@ -90,27 +88,11 @@ class Owners:
                                "the domain XML names the device wrongly")
         return self.directory / f"{device}.json"
 
-    @contextmanager
-    def locked(self, timeout: float = 60.0) -> Iterator[None]:
-        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(self.directory / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            deadline = time.monotonic() + timeout
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except OSError as exc:
-                    if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
-                        raise
-                    if time.monotonic() >= deadline:
-                        raise OwnersBusyError(
-                            f"another platform-hostdev hook holds {OWNERS_DIR}/.lock for "
-                            f"more than {timeout:.0f} s", "retry the domain start") from None
-                    time.sleep(0.02)
-            yield
-        finally:
-            os.close(fd)
+    def locked(self, timeout: float = 60.0) -> AbstractContextManager[None]:
+        return exclusive_lock(
+            self.directory / ".lock", timeout,
+            lambda: OwnersBusyError(f"another platform-hostdev hook holds {OWNERS_DIR}/.lock "
+                                    f"for more than {timeout:.0f} s", "retry the domain start"))
 
     def read(self, device: str) -> OwnerRecord | None:
         path = self._file(device)
@@ -138,18 +120,8 @@ class Owners:
         return records
 
     def write(self, record: OwnerRecord) -> None:
-        path = self._file(record.device)
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=f".{record.device}.")
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump(asdict(record), f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write(self._file(record.device), json.dumps(asdict(record)).encode())
 
     def remove(self, device: str) -> None:
         self._file(device).unlink(missing_ok=True)

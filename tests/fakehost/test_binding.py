@@ -26,19 +26,10 @@ from platform_hostdev.binding import (
 from platform_hostdev.inventory import Device, load_inventory
 from platform_hostdev.journal import Journal
 
-from tests.support.corpus import CorpusUnavailable, qemu_virt_dtb
 from tests.support.fakehost import FakeHost, build_fake_host, tree_state
 from tests.support.fakekernel import QEMU_VIRT_DRIVERS, FakeKernel
 
 Make = Callable[..., FakeKernel]
-
-
-@pytest.fixture(scope="session")
-def virt_dtb() -> Path:
-    try:
-        return qemu_virt_dtb()
-    except CorpusUnavailable as exc:
-        pytest.fail(str(exc))
 
 
 @pytest.fixture

@@ -16,7 +16,6 @@ from platform_hostdev.binding import device_state
 from platform_hostdev.hook import HookEnv, dispatch
 from platform_hostdev.ownership import Owners
 
-from tests.support.corpus import CorpusUnavailable, qemu_virt_dtb
 from tests.support.domains import libvirt_domain, synced_domain
 from tests.support.fakehost import build_fake_host
 from tests.support.fakekernel import QEMU_VIRT_DRIVERS, FakeKernel
@@ -24,14 +23,6 @@ from tests.support.fakekernel import QEMU_VIRT_DRIVERS, FakeKernel
 VIRTIO = "a000000.virtio_mmio"
 VIRTIO2 = "a000200.virtio_mmio"
 QEMU_UID = 64055
-
-
-@pytest.fixture(scope="session")
-def virt_dtb() -> Path:
-    try:
-        return qemu_virt_dtb()
-    except CorpusUnavailable as exc:
-        pytest.fail(str(exc))
 
 
 def make_kernel(root: Path, dtb: Path, iommu: Any = "all", noiommu: bool = False) -> FakeKernel:

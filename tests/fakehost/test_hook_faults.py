@@ -23,7 +23,7 @@ from platform_hostdev.hook import HookEnv, dispatch, release_stale
 from platform_hostdev.journal import Journal
 from platform_hostdev.ownership import Owners
 
-from tests.fakehost.test_hook import make_kernel, mark_running, run_hook, virt_dtb  # noqa: F401
+from tests.fakehost.test_hook import make_kernel, mark_running, run_hook
 from tests.support.domains import libvirt_domain
 from tests.support.fakekernel import FakeKernel
 
@@ -133,7 +133,7 @@ def _recover_later(kernel: FakeKernel, xml: bytes) -> None:
 
 
 @pytest.mark.parametrize("then", [_release_again, _recover_later], ids=["release", "recover"])
-def test_killed_prepare_leaves_nothing_stranded(tmp_path: Path, virt_dtb: Path,  # noqa: F811
+def test_killed_prepare_leaves_nothing_stranded(tmp_path: Path, virt_dtb: Path,
                                                 monkeypatch: pytest.MonkeyPatch,
                                                 then: Callable[[FakeKernel, bytes], None]) -> None:
     points = _kill_points(tmp_path, virt_dtb, monkeypatch, _nothing, "prepare", then)
@@ -141,7 +141,7 @@ def test_killed_prepare_leaves_nothing_stranded(tmp_path: Path, virt_dtb: Path, 
 
 
 @pytest.mark.parametrize("then", [_release_again, _recover_later], ids=["release", "recover"])
-def test_killed_release_leaves_nothing_stranded(tmp_path: Path, virt_dtb: Path,  # noqa: F811
+def test_killed_release_leaves_nothing_stranded(tmp_path: Path, virt_dtb: Path,
                                                 monkeypatch: pytest.MonkeyPatch,
                                                 then: Callable[[FakeKernel, bytes], None]) -> None:
     points = _kill_points(tmp_path, virt_dtb, monkeypatch, _prepared, "release", then)
@@ -155,7 +155,7 @@ def _race(kernel: FakeKernel, domain: str, barrier: Any, results: Any) -> None:
 
 
 def test_domains_racing_for_one_device_get_exactly_one_owner(tmp_path: Path,
-                                                             virt_dtb: Path) -> None:  # noqa: F811
+                                                             virt_dtb: Path) -> None:
     kernel = make_kernel(tmp_path / "race", virt_dtb)
     ctx = multiprocessing.get_context("fork")
     for round_ in range(8):
@@ -178,7 +178,7 @@ def test_domains_racing_for_one_device_get_exactly_one_owner(tmp_path: Path,
         assert consistent(kernel) == []
 
 
-def test_running_owner_survives_recover(tmp_path: Path, virt_dtb: Path) -> None:  # noqa: F811
+def test_running_owner_survives_recover(tmp_path: Path, virt_dtb: Path) -> None:
     kernel = make_kernel(tmp_path / "run", virt_dtb)
     assert _phase(kernel, "prepare", libvirt_domain("vm1", DEVICES)) == 0
     mark_running(kernel, "vm1")

@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 from platform_hostdev import cli
 
-from tests.support.corpus import CorpusUnavailable, qemu_virt_dtb
 from tests.support.domains import libvirt_domain, synced_domain
 from tests.support.fakehost import FakeHost, build_fake_host, tree_state
 from tests.support.fakekernel import QEMU_VIRT_DRIVERS
@@ -25,14 +24,6 @@ HOOK = "etc/libvirt/hooks/qemu.d/platform-hostdev"
 QEMU_UID = 64055
 ENV = {"LC_ALL": "C", "PATH": "/usr/bin:/bin", "HOME": "/root", "USER": "root",
        "LOGNAME": "root"}  # what libvirt passes, nothing more
-
-
-@pytest.fixture(scope="module")
-def virt_dtb() -> Path:
-    try:
-        return qemu_virt_dtb()
-    except CorpusUnavailable as exc:
-        pytest.fail(str(exc))
 
 
 @pytest.fixture

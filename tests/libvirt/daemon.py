@@ -14,11 +14,14 @@ import os
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["PrivateLibvirt", "DaemonError", "start", "stop"]
+__all__ = ["PrivateLibvirt", "DaemonError", "start", "stop", "private_libvirtd"]
 
 _PRIVATE = {"run": "/run/libvirt", "lib": "/var/lib/libvirt", "cache": "/var/cache/libvirt",
             "log": "/var/log/libvirt", "qemu-etc": "/etc/libvirt/qemu"}
@@ -124,3 +127,19 @@ def stop(daemon: PrivateLibvirt) -> None:
                 break
             time.sleep(0.1)
     shutil.rmtree(daemon.base, ignore_errors=True)
+
+
+@contextmanager
+def private_libvirtd(hooks: dict[str, str] | None = None) -> Iterator[PrivateLibvirt]:
+    """start() in a fresh temporary base, stop() and clean up afterwards."""
+    base = Path(tempfile.mkdtemp(prefix="phd-libvirt-"))
+    try:
+        daemon = start(base / "d", hooks=hooks)
+    except DaemonError:
+        shutil.rmtree(base, ignore_errors=True)
+        raise
+    try:
+        yield daemon
+    finally:
+        stop(daemon)
+        shutil.rmtree(base, ignore_errors=True)

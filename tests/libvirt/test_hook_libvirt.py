@@ -1,7 +1,6 @@
 """The qemu hook installed in a real libvirtd 11.3 (its own daemon: hooks load at start)."""
 from __future__ import annotations
 
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,7 +10,7 @@ import libvirt
 import pytest
 from platform_hostdev.commands_hook import HOOK_NAME, render_hook
 
-from tests.libvirt.daemon import DaemonError, PrivateLibvirt, start, stop
+from tests.libvirt.daemon import DaemonError, PrivateLibvirt, private_libvirtd
 from tests.support.domains import libvirt_domain
 
 pytestmark = pytest.mark.libvirt
@@ -28,16 +27,11 @@ PLAIN = """<domain type='qemu'>
 
 @pytest.fixture(scope="module")
 def hooked() -> Iterator[PrivateLibvirt]:
-    base = Path(tempfile.mkdtemp(prefix="phd-hooked-"))
     try:
-        daemon = start(base / "d", hooks={f"qemu.d/{HOOK_NAME}": render_hook("/")})
+        with private_libvirtd(hooks={f"qemu.d/{HOOK_NAME}": render_hook("/")}) as daemon:
+            yield daemon
     except DaemonError as exc:
         pytest.fail(f"libvirt tier: {exc}", pytrace=False)
-    try:
-        yield daemon
-    finally:
-        stop(daemon)
-        base.rmdir()
 
 
 @pytest.fixture

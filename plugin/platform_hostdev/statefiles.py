@@ -1,0 +1,72 @@
+"""Crash-safe state files: atomic replacement and exclusive directory locks.
+
+Shared by the binding journal, the ownership records and the guest DT store,
+whose files must never be seen half-written after a crash and whose changes
+must be serialised between concurrent hook calls.
+"""
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+__all__ = ["atomic_write", "sync_dir", "exclusive_lock"]
+
+
+def sync_dir(directory: Path) -> None:
+    """fsync a directory, so a rename or unlink in it survives a crash."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
+    """Replace ``path`` with ``data``: temp file, fsync, rename, fsync of the directory."""
+    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+    try:
+        try:
+            os.write(fd, data)
+            os.fchmod(fd, mode)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    sync_dir(path.parent)
+
+
+@contextmanager
+def exclusive_lock(lock_file: Path, timeout: float, busy: Callable[[], Exception],
+                   clock: Callable[[], float] = time.monotonic,
+                   sleep: Callable[[float], None] = time.sleep) -> Iterator[None]:
+    """Hold an flock on ``lock_file``; raise ``busy()`` if not had within ``timeout``.
+
+    The kernel drops the lock when the holder dies, so a crash never leaves it held.
+    Not re-entrant: a second lock of the same file in one process waits for the first.
+    """
+    lock_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(lock_file, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        deadline = clock() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as exc:
+                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                    raise
+                if clock() >= deadline:
+                    raise busy() from None
+                sleep(0.02)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the flock
