@@ -9,9 +9,11 @@
   table (simple-bus, simple-mfd, isa, arm,amba-bus), plus the children of
   /firmware (of_platform_default_populate_init): a node needs a compatible
   and status okay; "arm,primecell" nodes go to the amba bus.
-  Nodes the kernel claims before populate (irqchips, timers and clocks
-  initialised through IRQCHIP/TIMER/CLK_OF_DECLARE) are not modelled: on a
-  live host sysfs is the truth; this prediction serves --dtb and fake hosts.
+  Nodes the kernel claims before populate are marked OF_POPULATED and get no
+  device: irqchips initialised by of_irq_init() (modelled for the GIC family)
+  and clocks initialised by of_clk_init() (fixed-clock, fixed-factor-clock).
+  Other IRQCHIP/CLK_OF_DECLARE drivers are not modelled: on a live host sysfs
+  is the truth; this prediction serves --dtb and fake hosts.
 """
 from __future__ import annotations
 
@@ -19,11 +21,21 @@ from dataclasses import dataclass
 
 from .address import Untranslatable, translate
 from .devicetree import DeviceTree, Node
+from .interrupts import is_gic
 
 __all__ = ["PredictedDevice", "device_name", "predict_devices", "BUS_COMPATIBLES"]
 
 BUS_COMPATIBLES = frozenset({"simple-bus", "simple-mfd", "isa", "arm,amba-bus"})
 _SKIPPED = frozenset({"operating-points-v2"})
+# CLK_OF_DECLARE'd clocks of drivers/clk/clk-fixed-rate.c and clk-fixed-factor.c
+_EARLY_CLOCKS = frozenset({"fixed-clock", "fixed-factor-clock"})
+
+
+def _claimed_early(node: Node) -> bool:
+    """OF_POPULATED before of_platform_populate(): of_irq_init() / of_clk_init()."""
+    if "interrupt-controller" in node.properties and is_gic(node):
+        return True
+    return any(c in _EARLY_CLOCKS for c in node.compatible)
 
 
 @dataclass(frozen=True)
@@ -89,7 +101,7 @@ def _populate(node: Node, parent: str | None, out: list[PredictedDevice], strict
         return
     if any(c in _SKIPPED for c in compatible):
         return
-    if not node.is_available():
+    if not node.is_available() or _claimed_early(node):
         return
     if "arm,primecell" in compatible:
         out.append(PredictedDevice(device_name(node), "amba", node.path, parent))
