@@ -102,6 +102,16 @@ def main(argv: Sequence[str] | None = None, ctx: Context | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # the reader went away (e.g. '| head'): stop quietly, as virsh does
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        finally:
+            os.close(devnull)
+        return 141
 
 
 if __name__ == "__main__":  # pragma: no cover
