@@ -144,16 +144,15 @@ def _refuse_migration(data: bytes, op: str) -> None:
 
 
 def _parse_domain(data: bytes, name: str, sysfs: Sysfs) -> _Domain:
-    from .hostdev_xml import PlatformHostdev, parse_xml
-    from .translate import backward, platform_hostdev_elements
+    from .guestdt_sync import declared_hostdevs, device_keys
+    from .hostdev_xml import parse_xml
 
-    tree = backward(parse_xml(data, "the domain XML"))
+    tree = parse_xml(data, "the domain XML")
     root = tree.getroot()
     uuid = (root.findtext("uuid") or "").strip()
     if not uuid:
         raise HostdevError("the domain XML has no <uuid>", "libvirt always sets one")
-    declared = [PlatformHostdev.from_element(e, f"platform hostdev #{i}")
-                for i, e in enumerate(platform_hostdev_elements(root))]
+    declared = declared_hostdevs(tree)
     devices = [resolve_device(sysfs, h.name, h.dt_path, h.managed) for h in declared]
     seen: set[str] = set()
     for device in devices:
@@ -161,8 +160,7 @@ def _parse_domain(data: bytes, name: str, sysfs: Sysfs) -> _Domain:
             raise HostdevError(f"device {device.name} is listed twice in the domain",
                                "remove the duplicate hostdev")
         seen.add(device.name)
-    keys = tuple(h.name or h.dt_path or "" for h in declared)
-    return _Domain(name, uuid, devices, root, keys)
+    return _Domain(name, uuid, devices, root, tuple(device_keys(declared)))
 
 
 def resolve_device(sysfs: Sysfs, name: str | None, dt_path: str | None,
@@ -428,9 +426,3 @@ def reconnect(domain: _Domain, env: HookEnv) -> None:
                                          device.managed, detached_by_us=False,
                                          state="prepared", group=state.iommu_group,
                                          since=env.clock()))
-
-
-def describe(records: Sequence[OwnerRecord]) -> list[dict[str, Any]]:
-    from dataclasses import asdict
-
-    return [asdict(r) for r in records]
