@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import site
 import sys
 import sysconfig
 from importlib import resources
@@ -51,7 +52,10 @@ def hook_source() -> str:
 
 def _package_paths() -> list[str]:
     """Directories the hook must add (site-style) to import us and our dependencies."""
-    paths = [sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]]
+    # site.getsitepackages(): on Debian's python3 sysconfig names only /usr/local/lib/...,
+    # while apt's python3-lxml and python3-pyudev live in /usr/lib/python3/dist-packages
+    paths = [*site.getsitepackages(), sysconfig.get_paths()["purelib"],
+             sysconfig.get_paths()["platlib"]]
     here = str(Path(__file__).resolve().parents[1])  # the directory holding platform_hostdev
     if here not in paths:
         paths.append(here)

@@ -43,6 +43,7 @@ __all__ = ["HookEnv", "run", "dispatch", "HookDevice", "resolve_device", "releas
 
 VFIO_ANY = frozenset(VFIO_DRIVERS.values()) | {"vfio-pci"}
 HOOK_CONFIG = "/etc/platform-hostdev/hook.conf"
+_WORKING_OPS = ("prepare", "release", "reconnect", "migrate", "restore")  # the rest: exit 0
 
 
 @dataclass
@@ -98,10 +99,16 @@ def run(argv: Sequence[str], data: bytes, root: str = "/") -> int:
     from .binding import subprocess_runner
     from .uevents import default_waiter
 
+    args = list(argv) + ["-"] * (4 - len(argv))
+    if args[1] not in _WORKING_OPS:
+        return 0  # start, started, stopped...: nothing to do, nothing to fail on
     sysfs = Sysfs(root)
-    env = HookEnv(sysfs, default_waiter(sysfs),
-                  subprocess_runner if os.path.realpath(root) == "/" else None,
-                  allow_noiommu=_config(sysfs).get("allow_noiommu") == "yes")
+    try:
+        env = HookEnv(sysfs, default_waiter(sysfs),
+                      subprocess_runner if os.path.realpath(root) == "/" else None,
+                      allow_noiommu=_config(sysfs).get("allow_noiommu") == "yes")
+    except HostdevError as exc:  # e.g. pyudev missing: a message, not a traceback
+        return _refused(args, exc, sys.stderr)
     return dispatch(argv, data, env)
 
 
@@ -112,7 +119,7 @@ def dispatch(argv: Sequence[str], data: bytes, env: HookEnv) -> int:
         if op in ("migrate", "restore"):
             _refuse_migration(data, op)
             return 0
-        if op not in ("prepare", "release", "reconnect"):
+        if op not in _WORKING_OPS:
             return 0
         domain = _parse_domain(data, name, env.sysfs)
         if op == "prepare":
@@ -123,11 +130,16 @@ def dispatch(argv: Sequence[str], data: bytes, env: HookEnv) -> int:
             reconnect(domain, env)
         return 0
     except HostdevError as exc:
-        print(f"platform-hostdev: {op} of domain {name} refused: {exc.what}", file=env.err)
-        if exc.fix:
-            print(f"platform-hostdev: hint: {exc.fix}", file=env.err)
-        # A non-zero reconnect makes libvirt kill the running guest: never do that.
-        return 0 if op == "reconnect" else 1
+        return _refused(args, exc, env.err)
+
+
+def _refused(args: Sequence[str], exc: HostdevError, err: TextIO) -> int:
+    name, op = args[0], args[1]
+    print(f"platform-hostdev: {op} of domain {name} refused: {exc.what}", file=err)
+    if exc.fix:
+        print(f"platform-hostdev: hint: {exc.fix}", file=err)
+    # A non-zero reconnect makes libvirt kill the running guest: never do that.
+    return 0 if op == "reconnect" else 1
 
 
 def _refuse_migration(data: bytes, op: str) -> None:
