@@ -10,21 +10,22 @@ the per-device chain), state dir /var/lib/platform-hostdev.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lxml import etree
 
 from .errors import HostdevError
-from .guestdt import GuestDevice
 from .statefiles import atomic_write
 
-__all__ = ["fingerprint", "fingerprint_inputs", "GuestDtStore", "STATE_DIR"]
+if TYPE_CHECKING:
+    from .guestdt import GuestDevice
+
+__all__ = ["fingerprint", "fingerprint_inputs", "inputs_match", "GuestDtStore", "STATE_DIR"]
 
 STATE_DIR = "/var/lib/platform-hostdev"
 _UNITS = {"b": 1, "bytes": 1, "k": 1024, "kib": 1024, "kb": 1000, "m": 1024 ** 2,
@@ -72,8 +73,16 @@ def fingerprint_inputs(domain: etree._Element, devices: Sequence[str]) -> dict[s
 
 
 def fingerprint(domain: etree._Element, devices: Sequence[str]) -> str:
+    import hashlib  # only here: the hook's path stays free of OpenSSL's start-up cost
+
     data = json.dumps(fingerprint_inputs(domain, devices), sort_keys=True)
     return hashlib.sha256(data.encode()).hexdigest()
+
+
+def inputs_match(recorded: Any, domain: etree._Element, devices: Sequence[str]) -> bool:
+    """Whether a stored record's inputs equal the domain's (the fingerprint's preimage)."""
+    now = json.loads(json.dumps(fingerprint_inputs(domain, devices), sort_keys=True))
+    return isinstance(recorded, dict) and recorded == now
 
 
 class GuestDtStore:

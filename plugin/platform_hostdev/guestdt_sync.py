@@ -10,24 +10,22 @@ ours is then removed again.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from lxml import etree
 
 from .correlate import Correlation, correlate
+from .declared import declared_hostdevs, device_keys, needs_guest_dtb
 from .errors import HostdevError
 from .fdt import build_dtb, parse_dtb
 from .guestdt import GuestDevice, build_guest_tree
-from .guestdt_rules import QEMU_BUILDS_NODE
 from .guestdt_store import GuestDtStore, fingerprint, fingerprint_inputs
-from .hostdev_xml import PlatformHostdev
 from .inventory import Inventory
 from .libvirt_conn import libvirt_errors
 from .platform_bus import BusDevice
 from .qemu_dtb import Runner, dt_relevant_args, dump_dtb, split_native
-from .translate import backward, platform_hostdev_elements, to_string
+from .translate import to_string
 
 __all__ = ["SyncResult", "declared_hostdevs", "needs_guest_dtb", "other_bus_devices",
            "sync_domain", "device_keys", "TPM_TIS_SIZE"]
@@ -41,23 +39,6 @@ class SyncResult:
     dtb_path: str | None
     devices: list[GuestDevice] = field(default_factory=list)
     fingerprint: str | None = None
-
-
-def declared_hostdevs(tree: etree._ElementTree) -> list[PlatformHostdev]:
-    """The domain's platform hostdevs, in document (= QEMU command-line) order."""
-    user = backward(tree)
-    return [PlatformHostdev.from_element(e, f"platform hostdev #{i + 1}")
-            for i, e in enumerate(platform_hostdev_elements(user.getroot()))]
-
-
-def device_keys(hostdevs: Sequence[PlatformHostdev]) -> list[str]:
-    """What the fingerprint records of the devices: name or path, in order."""
-    return [h.name or h.dt_path or "" for h in hostdevs]
-
-
-def needs_guest_dtb(compatibles: Sequence[Sequence[str]]) -> bool:
-    """True unless QEMU builds every device's guest node itself (xgmac/xgbe)."""
-    return any(not c or c[0] not in QEMU_BUILDS_NODE for c in compatibles)
 
 
 def other_bus_devices(root: etree._Element) -> list[BusDevice]:

@@ -33,10 +33,10 @@ from typing import Any, TextIO
 from .binding import VFIO_DRIVERS, Runner, detach, device_state, reattach, recover
 from .errors import HostdevError
 from .host import Sysfs
-from .inventory import check_spec
 from .journal import Journal
 from .ownership import OwnerRecord, Owners
 from .protection import refuse_if_host_uses
+from .specs import check_spec
 from .uevents import Waiter
 
 __all__ = ["HookEnv", "run", "dispatch", "HookDevice", "resolve_device", "release_stale"]
@@ -156,7 +156,7 @@ def _refuse_migration(data: bytes, op: str) -> None:
 
 
 def _parse_domain(data: bytes, name: str, sysfs: Sysfs) -> _Domain:
-    from .guestdt_sync import declared_hostdevs, device_keys
+    from .declared import declared_hostdevs, device_keys
     from .hostdev_xml import parse_xml
 
     tree = parse_xml(data, "the domain XML")
@@ -257,8 +257,8 @@ def check_guest_dt(domain: _Domain, env: HookEnv) -> None:
     a file of its own is the user's business. The fingerprint is recomputed from
     the XML (no libvirt call) and compared with the one stored at sync time.
     """
-    from .guestdt_store import STATE_DIR, GuestDtStore, fingerprint, fingerprint_inputs
-    from .guestdt_sync import needs_guest_dtb
+    from .declared import needs_guest_dtb
+    from .guestdt_store import STATE_DIR, GuestDtStore, fingerprint_inputs, inputs_match
 
     if not domain.devices or not needs_guest_dtb([d.compatible for d in domain.devices]):
         return
@@ -273,11 +273,11 @@ def check_guest_dt(domain: _Domain, env: HookEnv) -> None:
     if dtb != env.sysfs.host_path(ours) and env.sysfs.path(dtb) != ours:
         return  # the user's own DTB: theirs to keep right
     record = store.load_record(domain.uuid)
-    current = fingerprint(domain.root, domain.keys)
     if record is None or not ours.exists():
         raise HostdevError(f"the generated guest device tree {dtb} of domain {domain.name} "
                            "is missing", fix)
-    if record.get("fingerprint") != current:
+    # compare the fingerprint's preimage: the same decision without hashing
+    if not inputs_match(record.get("inputs"), domain.root, domain.keys):
         before = record.get("inputs", {})
         now = fingerprint_inputs(domain.root, domain.keys)
         changed = ", ".join(f"{k}: {before.get(k)!r} -> {now.get(k)!r}"

@@ -18,9 +18,9 @@ which refuses any DOCTYPE (external entities, billion laughs) before lxml sees i
 """
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 from lxml import etree
@@ -79,6 +79,8 @@ def parse_xml(data: str | bytes, what: str) -> etree._ElementTree:
 
 
 def _schema_dir() -> Path:
+    from importlib import resources  # lazily: its import costs the hook ~5 ms
+
     try:
         return Path(str(resources.files("platform_hostdev.xml_schemas")))
     except ModuleNotFoundError:
@@ -86,8 +88,9 @@ def _schema_dir() -> Path:
         return Path(__file__).resolve().parents[2] / "xml_schemas"
 
 
+@functools.cache
 def load_schema(name: str) -> etree.RelaxNG:
-    """One of our shipped RelaxNG schemas: "hostdev" or "metadata"."""
+    """One of our shipped RelaxNG schemas: "hostdev" or "metadata" (compiled once)."""
     path = _schema_dir() / f"{name}.rng"
     return etree.RelaxNG(etree.parse(str(path)))
 

@@ -20,10 +20,9 @@ from __future__ import annotations
 
 import errno
 import os
-import subprocess
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from .attributes import read_bool_param
 from .errors import HostdevError
@@ -64,10 +63,15 @@ RESET_REQUIRED_PARAM = "/sys/module/vfio_platform/parameters/reset_required"
 UPSTREAM_RESET_HANDLERS = ("calxeda,hb-xgmac", "amd,xgbe-seattle-v1a", "brcm,iproc-flexrm-mbox")
 """First compatibles with a vfio-platform reset module upstream (alias vfio-reset:<compat>)."""
 
+if TYPE_CHECKING:  # subprocess costs the hook ~5 ms at import; only modprobe needs it
+    import subprocess
+
 Runner = Callable[[Sequence[str]], "subprocess.CompletedProcess[str]"]
 
 
 def subprocess_runner(argv: Sequence[str]) -> subprocess.CompletedProcess[str]:
+    import subprocess
+
     """Run a command (modprobe) with captured output and a time limit."""
     return subprocess.run(list(argv), capture_output=True, text=True, timeout=60, check=False)
 
@@ -143,6 +147,8 @@ def ensure_vfio_driver(sysfs: Sysfs, bus: str, runner: Runner | None) -> None:
         return
     detail = "no modprobe attempted (no process runner)"
     if runner is not None:
+        import subprocess
+
         try:
             done = runner(["modprobe", module])
         except (OSError, subprocess.SubprocessError) as exc:

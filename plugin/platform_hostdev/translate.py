@@ -35,6 +35,7 @@ import copy
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from lxml import etree
 
@@ -48,12 +49,14 @@ from .hostdev_xml import (
     renamespace,
     validate_element,
 )
-from .inventory import Inventory
 from .qemu_caps import VFIO_PLATFORM_MODELS
-from .validate import ResolvedHostdev, check_domain, resolve_hostdevs
 
 __all__ = ["Translation", "forward", "backward", "qemu_device_arg", "to_string",
            "platform_hostdev_elements", "add_device", "remove_device"]
+
+if TYPE_CHECKING:  # validate pulls in the inventory; the hook reads XML without them
+    from .inventory import Inventory
+    from .validate import ResolvedHostdev
 
 _CONTAINER = f"{{{PHD_NS}}}hostdevs"
 _MODELS = "|".join(map(re.escape, VFIO_PLATFORM_MODELS))
@@ -98,6 +101,8 @@ def forward(tree: etree._ElementTree, inventory: Inventory | None) -> Translatio
     elements = platform_hostdev_elements(root)
     if not elements:
         return Translation(tree)
+    from .validate import check_domain, resolve_hostdevs
+
     check_domain(root)
     models = [PlatformHostdev.from_element(e, f"platform hostdev #{i + 1}")
               for i, e in enumerate(elements)]
