@@ -299,8 +299,7 @@ def prepare(domain: _Domain, env: HookEnv) -> None:
                 done.append(_take(device, domain, env, owners, journal))
             _check_groups(domain, env)
             for i, record in enumerate(done):
-                done[i] = _hand_over_node(record, env)
-                owners.write(done[i])
+                done[i] = _hand_over_node(record, env, owners)
                 env.step(f"prepare:{record.device}:node")
             for record in done:
                 owners.write(record.at(state="prepared", pid=0))
@@ -381,7 +380,8 @@ def _check_groups(domain: _Domain, env: HookEnv) -> None:
                                "them with 'platform-hostdev nodedev-detach'")
 
 
-def _hand_over_node(record: OwnerRecord, env: HookEnv) -> OwnerRecord:
+def _hand_over_node(record: OwnerRecord, env: HookEnv, owners: Owners) -> OwnerRecord:
+    """chown /dev/vfio/N to QEMU's user; its original owner is recorded first."""
     from .qemuconf import qemu_ids
 
     state = device_state(env.sysfs, record.bus, record.device)
@@ -398,9 +398,11 @@ def _hand_over_node(record: OwnerRecord, env: HookEnv) -> OwnerRecord:
     if record.node_owner:  # adopted from an earlier run: keep the true original
         before = record.node_owner
     uid, gid = qemu_ids(env.sysfs)
+    record = record.at(group=group, node=node, node_owner=before)
+    owners.write(record)  # before the chown: a crash after it still knows the original
     os.chown(path, uid, gid)
     os.chmod(path, 0o660)
-    return record.at(group=group, node=node, node_owner=before)
+    return record
 
 
 def release(domain: _Domain, env: HookEnv) -> None:
