@@ -76,8 +76,9 @@ def test_guest(guest_run: GuestSuite, guest_case_id: str) -> None:
     if case is None:
         pytest.fail((guest_run.error or "the guest suite reported no tests")
                     + _context(guest_run), pytrace=False)
-    if case.outcome == "skipped":
-        pytest.skip(f"skipped in the guest: {case.message}")
+    if case.outcome == "skipped":  # no tier skips silently, the guest's neither
+        pytest.fail(f"skipped in the guest ({case.message}): a guest test must pass or "
+                    "fail" + _context(guest_run), pytrace=False)
     if case.outcome == "xfailed":
         pytest.xfail(f"xfailed in the guest: {case.message}")
     if case.outcome != "passed":
