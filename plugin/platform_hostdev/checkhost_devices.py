@@ -17,7 +17,7 @@ from lxml import etree
 from .attributes import read_bool_param
 from .checkhost import FAIL, PASS, WARN, Check
 from .errors import HostdevError
-from .host import Sysfs
+from .host import Sysfs, is_noiommu
 from .hostdev_xml import PlatformHostdev
 from .inventory import Device, Inventory
 from .preflight import (
@@ -107,8 +107,7 @@ def _iommu(sysfs: Sysfs, device: Device) -> Check:
     fix = ("put the device behind an enabled IOMMU (an 'iommus' property pointing to an SMMU "
            "whose driver is loaded); no-IOMMU mode is for user-space drivers and tests only")
     if group is not None:
-        label = (sysfs.read_text(f"/sys/kernel/iommu_groups/{group}/name") or "").strip()
-        if label == "vfio-noiommu":
+        if is_noiommu(sysfs, group):
             return Check(f"{name} IOMMU group", FAIL, f"group {group} is a no-IOMMU group: QEMU "
                          "cannot use no-IOMMU groups (it never asks for VFIO_NOIOMMU_IOMMU)", fix)
         return Check(f"{name} IOMMU group", PASS, f"group {group} (/dev/vfio/{group})")

@@ -21,7 +21,6 @@ from .binding import (
     Runner,
     detach,
     reattach,
-    recover,
     subprocess_runner,
 )
 from .cli import Context
@@ -102,12 +101,12 @@ def cmd_recover(args: argparse.Namespace, ctx: Context) -> int:
     from .ownership import Owners
 
     sysfs, journal, waiter, runner = _boundaries(ctx)
-    actions = recover(sysfs, journal, waiter, timeout=args.timeout)
-    failed = any(a.action == "failed" for a in actions)
     owners = Owners(sysfs)
-    released: list[str] = []
     with owners.locked():
-        released = release_stale(HookEnv(sysfs, waiter, runner, err=ctx.err), owners, journal)
+        done = release_stale(HookEnv(sysfs, waiter, runner, err=ctx.err), owners, journal,
+                             timeout=args.timeout)
+    actions, released = done.journal, done.released
+    failed = any(a.action == "failed" for a in actions)
     if args.json:
         ctx.print_json({"journal": [a.to_json() for a in actions], "released": released})
     elif not actions and not released:

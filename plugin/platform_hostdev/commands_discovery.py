@@ -10,6 +10,7 @@ from .correlate import Correlation, correlate
 from .host import BUSES
 from .inventory import Device
 from .table import render_table
+from .vfio import flag_names
 
 __all__ = ["register"]
 
@@ -143,5 +144,4 @@ def render_correlation(c: Correlation) -> str:
 def _irq_flag_names(flags: int | None) -> str:
     if flags is None:
         return "? (trigger unknown)"
-    names = [n for bit, n in ((1, "EVENTFD"), (2, "MASKABLE"), (4, "AUTOMASKED")) if flags & bit]
-    return "|".join(names)
+    return "|".join(flag_names("irq", flags))

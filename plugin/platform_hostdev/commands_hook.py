@@ -19,6 +19,7 @@ from typing import Any
 from .cli import Context
 from .errors import HostdevError
 from .host import Sysfs
+from .statefiles import atomic_write
 
 __all__ = ["register", "hook_source", "render_hook", "HOOK_DIR", "HOOK_NAME"]
 
@@ -89,10 +90,7 @@ def cmd_install(args: argparse.Namespace, ctx: Context) -> int:
             raise HostdevError(f"{HOOK_DIR}/{HOOK_NAME} exists and is not ours",
                                "move it away, or pass --force to replace it")
     target.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
-    tmp = target.with_name(f".{HOOK_NAME}.new")
-    tmp.write_text(wanted)
-    os.chmod(tmp, 0o755)
-    os.replace(tmp, target)
+    atomic_write(target, wanted.encode(), 0o755)
     _report(ctx, args, "updated" if existed else "installed", target, restart=not existed,
             main_hook=main_hook.exists())
     return 0

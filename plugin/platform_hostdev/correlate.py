@@ -22,17 +22,20 @@ from .devicetree import DeviceTree, Node
 from .interrupts import is_gic, resolve_interrupts
 from .inventory import Device
 from .phandles import phandle_links
+from .vfio import flag_bit
 
 __all__ = [
     "RegionMap", "IrqMap", "Link", "ChildNode", "Correlation", "correlate",
-    "VFIO_REGION_READ", "VFIO_REGION_WRITE", "VFIO_REGION_MMAP",
-    "VFIO_IRQ_EVENTFD", "VFIO_IRQ_MASKABLE", "VFIO_IRQ_AUTOMASKED", "PAGE_SIZE",
+    "PAGE_SIZE",
 ]
 
 PAGE_SIZE = 4096          # Debian's arm64 kernels use 4 KiB pages
 AMBA_NR_IRQS = 9          # include/linux/amba/bus.h
-VFIO_REGION_READ, VFIO_REGION_WRITE, VFIO_REGION_MMAP = 1, 2, 4
-VFIO_IRQ_EVENTFD, VFIO_IRQ_MASKABLE, VFIO_IRQ_AUTOMASKED = 1, 2, 4
+# The VFIO flags to expect, from vfio.py's one table of the uapi's flag words.
+_READ_WRITE = flag_bit("region", "READ") | flag_bit("region", "WRITE")
+_MMAP = flag_bit("region", "MMAP")
+_EDGE_IRQ = flag_bit("irq", "EVENTFD")
+_LEVEL_IRQ = _EDGE_IRQ | flag_bit("irq", "MASKABLE") | flag_bit("irq", "AUTOMASKED")
 
 # Links that are the device's own business with the host, not the guest's.
 _HOST_SIDE_PROPS = frozenset({"iommus", "interrupt-parent", "interrupts-extended", "msi-parent"})
@@ -119,8 +122,8 @@ def _irq_flags(trigger: str | None) -> int | None:
     if trigger is None or trigger == "none":
         return None
     if trigger.startswith("level"):
-        return VFIO_IRQ_EVENTFD | VFIO_IRQ_MASKABLE | VFIO_IRQ_AUTOMASKED
-    return VFIO_IRQ_EVENTFD
+        return _LEVEL_IRQ
+    return _EDGE_IRQ
 
 
 def correlate(tree: DeviceTree, device: Device, page_size: int = PAGE_SIZE) -> Correlation:
@@ -149,7 +152,7 @@ def _regions(node: Node, bus: str, page_size: int, result: Correlation) -> None:
             result.reasons.append(f"reg entry {entry.index} has no CPU address")
             break
         aligned = not (entry.cpu_address % page_size or entry.size % page_size)
-        flags = VFIO_REGION_READ | VFIO_REGION_WRITE | (VFIO_REGION_MMAP if aligned else 0)
+        flags = _READ_WRITE | (_MMAP if aligned else 0)
         result.regions.append(RegionMap(len(result.regions), node.path, "reg", entry.index,
                                         entry.cpu_address, entry.size, aligned, flags))
     if not entries and bus == "platform":

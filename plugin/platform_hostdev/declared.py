@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from lxml import etree
 
-from .guestdt_rules import QEMU_BUILDS_NODE
+from .guestdt_rules import qemu_builds_node
 from .hostdev_xml import PlatformHostdev
 from .translate import backward, platform_hostdev_elements
 
@@ -29,4 +29,4 @@ def device_keys(hostdevs: Sequence[PlatformHostdev]) -> list[str]:
 
 def needs_guest_dtb(compatibles: Sequence[Sequence[str]]) -> bool:
     """True unless QEMU builds every device's guest node itself (xgmac/xgbe)."""
-    return any(not c or c[0] not in QEMU_BUILDS_NODE for c in compatibles)
+    return any(qemu_builds_node(c) is None for c in compatibles)

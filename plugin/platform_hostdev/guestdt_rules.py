@@ -7,9 +7,11 @@ Keep device-specific knowledge here, not in guestdt.py.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-__all__ = ["Fixup", "FIXUPS", "property_policy", "fixup_for", "QEMU_BUILDS_NODE"]
+__all__ = ["Fixup", "FIXUPS", "property_policy", "fixup_for", "QEMU_BUILDS_NODE",
+           "qemu_builds_node"]
 
 # Rewritten or meaningless in the guest: never copied.
 _ALWAYS_DROP = frozenset({
@@ -73,6 +75,14 @@ def property_policy(prop: str) -> str:
                            and prop != "ngpios"):
         return "refuse"
     return "copy"
+
+
+def qemu_builds_node(compatible: Sequence[str]) -> str | None:
+    """The QEMU device that builds its own guest node for a host device, if any.
+
+    hw/core/sysbus-fdt.c matches every compatible string of the host node.
+    """
+    return next((QEMU_BUILDS_NODE[c] for c in compatible if c in QEMU_BUILDS_NODE), None)
 
 
 def fixup_for(compatible: list[str] | tuple[str, ...]) -> Fixup:

@@ -30,7 +30,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from .binding import VFIO_DRIVERS, Runner, detach, device_state, reattach, recover
+from .binding import (
+    DEFAULT_TIMEOUT,
+    VFIO_DRIVERS,
+    RecoverAction,
+    Runner,
+    detach,
+    device_state,
+    is_noiommu,
+    reattach,
+    recover,
+)
 from .errors import HostdevError
 from .host import Sysfs
 from .journal import Journal
@@ -39,7 +49,8 @@ from .protection import refuse_if_host_uses
 from .specs import check_spec
 from .uevents import Waiter
 
-__all__ = ["HookEnv", "run", "dispatch", "HookDevice", "resolve_device", "release_stale"]
+__all__ = ["HookEnv", "run", "dispatch", "HookDevice", "resolve_device", "release_stale",
+           "StaleRelease"]
 
 VFIO_ANY = frozenset(VFIO_DRIVERS.values()) | {"vfio-pci"}
 HOOK_CONFIG = "/etc/platform-hostdev/hook.conf"
@@ -217,18 +228,29 @@ def resolve_device(sysfs: Sysfs, name: str | None, dt_path: str | None,
 
 # ------------------------------------------------------------------ recovery
 
-def release_stale(env: HookEnv, owners: Owners, journal: Journal) -> list[str]:
-    """Finish interrupted binding work; give back devices whose owner is gone."""
-    notes = [f"{a.device}: {a.action} ({a.detail})" for a in recover(env.sysfs, journal,
-                                                                        env.waiter)
-             if a.action != "kept"]
+@dataclass(frozen=True)
+class StaleRelease:
+    """What release_stale() did: journal recovery actions, devices given back."""
+
+    journal: list[RecoverAction]
+    released: list[str]
+
+
+def release_stale(env: HookEnv, owners: Owners, journal: Journal,
+                  timeout: float = DEFAULT_TIMEOUT) -> StaleRelease:
+    """Finish interrupted binding work; give back devices whose owner is gone.
+
+    Call with the ownership lock held.
+    """
+    actions = recover(env.sysfs, journal, env.waiter, timeout=timeout)
+    released = []
     for record in owners.all():
         if owners.is_live(record):
             continue
         _give_back(record, env, owners, journal)
-        notes.append(f"{record.device}: released from domain {record.domain}, which is "
-                     "no longer running")
-    return notes
+        released.append(f"{record.device}: released from domain {record.domain}, which is "
+                        "no longer running")
+    return StaleRelease(actions, released)
 
 
 def _give_back(record: OwnerRecord, env: HookEnv, owners: Owners, journal: Journal) -> None:
@@ -358,8 +380,7 @@ def _check_groups(domain: _Domain, env: HookEnv) -> None:
         if group is None:
             raise HostdevError(f"{device.name} has no IOMMU group after binding to vfio",
                                "the device needs an IOMMU (check 'platform-hostdev check-host')")
-        name = (env.sysfs.read_text(f"/sys/kernel/iommu_groups/{group}/name") or "").strip()
-        if name == "vfio-noiommu" and not env.allow_noiommu:
+        if is_noiommu(env.sysfs, group) and not env.allow_noiommu:
             raise HostdevError(f"{device.name} is in a no-IOMMU group; QEMU cannot use "
                                "no-IOMMU groups (it never opens /dev/vfio/noiommu-N)",
                                "the device needs an IOMMU; no-IOMMU mode is only for "
@@ -387,8 +408,7 @@ def _hand_over_node(record: OwnerRecord, env: HookEnv, owners: Owners) -> OwnerR
     state = device_state(env.sysfs, record.bus, record.device)
     group = state.iommu_group
     assert group is not None
-    name = (env.sysfs.read_text(f"/sys/kernel/iommu_groups/{group}/name") or "").strip()
-    node = f"/dev/vfio/{'noiommu-' if name == 'vfio-noiommu' else ''}{group}"
+    node = f"/dev/vfio/{'noiommu-' if is_noiommu(env.sysfs, group) else ''}{group}"
     path = env.sysfs.path(node)
     if not path.exists():
         raise HostdevError(f"{node} for {record.device} does not exist",

@@ -24,9 +24,14 @@ __all__ = [
     "Sysfs",
     "device_source",
     "parse_uevent",
+    "is_noiommu",
+    "NOIOMMU_GROUP_NAME",
 ]
 
 BUSES = ("platform", "amba")
+# The name vfio gives the group it creates for a device without an IOMMU
+# (vfio.enable_unsafe_noiommu_mode=1); its node is /dev/vfio/noiommu-N.
+NOIOMMU_GROUP_NAME = "vfio-noiommu"
 DT_BASE = "sys/firmware/devicetree/base"
 
 
@@ -176,6 +181,14 @@ class UdevDeviceSource:
                 uevent=props,
             ))
         return sorted(result, key=lambda d: d.name)
+
+
+def is_noiommu(sysfs: Sysfs, group: str | None) -> bool:
+    """Whether IOMMU group ``group`` is one of vfio's no-IOMMU groups."""
+    if group is None:
+        return False
+    name = sysfs.read_text(f"/sys/kernel/iommu_groups/{group}/name")
+    return (name or "").strip() == NOIOMMU_GROUP_NAME
 
 
 def device_source(sysfs: Sysfs) -> DeviceSource:

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from .attributes import read_bool_param
 from .errors import HostdevError
-from .host import Sysfs
+from .host import Sysfs, is_noiommu
 from .kmsg import probe_failure
 
 __all__ = [
@@ -277,8 +277,3 @@ def explain_probe_failure(sysfs: Sysfs, target: Target, messages: list[str],
     return ProbeFailedError(what + "; the device was put back as it was", fix)
 
 
-def is_noiommu(sysfs: Sysfs, group: str | None) -> bool:
-    if group is None:
-        return False
-    name = sysfs.read_text(f"/sys/kernel/iommu_groups/{group}/name")
-    return (name or "").strip() == "vfio-noiommu"

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from lxml import etree
 
 from .errors import HostdevError, InvalidDeviceSpecError
+from .guestdt_rules import qemu_builds_node
 from .hostdev_xml import PlatformHostdev
 from .inventory import Device, Inventory, check_spec
 from .qemu_caps import QemuCaps, check_vfio_platform
@@ -37,11 +38,6 @@ __all__ = [
     "check_emulator",
 ]
 
-# Compatibles for which QEMU builds the guest DT node itself (hw/core/sysbus-fdt.c).
-_MODEL_BY_COMPATIBLE = {
-    "calxeda,hb-xgmac": "vfio-calxeda-xgmac",
-    "amd,xgbe-seattle-v1a": "vfio-amd-xgbe",
-}
 _MACHINE = re.compile(r"virt(-\d+\.\d+)?")
 
 
@@ -58,10 +54,7 @@ class ResolvedHostdev:
 
 def device_model(compatible: Sequence[str]) -> str:
     """The QEMU device for a host device's compatible list."""
-    for compat in compatible:
-        if compat in _MODEL_BY_COMPATIBLE:
-            return _MODEL_BY_COMPATIBLE[compat]
-    return "vfio-platform"
+    return qemu_builds_node(compatible) or "vfio-platform"
 
 
 def _check_form(hostdev: PlatformHostdev) -> None:

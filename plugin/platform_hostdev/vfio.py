@@ -35,7 +35,7 @@ from types import TracebackType
 from typing import Any, Protocol
 
 from .errors import HostdevError
-from .host import Sysfs
+from .host import NOIOMMU_GROUP_NAME, Sysfs
 from .inventory import Device as InventoryDevice
 
 __all__ = [
@@ -53,7 +53,6 @@ VFIO_API_VERSION = 0
 PLATFORM_REGION_SHIFT = 40   # vfio_platform_private.h: region offset = index << 40
 
 VFIO_DRIVERS = {"platform": "vfio-platform", "amba": "vfio-amba"}
-NOIOMMU_GROUP_NAME = "vfio-noiommu"
 
 
 @dataclass(frozen=True)
