@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 
 from .devicetree import DeviceTree
 from .errors import DeviceNotFoundError
-from .host import BUSES, DT_BASE, Sysfs, device_source
+from .host import BUSES, DT_BASE, Sysfs
 from .naming import predict_devices
+from .sources import device_source
 from .specs import check_spec
 
 __all__ = ["Device", "Inventory", "load_inventory", "check_spec", "nodedev_name"]

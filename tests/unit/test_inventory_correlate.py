@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 from platform_hostdev.correlate import correlate
 from platform_hostdev.errors import DeviceNotFoundError, InvalidDeviceSpecError
-from platform_hostdev.host import HostDevice
 from platform_hostdev.inventory import Device, check_spec, load_inventory, nodedev_name
+from platform_hostdev.sources import HostDevice
 
 from tests.support.fdtwriter import node
 from tests.support.synthetic import CLK_PHANDLE, gic_soc, tree_of, write_dtb
