@@ -29,8 +29,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import NamedTuple
 
 from .attributes import AttributeWriteError, WritableSysfs, writable
 from .errors import HostdevError, HostError
@@ -117,13 +116,7 @@ class InterruptedOperationError(BindingError):
     """A journal record of an unfinished operation exists for the device."""
 
 
-class _Result:
-    def to_json(self) -> dict[str, Any]:
-        return dict(self.__dict__)
-
-
-@dataclass(frozen=True)
-class DetachResult(_Result):
+class DetachResult(NamedTuple):
     device: str
     bus: str
     driver: str
@@ -133,8 +126,7 @@ class DetachResult(_Result):
     noiommu: bool
 
 
-@dataclass(frozen=True)
-class ReattachResult(_Result):
+class ReattachResult(NamedTuple):
     device: str
     bus: str
     driver: str | None
@@ -142,8 +134,7 @@ class ReattachResult(_Result):
     original_known: bool
 
 
-@dataclass(frozen=True)
-class RecoverAction(_Result):
+class RecoverAction(NamedTuple):
     device: str
     action: str   # "restored", "kept", "stale-removed", "failed"
     detail: str

@@ -73,7 +73,7 @@ def cmd_nodedev_detach(args: argparse.Namespace, ctx: Context) -> int:
     result = detach(sysfs, device, journal, waiter, runner, force=args.force,
                     timeout=args.timeout)
     if args.json:
-        ctx.print_json(result.to_json())
+        ctx.print_json(result._asdict())
     else:
         ctx.print(f"Device {result.device} detached")
     return 0
@@ -84,7 +84,7 @@ def cmd_nodedev_reattach(args: argparse.Namespace, ctx: Context) -> int:
     sysfs, journal, waiter, runner = _boundaries(ctx)
     result = reattach(sysfs, device, journal, waiter, runner, timeout=args.timeout)
     if args.json:
-        ctx.print_json(result.to_json())
+        ctx.print_json(result._asdict())
     else:
         ctx.print(f"Device {result.device} re-attached")
     return 0
@@ -108,7 +108,7 @@ def cmd_recover(args: argparse.Namespace, ctx: Context) -> int:
     actions, released = done.journal, done.released
     failed = any(a.action == "failed" for a in actions)
     if args.json:
-        ctx.print_json({"journal": [a.to_json() for a in actions], "released": released})
+        ctx.print_json({"journal": [a._asdict() for a in actions], "released": released})
     elif not actions and not released:
         ctx.print("Nothing to recover")
     else:

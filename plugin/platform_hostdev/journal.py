@@ -1,8 +1,9 @@
 """The binding journal: what a detach or re-attach is about to change, kept across crashes.
 
 One JSON file per device, ``<root>/run/platform-hostdev/<device>.json``,
-written atomically (temporary file, fsync, rename, fsync of the directory)
-BEFORE the first sysfs write and rewritten after each step. It records the
+written atomically (temporary file, rename; no fsync: /run is a tmpfs that a
+reboot empties, when the devices start afresh too) BEFORE the first sysfs
+write and rewritten after each step. It records the
 device, its bus, the driver and driver_override it had before the detach, the
 operation and the last step done. A completed detach keeps its record (the
 re-attach needs the original driver); a completed re-attach or a rolled-back
@@ -19,13 +20,12 @@ import os
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from .errors import HostdevError
 from .host import Sysfs
-from .statefiles import atomic_write, exclusive_lock, sync_dir
+from .statefiles import atomic_write, exclusive_lock
 
 __all__ = [
     "JOURNAL_DIR",
@@ -54,8 +54,7 @@ class JournalBusyError(HostdevError):
     """Another platform-hostdev operation holds the journal lock."""
 
 
-@dataclass(frozen=True)
-class JournalRecord:
+class JournalRecord(NamedTuple):
     """One device's pending or completed binding change."""
 
     device: str
@@ -75,18 +74,17 @@ class JournalRecord:
         return self.op == "detach" and self.step == "detached"
 
     def at(self, step: str, op: str | None = None) -> JournalRecord:
-        return replace(self, step=step, op=op or self.op)
+        return self._replace(step=step, op=op or self.op)
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        return self._asdict()
 
     @classmethod
     def from_json(cls, data: Any) -> JournalRecord:
         """Validate a decoded record; ValueError names the first problem."""
         if not isinstance(data, dict):
             raise ValueError("not a JSON object")
-        known = {f.name: f for f in fields(cls)}
-        unknown = sorted(set(data) - set(known))
+        unknown = sorted(set(data) - set(cls._fields))
         if unknown:
             raise ValueError(f"unknown keys {unknown}")
         for key in ("device", "bus", "op", "step", "vfio_driver"):
@@ -165,18 +163,14 @@ class Journal:
         return record
 
     def write(self, record: JournalRecord) -> None:
-        """Replace the device's record atomically (temp file, fsync, rename, fsync dir)."""
+        """Replace the device's record atomically (temp file, rename; /run: no fsync)."""
         self.path.mkdir(parents=True, exist_ok=True, mode=0o700)
         data = json.dumps(record.to_json(), indent=1, sort_keys=True).encode() + b"\n"
-        atomic_write(self.file(record.device), data)
+        atomic_write(self.file(record.device), data, durable=False)
 
     def remove(self, device: str) -> None:
         """Delete the device's record (no error if it has none)."""
-        try:
-            self.file(device).unlink()
-        except FileNotFoundError:
-            return
-        sync_dir(self.path)
+        self.file(device).unlink(missing_ok=True)
 
     def locked(self, timeout: float = 10.0) -> AbstractContextManager[None]:
         """Hold the journal lock; JournalBusyError if another process keeps it past ``timeout``."""

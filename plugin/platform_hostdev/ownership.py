@@ -18,11 +18,10 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from .errors import HostdevError
 from .host import Sysfs
@@ -39,8 +38,7 @@ class OwnersBusyError(HostdevError):
     """Another hook call holds the ownership lock for too long."""
 
 
-@dataclass(frozen=True)
-class OwnerRecord:
+class OwnerRecord(NamedTuple):
     device: str
     bus: str
     domain: str
@@ -50,18 +48,18 @@ class OwnerRecord:
     state: str                       # "preparing" or "prepared"
     group: str | None = None
     node: str | None = None          # /dev/vfio/N we handed over
-    node_owner: list[int] = field(default_factory=list)  # [uid, gid, mode] before
+    node_owner: Sequence[int] = ()   # [uid, gid, mode] before
     since: float = 0.0
     pid: int = 0                     # the hook process while state == "preparing"
 
     def at(self, **changes: Any) -> OwnerRecord:
-        return replace(self, **changes)
+        return self._replace(**changes)
 
     @classmethod
     def from_json(cls, data: Any) -> OwnerRecord:
         if not isinstance(data, dict):
             raise ValueError("not a JSON object")
-        names = {f for f in cls.__dataclass_fields__}
+        names = set(cls._fields)
         if set(data) - names:
             raise ValueError(f"unknown keys {sorted(set(data) - names)}")
         for key in ("device", "bus", "domain", "uuid", "state"):
@@ -121,7 +119,8 @@ class Owners:
 
     def write(self, record: OwnerRecord) -> None:
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        atomic_write(self._file(record.device), json.dumps(asdict(record)).encode())
+        atomic_write(self._file(record.device), json.dumps(record._asdict()).encode(),
+                     durable=False)  # /run: see atomic_write
 
     def remove(self, device: str) -> None:
         self._file(device).unlink(missing_ok=True)

@@ -21,8 +21,7 @@ from __future__ import annotations
 import errno
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from .attributes import read_bool_param
 from .errors import HostdevError
@@ -70,9 +69,9 @@ Runner = Callable[[Sequence[str]], "subprocess.CompletedProcess[str]"]
 
 
 def subprocess_runner(argv: Sequence[str]) -> subprocess.CompletedProcess[str]:
+    """Run a command (modprobe) with captured output and a time limit."""
     import subprocess
 
-    """Run a command (modprobe) with captured output and a time limit."""
     return subprocess.run(list(argv), capture_output=True, text=True, timeout=60, check=False)
 
 
@@ -114,8 +113,7 @@ class ProbeFailedError(BindingError):
 
 
 
-@dataclass(frozen=True)
-class DeviceState:
+class DeviceState(NamedTuple):
     """A device's binding as sysfs shows it now."""
 
     driver: str | None

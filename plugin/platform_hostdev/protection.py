@@ -25,8 +25,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from .errors import HostdevError
 from .host import DT_BASE, Sysfs
@@ -58,8 +57,7 @@ class Usable(Protocol):
     def sysfs_path(self) -> str | None: ...
 
 
-@dataclass(frozen=True)
-class HostUse:
+class HostUse(NamedTuple):
     """One use the host makes of a device: ``kind`` (console, mount, swap, network),
     ``detail`` (completes "<device> ..."), and the ``fix`` that frees the device."""
 

@@ -26,22 +26,30 @@ def sync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
-    """Replace ``path`` with ``data``: temp file, fsync, rename, fsync of the directory."""
+def atomic_write(path: Path, data: bytes, mode: int = 0o600, durable: bool = True) -> None:
+    """Replace ``path`` with ``data``: temp file, rename; readers see old or new, never half.
+
+    ``durable`` adds an fsync of the file and of the directory, so the change
+    also survives a power loss. State under /run needs no fsync: /run is a
+    tmpfs that a reboot empties (and the devices it describes start afresh),
+    while a crashed process loses nothing it wrote (the page cache keeps it).
+    """
     temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
     try:
         try:
             os.write(fd, data)
             os.fchmod(fd, mode)
-            os.fsync(fd)
+            if durable:
+                os.fsync(fd)
         finally:
             os.close(fd)
         os.replace(temp, path)
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
-    sync_dir(path.parent)
+    if durable:
+        sync_dir(path.parent)
 
 
 @contextmanager

@@ -94,8 +94,11 @@ class UdevWaiter:
 
     @contextmanager
     def watch(self, bus: str, device: str) -> Iterator[_UdevWatch]:
-        import pyudev
-
+        try:  # first needed here, before the write it waits for: a missing pyudev changes nothing
+            import pyudev
+        except ImportError as exc:
+            raise HostError("pyudev is not installed: cannot wait for bind uevents",
+                            "install python3-pyudev (apt) or pyudev (pip)") from exc
         context = pyudev.Context()
         source = "udev" if os.path.exists(self.sysfs.path("/run/udev/control")) else "kernel"
         monitor = pyudev.Monitor.from_netlink(context, source=source)
@@ -140,12 +143,8 @@ class SynchronousWaiter:
 
 
 def default_waiter(sysfs: Sysfs) -> Waiter:
-    """pyudev on the live root; elsewhere a waiter that only checks the result."""
+    """pyudev on the live root (imported at the first watch); elsewhere a waiter that
+    only checks the result."""
     if os.path.realpath(sysfs.root) == "/":
-        try:
-            import pyudev  # noqa: F401
-        except ImportError as exc:
-            raise HostError("pyudev is not installed: cannot wait for bind uevents",
-                            "install python3-pyudev (apt) or pyudev (pip)") from exc
         return UdevWaiter(sysfs)
     return SynchronousWaiter()

@@ -13,6 +13,7 @@ from platform_hostdev.journal import (
     JournalError,
     JournalRecord,
 )
+from platform_hostdev.statefiles import atomic_write
 from pytest_mock import MockerFixture
 
 
@@ -38,7 +39,7 @@ def test_round_trip_under_root(tmp_path: Path) -> None:
     journal.remove("9030000.pl061")  # idempotent
 
 
-def test_write_is_temp_fsync_rename(tmp_path: Path, mocker: MockerFixture) -> None:
+def test_write_is_temp_then_rename_without_fsync(tmp_path: Path, mocker: MockerFixture) -> None:
     journal = Journal(Sysfs(tmp_path))
     journal.write(_record())
     calls: list[str] = []
@@ -59,8 +60,24 @@ def test_write_is_temp_fsync_rename(tmp_path: Path, mocker: MockerFixture) -> No
 
     mocker.patch("platform_hostdev.journal.os.replace", side_effect=replace)
     journal.write(_record(step="unbound"))
-    assert calls == ["fsync", "replace", "fsync"]  # file, rename, directory
+    assert calls == ["replace"]  # /run is a tmpfs: an fsync buys nothing there
     assert os.listdir(journal.path) == ["9030000.pl061.json"]  # no temp file left
+
+
+def test_durable_write_fsyncs_file_then_directory(tmp_path: Path, mocker: MockerFixture) -> None:
+    calls: list[str] = []
+    real_fsync, real_replace = os.fsync, os.replace
+    mocker.patch("platform_hostdev.statefiles.os.fsync",
+                 side_effect=lambda fd: (calls.append("fsync"), real_fsync(fd)))
+    mocker.patch("platform_hostdev.statefiles.os.replace",
+                 side_effect=lambda a, b: (calls.append("replace"), real_replace(a, b)))
+    target = tmp_path / "guest.dtb"
+    atomic_write(target, b"new", 0o644)  # durable by default: the guest DT store's files
+    assert calls == ["fsync", "replace", "fsync"]  # file, rename, directory
+    assert target.read_bytes() == b"new" and target.stat().st_mode & 0o777 == 0o644
+    calls.clear()
+    atomic_write(target, b"newer", durable=False)
+    assert calls == ["replace"] and target.read_bytes() == b"newer"
 
 
 def test_crash_before_rename_keeps_old_record(tmp_path: Path, mocker: MockerFixture) -> None:
