@@ -1,6 +1,7 @@
-"""The platform hostdevs a domain declares, read without the heavy machinery.
+"""The platform hostdevs a domain declares, as models (lxml; used by sync).
 
-Used by the hook (which must stay light), by sync and by the fingerprint.
+The hook reads the same declaration with domainxml.declared_hostdevs, which
+needs no lxml; tests hold the two to the same answer.
 """
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ from collections.abc import Sequence
 
 from lxml import etree
 
-from .guestdt_rules import qemu_builds_node
 from .hostdev_xml import PlatformHostdev
+from .qemu_nodes import needs_guest_dtb
 from .translate import backward, platform_hostdev_elements
 
 __all__ = ["declared_hostdevs", "device_keys", "needs_guest_dtb"]
@@ -25,8 +26,3 @@ def declared_hostdevs(tree: etree._ElementTree) -> list[PlatformHostdev]:
 def device_keys(hostdevs: Sequence[PlatformHostdev]) -> list[str]:
     """What the fingerprint records of the devices: name or path, in order."""
     return [h.name or h.dt_path or "" for h in hostdevs]
-
-
-def needs_guest_dtb(compatibles: Sequence[Sequence[str]]) -> bool:
-    """True unless QEMU builds every device's guest node itself (xgmac/xgbe)."""
-    return any(qemu_builds_node(c) is None for c in compatibles)

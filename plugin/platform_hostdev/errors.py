@@ -13,6 +13,7 @@ __all__ = [
     "DeviceNotFoundError",
     "InvalidDeviceSpecError",
     "HostError",
+    "XmlError",
 ]
 
 
@@ -61,3 +62,7 @@ class DeviceNotFoundError(HostdevError):
 
 class HostError(HostdevError):
     """The host's sysfs or kernel state is not what the operation needs."""
+
+
+class XmlError(HostdevError):
+    """XML that is malformed, unsafe, or does not follow our schema."""

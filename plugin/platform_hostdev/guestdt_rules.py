@@ -7,8 +7,9 @@ Keep device-specific knowledge here, not in guestdt.py.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass, field
+
+from .qemu_nodes import QEMU_BUILDS_NODE, qemu_builds_node
 
 __all__ = ["Fixup", "FIXUPS", "property_policy", "fixup_for", "QEMU_BUILDS_NODE",
            "qemu_builds_node"]
@@ -45,11 +46,10 @@ class Fixup:
     note: str = ""
 
 
-# QEMU builds the guest node itself for these two (hw/core/sysbus-fdt.c), but
-# not when the domain boots with our DTB (-dtb disables QEMU's nodes), so they
-# are listed here with the rules QEMU's own generator follows.
-QEMU_BUILDS_NODE = {"calxeda,hb-xgmac": "vfio-calxeda-xgmac",
-                    "amd,xgbe-seattle-v1a": "vfio-amd-xgbe"}
+# QEMU builds the guest node itself for the QEMU_BUILDS_NODE devices
+# (hw/core/sysbus-fdt.c), but not when the domain boots with our DTB (-dtb
+# disables QEMU's nodes), so they are listed here with the rules QEMU's own
+# generator follows.
 
 FIXUPS: dict[str, Fixup] = {
     "calxeda,hb-xgmac": Fixup(note="as QEMU's own xgmac node: compatible, reg, interrupts"),
@@ -75,14 +75,6 @@ def property_policy(prop: str) -> str:
                            and prop != "ngpios"):
         return "refuse"
     return "copy"
-
-
-def qemu_builds_node(compatible: Sequence[str]) -> str | None:
-    """The QEMU device that builds its own guest node for a host device, if any.
-
-    hw/core/sysbus-fdt.c matches every compatible string of the host node.
-    """
-    return next((QEMU_BUILDS_NODE[c] for c in compatible if c in QEMU_BUILDS_NODE), None)
 
 
 def fixup_for(compatible: list[str] | tuple[str, ...]) -> Fixup:

@@ -13,17 +13,20 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
-from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-from lxml import etree
 
 from .errors import HostdevError
 from .statefiles import atomic_write
 
 if TYPE_CHECKING:
+    from lxml import etree
+
+    from .domainxml import Element
     from .guestdt import GuestDevice
+
+    # what the fingerprint reads: lxml (sync) or the hook's light reader (domainxml)
+    DomainElement = etree._Element | Element
 
 __all__ = ["fingerprint", "fingerprint_inputs", "inputs_match", "GuestDtStore", "STATE_DIR"]
 
@@ -33,14 +36,14 @@ _UNITS = {"b": 1, "bytes": 1, "k": 1024, "kib": 1024, "kb": 1000, "m": 1024 ** 2
           "t": 1024 ** 4, "tib": 1024 ** 4, "tb": 1000 ** 4}
 
 
-def _bytes(element: etree._Element | None) -> int | None:
+def _bytes(element: DomainElement | None) -> int | None:
     if element is None or element.text is None:
         return None
     unit = (element.get("unit") or "KiB").lower()
     return int(element.text.strip()) * _UNITS.get(unit, 1024)
 
 
-def _cpu(cpu: etree._Element | None) -> dict[str, Any] | None:
+def _cpu(cpu: DomainElement | None) -> dict[str, Any] | None:
     """What of <cpu> shapes the DT (libvirt adds check/match/fallback attributes at will)."""
     if cpu is None:
         return None
@@ -53,7 +56,7 @@ def _cpu(cpu: etree._Element | None) -> dict[str, Any] | None:
     }
 
 
-def fingerprint_inputs(domain: etree._Element, devices: Sequence[str]) -> dict[str, Any]:
+def fingerprint_inputs(domain: DomainElement, devices: Sequence[str]) -> dict[str, Any]:
     """The DT-relevant parts of a domain, as plain data (shown when they differ)."""
     os_type = domain.find("os/type")
     return {
@@ -72,14 +75,14 @@ def fingerprint_inputs(domain: etree._Element, devices: Sequence[str]) -> dict[s
     }
 
 
-def fingerprint(domain: etree._Element, devices: Sequence[str]) -> str:
+def fingerprint(domain: DomainElement, devices: Sequence[str]) -> str:
     import hashlib  # only here: the hook's path stays free of OpenSSL's start-up cost
 
     data = json.dumps(fingerprint_inputs(domain, devices), sort_keys=True)
     return hashlib.sha256(data.encode()).hexdigest()
 
 
-def inputs_match(recorded: Any, domain: etree._Element, devices: Sequence[str]) -> bool:
+def inputs_match(recorded: Any, domain: DomainElement, devices: Sequence[str]) -> bool:
     """Whether a stored record's inputs equal the domain's (the fingerprint's preimage)."""
     now = json.loads(json.dumps(fingerprint_inputs(domain, devices), sort_keys=True))
     return isinstance(recorded, dict) and recorded == now
@@ -101,6 +104,8 @@ class GuestDtStore:
 
     def save(self, uuid: str, dtb: bytes, print_: str, inputs: dict[str, Any],
              chain: Sequence[GuestDevice]) -> Path:
+        from dataclasses import asdict  # here: the hook's path never saves
+
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o755)
         path = self.dtb_path(uuid)
         atomic_write(path, dtb, 0o644)

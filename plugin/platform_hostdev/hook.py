@@ -27,27 +27,23 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, NamedTuple, TextIO
 
-from .binding import (
-    DEFAULT_TIMEOUT,
-    VFIO_DRIVERS,
-    RecoverAction,
-    Runner,
-    detach,
-    device_state,
-    is_noiommu,
-    reattach,
-    recover,
-)
 from .errors import HostdevError
-from .host import Sysfs
+from .host import Sysfs, is_noiommu
 from .journal import Journal
 from .ownership import OwnerRecord, Owners
-from .protection import refuse_if_host_uses
+from .preflight import VFIO_DRIVERS, Runner, device_state
 from .specs import check_spec
-from .uevents import Waiter
+
+if TYPE_CHECKING:
+    from .binding import RecoverAction
+    from .domainxml import Element
+    from .uevents import Waiter
+
+# Light on purpose: libvirt runs the hook on every domain start. binding (the
+# driver moves), protection and the guest-DT store are imported where a call
+# needs them; records are NamedTuples (dataclasses would load inspect).
 
 __all__ = ["HookEnv", "run", "dispatch", "HookDevice", "resolve_device", "release_stale",
            "StaleRelease"]
@@ -57,26 +53,28 @@ HOOK_CONFIG = "/etc/platform-hostdev/hook.conf"
 _WORKING_OPS = ("prepare", "release", "reconnect", "migrate", "restore")  # the rest: exit 0
 
 
-@dataclass
 class HookEnv:
     """The hook's boundaries (a fake host injects its own)."""
 
-    sysfs: Sysfs
-    waiter: Waiter
-    runner: Runner | None = None
-    clock: Callable[[], float] = time.time
-    err: TextIO = field(default_factory=lambda: sys.stderr)
-    allow_noiommu: bool = False
-    on_step: Callable[[str], None] | None = None  # fault injection in tests
-    check_guest_dt: bool = True   # tests of other concerns turn the DT check off
+    def __init__(self, sysfs: Sysfs, waiter: Waiter, runner: Runner | None = None, *,
+                 clock: Callable[[], float] = time.time, err: TextIO | None = None,
+                 allow_noiommu: bool = False, on_step: Callable[[str], None] | None = None,
+                 check_guest_dt: bool = True) -> None:
+        self.sysfs = sysfs
+        self.waiter = waiter
+        self.runner = runner
+        self.clock = clock
+        self.err = err if err is not None else sys.stderr
+        self.allow_noiommu = allow_noiommu
+        self.on_step = on_step                # fault injection in tests
+        self.check_guest_dt = check_guest_dt  # tests of other concerns turn the DT check off
 
     def step(self, what: str) -> None:
         if self.on_step is not None:
             self.on_step(what)
 
 
-@dataclass(frozen=True)
-class HookDevice:
+class HookDevice(NamedTuple):
     """A platform hostdev of the domain, located on the host."""
 
     name: str
@@ -87,12 +85,11 @@ class HookDevice:
     sysfs_path: str | None = None  # /sys/devices/... (host-absolute)
 
 
-@dataclass(frozen=True)
-class _Domain:
+class _Domain(NamedTuple):
     name: str
     uuid: str
     devices: list[HookDevice]
-    root: Any = None            # the domain XML's root element (lxml)
+    root: Element | None = None  # the domain XML's root element
     keys: tuple[str, ...] = ()  # the hostdevs as declared (name or path), in order
 
 
@@ -107,19 +104,16 @@ def _config(sysfs: Sysfs) -> dict[str, str]:
 
 def run(argv: Sequence[str], data: bytes, root: str = "/") -> int:
     """Entry point of the installed hook (real boundaries)."""
-    from .binding import subprocess_runner
+    from .preflight import subprocess_runner
     from .uevents import default_waiter
 
     args = list(argv) + ["-"] * (4 - len(argv))
     if args[1] not in _WORKING_OPS:
         return 0  # start, started, stopped...: nothing to do, nothing to fail on
     sysfs = Sysfs(root)
-    try:
-        env = HookEnv(sysfs, default_waiter(sysfs),
-                      subprocess_runner if os.path.realpath(root) == "/" else None,
-                      allow_noiommu=_config(sysfs).get("allow_noiommu") == "yes")
-    except HostdevError as exc:  # e.g. pyudev missing: a message, not a traceback
-        return _refused(args, exc, sys.stderr)
+    env = HookEnv(sysfs, default_waiter(sysfs),
+                  subprocess_runner if os.path.realpath(root) == "/" else None,
+                  allow_noiommu=_config(sysfs).get("allow_noiommu") == "yes")
     return dispatch(argv, data, env)
 
 
@@ -154,11 +148,9 @@ def _refused(args: Sequence[str], exc: HostdevError, err: TextIO) -> int:
 
 
 def _refuse_migration(data: bytes, op: str) -> None:
-    from .hostdev_xml import parse_xml
-    from .translate import backward, platform_hostdev_elements
+    from .domainxml import declared_hostdevs, parse_domain
 
-    tree = backward(parse_xml(data, "the domain XML"))
-    if platform_hostdev_elements(tree.getroot()):
+    if declared_hostdevs(parse_domain(data)):
         raise HostdevError(f"the domain has platform hostdevs; {op} is not possible (QEMU's "
                            "vfio-platform devices are not migratable and their state cannot "
                            "be saved)",
@@ -167,15 +159,13 @@ def _refuse_migration(data: bytes, op: str) -> None:
 
 
 def _parse_domain(data: bytes, name: str, sysfs: Sysfs) -> _Domain:
-    from .declared import declared_hostdevs, device_keys
-    from .hostdev_xml import parse_xml
+    from .domainxml import declared_hostdevs, parse_domain
 
-    tree = parse_xml(data, "the domain XML")
-    root = tree.getroot()
+    root = parse_domain(data)
     uuid = (root.findtext("uuid") or "").strip()
     if not uuid:
         raise HostdevError("the domain XML has no <uuid>", "libvirt always sets one")
-    declared = declared_hostdevs(tree)
+    declared = declared_hostdevs(root)
     devices = [resolve_device(sysfs, h.name, h.dt_path, h.managed) for h in declared]
     seen: set[str] = set()
     for device in devices:
@@ -183,7 +173,7 @@ def _parse_domain(data: bytes, name: str, sysfs: Sysfs) -> _Domain:
             raise HostdevError(f"device {device.name} is listed twice in the domain",
                                "remove the duplicate hostdev")
         seen.add(device.name)
-    return _Domain(name, uuid, devices, root, tuple(device_keys(declared)))
+    return _Domain(name, uuid, devices, root, tuple(h.key for h in declared))
 
 
 def resolve_device(sysfs: Sysfs, name: str | None, dt_path: str | None,
@@ -228,8 +218,7 @@ def resolve_device(sysfs: Sysfs, name: str | None, dt_path: str | None,
 
 # ------------------------------------------------------------------ recovery
 
-@dataclass(frozen=True)
-class StaleRelease:
+class StaleRelease(NamedTuple):
     """What release_stale() did: journal recovery actions, devices given back."""
 
     journal: list[RecoverAction]
@@ -237,12 +226,16 @@ class StaleRelease:
 
 
 def release_stale(env: HookEnv, owners: Owners, journal: Journal,
-                  timeout: float = DEFAULT_TIMEOUT) -> StaleRelease:
+                  timeout: float | None = None) -> StaleRelease:
     """Finish interrupted binding work; give back devices whose owner is gone.
 
     Call with the ownership lock held.
     """
-    actions = recover(env.sysfs, journal, env.waiter, timeout=timeout)
+    actions: list[RecoverAction] = []
+    if journal.devices():  # a record only exists while we have moved a device
+        from .binding import DEFAULT_TIMEOUT, recover
+
+        actions = recover(env.sysfs, journal, env.waiter, timeout=timeout or DEFAULT_TIMEOUT)
     released = []
     for record in owners.all():
         if owners.is_live(record):
@@ -264,6 +257,8 @@ def _give_back(record: OwnerRecord, env: HookEnv, owners: Owners, journal: Journ
     if record.detached_by_us:
         state = device_state(env.sysfs, record.bus, record.device)
         if state.driver in VFIO_ANY:
+            from .binding import reattach
+
             reattach(env.sysfs, HookDevice(record.device, record.bus, None, (), True),
                      journal, env.waiter, env.runner)
     env.step(f"release:{record.device}:reattached")
@@ -279,13 +274,14 @@ def check_guest_dt(domain: _Domain, env: HookEnv) -> None:
     a file of its own is the user's business. The fingerprint is recomputed from
     the XML (no libvirt call) and compared with the one stored at sync time.
     """
-    from .declared import needs_guest_dtb
     from .guestdt_store import STATE_DIR, GuestDtStore, fingerprint_inputs, inputs_match
+    from .qemu_nodes import needs_guest_dtb
 
     if not domain.devices or not needs_guest_dtb([d.compatible for d in domain.devices]):
         return
     store = GuestDtStore(env.sysfs.path(STATE_DIR))
     ours = store.dtb_path(domain.uuid)
+    assert domain.root is not None
     dtb = (domain.root.findtext("os/dtb") or "").strip()
     fix = f"run 'platform-hostdev sync {domain.name}' to (re)generate it"
     if not dtb:
@@ -359,6 +355,9 @@ def _take(device: HookDevice, domain: _Domain, env: HookEnv, owners: Owners,
                            f"{state.driver or 'no driver'}, not {vfio}; it must be manually "
                            "detached", f"run 'platform-hostdev nodedev-detach {device.name}' "
                            "or set managed='yes'")
+    from .binding import detach
+    from .protection import refuse_if_host_uses
+
     refuse_if_host_uses(env.sysfs, device, force=False)  # console, mounted disk, route
     record = record.at(detached_by_us=True)
     owners.write(record)  # before the first sysfs write: release knows to give it back
@@ -414,7 +413,7 @@ def _hand_over_node(record: OwnerRecord, env: HookEnv, owners: Owners) -> OwnerR
         raise HostdevError(f"{node} for {record.device} does not exist",
                            "is the vfio module loaded and devtmpfs mounted?")
     st = path.stat()
-    before = [st.st_uid, st.st_gid, st.st_mode & 0o7777]
+    before: Sequence[int] = [st.st_uid, st.st_gid, st.st_mode & 0o7777]
     if record.node_owner:  # adopted from an earlier run: keep the true original
         before = record.node_owner
     uid, gid = qemu_ids(env.sysfs)

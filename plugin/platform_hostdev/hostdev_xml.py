@@ -25,7 +25,8 @@ from pathlib import Path
 
 from lxml import etree
 
-from .errors import HostdevError
+from .domainxml import PHD_NS, QEMU_NS, SCHEMA_HINT
+from .errors import XmlError
 
 __all__ = [
     "PHD_NS",
@@ -40,15 +41,9 @@ __all__ = [
     "renamespace",
 ]
 
-PHD_NS = "http://platform-hostdev.org/schemas/domain/1.0"
 PHD_PREFIX = "phd"
-QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
 
 _DOCTYPE = re.compile(rb"<!\s*(DOCTYPE|ENTITY)", re.IGNORECASE)
-
-
-class XmlError(HostdevError):
-    """XML that is malformed, unsafe, or does not follow our schema."""
 
 
 def _parser() -> etree.XMLParser:
@@ -101,17 +96,13 @@ def validate_element(element: etree._Element, schema: str, what: str) -> None:
     if not rng.validate(etree.fromstring(etree.tostring(element, with_tail=False))):
         error = rng.error_log.last_error
         detail = error.message if error is not None else "does not match the schema"
-        raise XmlError(
-            f"{what} does not follow the platform hostdev schema: {detail}",
-            "allowed: <hostdev mode='subsystem' type='platform' managed='yes|no'> with "
-            "<source><devicetree path='/...'/> and/or <device name='...'/></source>, optional "
-            "<driver name='vfio' mmap='on|off' irqfd='on|off' mmap_timeout='MS'/> and "
-            "<alias name='...'/>, nothing else")
+        raise XmlError(f"{what} does not follow the platform hostdev schema: {detail}",
+                       SCHEMA_HINT)
 
 
 def is_platform_hostdev(element: etree._Element) -> bool:
     """A <hostdev type='platform'> element of the user form (no namespace)."""
-    return element.tag == "hostdev" and element.get("type") == "platform"
+    return element.tag == "hostdev" and (element.get("type") or "").strip() == "platform"
 
 
 def renamespace(element: etree._Element, ns: str | None) -> etree._Element:
@@ -154,13 +145,13 @@ class PlatformHostdev:
 
         def on_off(attr: str) -> bool | None:
             value = driver.get(attr) if driver is not None else None
-            return None if value is None else value == "on"
+            return None if value is None else value.strip() == "on"  # RelaxNG tokens: trimmed
 
         timeout = driver.get("mmap_timeout") if driver is not None else None
         return cls(
             dt_path=devicetree.get("path") if devicetree is not None else None,
             name=device.get("name") if device is not None else None,
-            managed=element.get("managed", "yes") == "yes",
+            managed=element.get("managed", "yes").strip() == "yes",
             mmap=on_off("mmap"),
             irqfd=on_off("irqfd"),
             mmap_timeout_ms=int(timeout) if timeout is not None else None,

@@ -82,6 +82,29 @@ def test_every_phase_of_an_unmanaged_device(host: FakeHost) -> None:
     assert host.driver_of(VIRTIO) == "vfio-platform"  # unmanaged: left as we found it
 
 
+# What keeps a prepare cheap (benchmarks/bench_hook.py has the figures): none of these
+# is needed while no driver has to move.
+HEAVY = ("lxml", "dataclasses", "inspect", "pyudev", "subprocess", "tempfile", "hashlib",
+         "importlib.resources", "platform_hostdev.binding", "platform_hostdev.translate",
+         "platform_hostdev.inventory", "platform_hostdev.devicetree")
+
+
+def test_prepare_and_release_of_an_unmanaged_device_import_nothing_heavy(host: FakeHost) -> None:
+    xml = synced_domain(host.root, "vm1", [VIRTIO], managed=False)
+    for op in ("prepare", "release"):
+        # the interpreter and -S of the hook's own first line, with an import log
+        interpreter = (host.root / HOOK).read_text().splitlines()[0][2:].split()[0]
+        done = subprocess.run([interpreter, "-S", "-X", "importtime", str(host.root / HOOK),
+                               "vm1", op, "begin", "-"], input=xml.decode(),
+                              capture_output=True, text=True, env=ENV, timeout=60)
+        assert done.returncode == 0, done.stderr
+        imported = {line.split("|")[-1].strip() for line in done.stderr.splitlines()
+                    if line.startswith("import time:")}
+        assert "platform_hostdev.hook" in imported  # the log works: the slow path ran
+        assert "platform_hostdev.domainxml" in imported
+        assert sorted(imported & set(HEAVY)) == [], op
+
+
 def test_migrate_is_refused_with_the_reason_on_stderr(host: FakeHost) -> None:
     done = run(host, "migrate", libvirt_domain("vm1", [VIRTIO], managed=False))
     assert done.returncode == 1

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import pytest
-from platform_hostdev.hostdev_xml import PlatformHostdev, XmlError, parse_xml
+from platform_hostdev.hostdev_xml import PlatformHostdev, XmlError, is_platform_hostdev, parse_xml
+
+from tests.support.hostile import LAUGHS, XXE
 
 
 def test_model_from_element() -> None:
@@ -15,14 +17,6 @@ def test_model_from_element() -> None:
     assert model == PlatformHostdev("/soc/eth@1", "1.eth", False, False, False, 5, "ua-a")
     assert model.qemu_tuning() == ["x-no-mmap=on", "x-irqfd=off", "mmap-timeout-ms=5"]
     assert model.label == "/soc/eth@1 = 1.eth"
-
-
-XXE = b"""<?xml version="1.0"?>
-<!DOCTYPE domain [<!ENTITY xxe SYSTEM "file:///etc/passwd">]>
-<domain><name>&xxe;</name></domain>"""
-LAUGHS = b"""<?xml version="1.0"?>
-<!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;">
-<!ENTITY lol3 "&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;">]><domain>&lol3;</domain>"""
 
 
 @pytest.mark.parametrize("data", [XXE, LAUGHS, b"<!doctype domain><domain/>",
@@ -53,3 +47,12 @@ def test_malformed_refused(data: bytes) -> None:
 def test_schema_refuses(xml: str) -> None:
     with pytest.raises(XmlError, match="schema"):
         PlatformHostdev.from_element(parse_xml(xml, "h").getroot())
+
+
+def test_token_values_are_read_as_the_schema_reads_them() -> None:
+    # RelaxNG <value> compares tokens: " no " is valid and means no (it once read as managed)
+    element = parse_xml("<hostdev type=' platform ' managed=' no '><source><device name='a'/>"
+                        "</source><driver mmap=' off '/></hostdev>", "h").getroot()
+    model = PlatformHostdev.from_element(element)
+    assert (model.managed, model.mmap) == (False, False)
+    assert is_platform_hostdev(element)
