@@ -3,14 +3,18 @@
 
 Run from the repository root:
 
-    .venv/bin/python benchmarks/bench_hook.py [--rounds 30] [--devices 2000]
+    .venv/bin/python benchmarks/bench_hook.py [--rounds 30] [--devices 2000] \
+        [--interpreter /usr/bin/python3]
 
 In one run, interleaved round by round (so drift hits every case alike), with
 the median of ``--rounds`` runs each:
 
 * (a) ``<python> -c pass``: a bare start of the interpreter the hook is
   rendered with (the baseline; ``-S -c pass``, the hook's own start, is printed
-  for reference);
+  for reference). ``--interpreter`` picks it: by default Debian's
+  /usr/bin/python3, which runs the hook on a host where the package is
+  installed; the venv's python (``--interpreter .venv/bin/python``) starts
+  slower (its editable-install finder), which flatters the ratios;
 * (b) the rendered hook (``commands_hook.render_hook``) as libvirt runs it
   (argv ``DOMAIN OP SUBOP -``, the domain XML on stdin, libvirt's environment)
   for a realistic domain of a few KB with NO platform hostdevs, for each of
@@ -60,6 +64,7 @@ ENV = {"LC_ALL": "C", "PATH": "/usr/bin:/bin", "HOME": "/root", "USER": "root",
        "LOGNAME": "root"}  # what libvirt passes to a hook, nothing more
 QEMU_UID = 64055
 PASSTHROUGH = 4
+DEBIAN_PYTHON = "/usr/bin/python3"
 FAST_OPS = ("prepare", "start", "started", "stopped", "release")
 SUBOP = {"prepare": "begin", "start": "begin", "started": "begin", "stopped": "end",
          "release": "end"}
@@ -227,7 +232,23 @@ def hook_argv(hook: Path, domain: str, op: str) -> list[str]:
     return [str(hook), domain, op, SUBOP[op], "-"]
 
 
-def bench(rounds: int, devices: int) -> int:
+def _hook_text(root: str, interpreter: str) -> str:
+    """The hook as 'hook install' writes it, for ``interpreter``.
+
+    For another interpreter than this one, the import path is the source tree
+    only: a prepare of unmanaged devices needs nothing outside the stdlib.
+    """
+    text = render_hook(root)
+    if os.path.abspath(interpreter) == os.path.abspath(sys.executable):  # a venv's is a link
+        return text
+    lines = text.splitlines(keepends=True)
+    lines[0] = f"#!{interpreter} -S\n"
+    start = next(i for i, line in enumerate(lines) if line.startswith("PACKAGE_PATH = "))
+    lines[start] = f"PACKAGE_PATH = {str(REPO / 'plugin')!r}\n"
+    return "".join(lines)
+
+
+def bench(rounds: int, devices: int, interpreter: str) -> int:
     root, chosen, built = synthetic_host(devices)
     sysfs = Sysfs(root)
     n_devices = sum(len(os.listdir(sysfs.path(f"/sys/bus/{b}/devices")))
@@ -240,9 +261,8 @@ def bench(rounds: int, devices: int) -> int:
     plain = PLAIN_DOMAIN.encode()
     with tempfile.TemporaryDirectory(prefix="bench-hook-") as tmp:
         hook = Path(tmp) / "platform-hostdev"
-        hook.write_text(render_hook(str(root)))
+        hook.write_text(_hook_text(str(root), interpreter))
         hook.chmod(0o755)
-        interpreter = render_hook(str(root)).splitlines()[0][2:].split()[0]
         cases: dict[str, Callable[[], float]] = {
             "a: python -c pass": lambda: timed([interpreter, "-c", "pass"], None),
             "   python -S -c pass (reference)": lambda: timed([interpreter, "-S", "-c", "pass"],
@@ -277,8 +297,9 @@ def bench(rounds: int, devices: int) -> int:
                 samples[name].append(case())
             samples["c: 4 devices, prepare"].append(prepare())
             samples["c: 4 devices, release"].append(release())
-    print(f"{PLAIN_DOMAIN.count(chr(10))}-line plain domain XML ({len(plain):,} bytes); "
-          f"passthrough domain XML {len(passthrough):,} bytes; {rounds} rounds, medians:")
+    print(f"interpreter {interpreter}; {PLAIN_DOMAIN.count(chr(10))}-line plain domain XML "
+          f"({len(plain):,} bytes); passthrough domain XML {len(passthrough):,} bytes; "
+          f"{rounds} rounds, medians:")
     base = statistics.median(samples["a: python -c pass"])
     for name, values in samples.items():
         median = statistics.median(values)
@@ -296,8 +317,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=30, help="timed runs per case")
     parser.add_argument("--devices", type=int, default=2000, help="synthetic SoC size")
+    parser.add_argument("--interpreter", default=DEBIAN_PYTHON if os.path.exists(DEBIAN_PYTHON)
+                        else sys.executable,
+                        help=f"the python the hook runs with (default {DEBIAN_PYTHON})")
     args = parser.parse_args()
-    return bench(args.rounds, args.devices)
+    return bench(args.rounds, args.devices, args.interpreter)
 
 
 if __name__ == "__main__":
