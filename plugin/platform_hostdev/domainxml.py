@@ -17,7 +17,7 @@ domain share with lxml (``find``, ``findall``, ``findtext``, ``get``,
 from __future__ import annotations
 
 import pyexpat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from .errors import XmlError
 
@@ -61,10 +61,12 @@ class Element:
         return self.attrib.get(key, default)
 
     def iter(self) -> Iterator[Element]:
-        """This element and every descendant, in document order."""
-        yield self
-        for child in self.children:
-            yield from child.iter()
+        """This element and every descendant, in document order (no recursion: any depth)."""
+        stack = [self]
+        while stack:
+            element = stack.pop()
+            yield element
+            stack.extend(reversed(element.children))
 
     def findall(self, path: str) -> list[Element]:
         """The elements at a child path ("a/b/c", tags in Clark notation), in document order."""
@@ -177,9 +179,9 @@ def declared_hostdevs(root: Element) -> list[DeclaredHostdev]:
     holds one); it must follow metadata.rng.
     """
     containers = root.findall(f"metadata/{_CONTAINER}")
+    inside = {id(e) for c in containers for e in c.iter()}
     for element in root.iter():
-        if element.tag.startswith(f"{{{PHD_NS}}}") and not any(
-                element is c or _contains(c, element) for c in containers):
+        if element.tag.startswith(f"{{{PHD_NS}}}") and id(element) not in inside:
             raise XmlError(f"element <{element.tag}> of our namespace is outside "
                            "<metadata><phd:hostdevs>", "remove it; only phd:hostdevs is allowed")
     if not containers:
@@ -194,10 +196,6 @@ def declared_hostdevs(root: Element) -> list[DeclaredHostdev]:
     for position, _, hostdev in sorted(stored, key=lambda t: t[:2]):
         slots.insert(min(position, len(slots)), hostdev)
     return [h for h in slots if h is not None]
-
-
-def _contains(ancestor: Element, element: Element) -> bool:
-    return any(e is element for e in ancestor.iter())
 
 
 # ------------------------------------------------------------------ metadata.rng, by hand
@@ -237,39 +235,48 @@ def _no_text(element: Element, where: str) -> None:
         raise _invalid(f"{where} holds text {text[:40]!r}")
 
 
-def _attributes(element: Element, where: str, allowed: dict[str, object]) -> dict[str, str]:
+def _attributes(element: Element, where: str, allowed: tuple[str, ...]) -> dict[str, str]:
     for key in element.attrib:
         if key not in allowed:
             raise _invalid(f"{where} has an attribute {key!r}, which is not allowed")
     return element.attrib
 
 
-def _pattern(value: str, first: str | None, rest: str, low: int, high: int) -> bool:
-    """A hand-made XML Schema pattern: ``first`` then ``rest`` chars, low..high of them."""
+CharTest = Callable[[str], bool]
+
+
+def _pattern(value: str, first: CharTest | None, rest: CharTest, low: int, high: int) -> bool:
+    """A hand-made XML Schema pattern: a ``first`` char, then ``rest`` chars; low..high long."""
     if not low <= len(value) <= high:
         return False
-    head, tail = (value[:1], value[1:]) if first is not None else ("", value)
-    if first is not None and not _in_class(head, first):
+    if first is not None and not first(value[0]):
         return False
-    return all(_in_class(c, rest) for c in tail)
+    return all(rest(c) for c in value[1 if first is not None else 0:])
 
 
-def _in_class(char: str, cls: str) -> bool:
-    if cls == "nonspace":
-        return char not in _XSD_SPACE
-    if cls == "nonspace-nonslash":
-        return char not in _XSD_SPACE and char != "/"
-    if cls == "slash":
-        return char == "/"
-    if cls == "alpha":
-        return char.isascii() and char.isalpha()
-    assert cls == "alias"
+def _slash(char: str) -> bool:
+    return char == "/"
+
+
+def _non_space(char: str) -> bool:       # [^\s]
+    return char not in _XSD_SPACE
+
+
+def _name_char(char: str) -> bool:       # [^\s/]
+    return char not in _XSD_SPACE and char != "/"
+
+
+def _ascii_letter(char: str) -> bool:    # [A-Za-z]
+    return char.isascii() and char.isalpha()
+
+
+def _alias_char(char: str) -> bool:      # [A-Za-z0-9_.\-]
     return char.isascii() and (char.isalnum() or char in "_.-")
 
 
-def _leaf(element: Element, where: str, attr: str, first: str | None, rest: str, low: int,
-          high: int) -> str:
-    _attributes(element, where, {attr: None})
+def _leaf(element: Element, where: str, attr: str, first: CharTest | None, rest: CharTest,
+          low: int, high: int) -> str:
+    _attributes(element, where, (attr,))
     _no_text(element, where)
     if element.children:
         raise _invalid(f"{where} holds an element <{element.children[0].tag}>")
@@ -284,7 +291,7 @@ def _leaf(element: Element, where: str, attr: str, first: str | None, rest: str,
 def _check_container(container: Element) -> list[tuple[int, int, DeclaredHostdev]]:
     """(position, order, hostdev) of each stored hostdev, checked as metadata.rng does."""
     where = "phd:hostdevs"
-    _attributes(container, where, {"added": None})
+    _attributes(container, where, ("added",))
     unknown = set(_xsd_split(container.get("added") or "")) - _ADDED
     if unknown:
         raise _invalid(f"{where} added= holds {sorted(unknown)[0]!r}")
@@ -299,8 +306,7 @@ def _check_container(container: Element) -> list[tuple[int, int, DeclaredHostdev
 
 
 def _check_hostdev(element: Element, where: str) -> tuple[int, DeclaredHostdev]:
-    attrib = _attributes(element, where, {"mode": None, "type": None, "managed": None,
-                                          "position": None})
+    attrib = _attributes(element, where, ("mode", "type", "managed", "position"))
     if _token(attrib.get("mode", "subsystem")) != "subsystem":
         raise _invalid(f"{where} mode={attrib['mode']!r} is not 'subsystem'")
     if "type" not in attrib or _token(attrib["type"]) != "platform":
@@ -328,21 +334,22 @@ def _check_hostdev(element: Element, where: str) -> tuple[int, DeclaredHostdev]:
     if "driver" in seen:
         _check_driver(seen["driver"], f"the <driver> of {where}")
     if "alias" in seen:
-        _leaf(seen["alias"], f"the <alias> of {where}", "name", "alpha", "alias", 1, 64)
+        _leaf(seen["alias"], f"the <alias> of {where}", "name", _ascii_letter, _alias_char, 1,
+              64)
     return position, DeclaredHostdev(name, dt_path, managed == "yes")
 
 
 def _check_source(source: Element, where: str) -> tuple[str | None, str | None]:
-    _attributes(source, where, {})
+    _attributes(source, where, ())
     _no_text(source, where)
     found: dict[str, str] = {}
     for child in source.children:
         if child.tag == f"{{{PHD_NS}}}devicetree" and "path" not in found:
-            found["path"] = _leaf(child, f"<devicetree> in {where}", "path", "slash",
-                                  "nonspace", 2, 4096)
+            found["path"] = _leaf(child, f"<devicetree> in {where}", "path", _slash,
+                                  _non_space, 2, 4096)
         elif child.tag == f"{{{PHD_NS}}}device" and "name" not in found:
-            found["name"] = _leaf(child, f"<device> in {where}", "name", None,
-                                  "nonspace-nonslash", 1, 255)
+            found["name"] = _leaf(child, f"<device> in {where}", "name", None, _name_char,
+                                  1, 255)
         else:
             raise _invalid(f"{where} holds an unexpected <{child.tag}>")
     if not found:
@@ -351,8 +358,7 @@ def _check_source(source: Element, where: str) -> tuple[str | None, str | None]:
 
 
 def _check_driver(driver: Element, where: str) -> None:
-    attrib = _attributes(driver, where, {"name": None, "mmap": None, "irqfd": None,
-                                         "mmap_timeout": None})
+    attrib = _attributes(driver, where, ("name", "mmap", "irqfd", "mmap_timeout"))
     _no_text(driver, where)
     if driver.children:
         raise _invalid(f"{where} holds an element <{driver.children[0].tag}>")

@@ -80,6 +80,15 @@ def test_element_api_matches_lxml() -> None:
     assert len(list(ours.iter())) == len(list(theirs.iter(tag=None))) - 1  # lxml: + comment
 
 
+def test_deep_nesting_is_read_without_recursion() -> None:
+    depth = 20000  # far beyond Python's recursion limit
+    xml = _domain(_hostdev(), "<x>" * depth + "</x>" * depth)
+    assert [h.name for h in declared_hostdevs(parse_domain(xml))] == ["a"]
+    stray = _domain(_hostdev(), "<x>" * depth + f'<y xmlns="{PHD_NS}"/>' + "</x>" * depth)
+    with pytest.raises(XmlError, match="outside"):
+        declared_hostdevs(parse_domain(stray))
+
+
 @pytest.mark.parametrize("xml", [DOMAIN.encode(), user_domain("vm", ["a.dev"]).encode(),
                                  libvirt_domain("vm", ["a.dev", "b.dev"])])
 def test_fingerprint_inputs_match_lxml(xml: bytes) -> None:
