@@ -7,7 +7,9 @@ DOCTYPE or ENTITY declaration (external entities, billion laughs) and checks
 the ``<metadata><phd:hostdevs>`` it acts on against the grammar of
 ``metadata.rng`` (tests/unit/test_domainxml.py holds the two to the same
 verdicts, on hand-picked and generated input). The commands keep lxml and the
-RelaxNG schemas (hostdev_xml, translate).
+RelaxNG schemas (hostdev_xml, translate); sync reads the declared devices with
+this module too, so the guest-DT fingerprint it stores and the one the hook
+recomputes name the devices alike.
 
 :class:`Element` offers the part of the ElementTree API that the readers of a
 domain share with lxml (``find``, ``findall``, ``findtext``, ``get``,

@@ -16,7 +16,7 @@ from typing import Any
 from lxml import etree
 
 from .correlate import Correlation, correlate
-from .declared import declared_hostdevs, device_keys, needs_guest_dtb
+from .domainxml import declared_hostdevs, parse_domain
 from .errors import HostdevError
 from .fdt import build_dtb, parse_dtb
 from .guestdt import GuestDevice, build_guest_tree
@@ -25,10 +25,10 @@ from .inventory import Inventory
 from .libvirt_conn import libvirt_errors
 from .platform_bus import BusDevice
 from .qemu_dtb import Runner, dt_relevant_args, dump_dtb, split_native
+from .qemu_nodes import needs_guest_dtb
 from .translate import to_string
 
-__all__ = ["SyncResult", "declared_hostdevs", "needs_guest_dtb", "other_bus_devices",
-           "sync_domain", "device_keys", "TPM_TIS_SIZE"]
+__all__ = ["SyncResult", "other_bus_devices", "sync_domain", "TPM_TIS_SIZE"]
 
 TPM_TIS_SIZE = 0x5000  # hw/tpm/tpm_tis_sysbus.c: TPM_TIS_ADDR_SIZE
 
@@ -80,7 +80,8 @@ def sync_domain(conn: Any, tree: etree._ElementTree, inventory: Inventory,
                            "ignore the device tree that describes its platform devices",
                            "remove <acpi/> from <features>")
     uuid = (root.findtext("uuid") or "").strip()
-    hostdevs = declared_hostdevs(tree)
+    # read as the prepare hook reads it, so the fingerprint's device keys are the same
+    hostdevs = declared_hostdevs(parse_domain(etree.tostring(root)))
     correlations: list[Correlation] = []
     for h in hostdevs:
         spec = h.name or h.dt_path
@@ -103,7 +104,7 @@ def sync_domain(conn: Any, tree: etree._ElementTree, inventory: Inventory,
         dump_dtb(emulator, dt_relevant_args(args), runner)
     base = parse_dtb(blob, "QEMU's dumpdtb")
     guest = build_guest_tree(base, inventory.tree, correlations, other_bus_devices(root))
-    keys = device_keys(hostdevs)
+    keys = [h.key for h in hostdevs]
     print_ = fingerprint(root, keys)
     path = store.save(uuid, build_dtb(guest.root), print_, fingerprint_inputs(root, keys),
                       guest.devices)
