@@ -1,5 +1,5 @@
 """platform-hostdev: device-tree platform-device passthrough for libvirt."""
-from setuptools import setup
+from setuptools import find_packages, setup
 
 setup(
     name="platform-hostdev",
@@ -13,7 +13,8 @@ setup(
         # The hook executables too: 'platform-hostdev hook install' copies them.
         "platform_hostdev.hookfiles": "hooks",
     },
-    packages=["platform_hostdev", "platform_hostdev.xml_schemas", "platform_hostdev.hookfiles"],
+    packages=[*find_packages("plugin"), "platform_hostdev.xml_schemas",
+              "platform_hostdev.hookfiles"],
     package_data={"platform_hostdev.xml_schemas": ["*.rng"],
                   "platform_hostdev.hookfiles": ["qemu.d/*", "vdsm/*/*"]},
     install_requires=["lxml", "pyudev", "libvirt-python"],
@@ -21,5 +22,5 @@ setup(
         "test": ["pytest", "pytest-mock", "hypothesis"],
         "lint": ["ruff", "mypy", "lxml-stubs", "types-setuptools"],
     },
-    entry_points={"console_scripts": ["platform-hostdev=platform_hostdev.cli:main"]},
+    entry_points={"console_scripts": ["platform-hostdev=platform_hostdev.cli.main:main"]},
 )

@@ -27,10 +27,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO / "plugin"), str(REPO)]
 
-from platform_hostdev.correlate import correlate  # noqa: E402
-from platform_hostdev.devicetree import DeviceTree  # noqa: E402
+from platform_hostdev.dt.tree import DeviceTree  # noqa: E402
 from platform_hostdev.errors import DeviceTreeError  # noqa: E402
-from platform_hostdev.inventory import Inventory, load_inventory  # noqa: E402
+from platform_hostdev.host.inventory import Inventory, load_inventory  # noqa: E402
+from platform_hostdev.vfio.correlate import correlate  # noqa: E402
 
 from tests.support.corpus import corpus_dtbs  # noqa: E402
 from tests.support.fakehost import build_fake_host  # noqa: E402

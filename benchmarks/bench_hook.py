@@ -48,11 +48,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO / "plugin"), str(REPO)]
 
-from platform_hostdev.commands_hook import render_hook  # noqa: E402
-from platform_hostdev.devicetree import DeviceTree  # noqa: E402
-from platform_hostdev.fdt import parse_dtb  # noqa: E402
-from platform_hostdev.host import Sysfs  # noqa: E402
-from platform_hostdev.naming import predict_devices  # noqa: E402
+from platform_hostdev.cli.hook import render_hook  # noqa: E402
+from platform_hostdev.dt.fdt import parse_dtb  # noqa: E402
+from platform_hostdev.dt.naming import predict_devices  # noqa: E402
+from platform_hostdev.dt.tree import DeviceTree  # noqa: E402
+from platform_hostdev.host.fs import Sysfs  # noqa: E402
 
 from board.cache import cache_root, content_key, files_digest, publish_dir  # noqa: E402
 from tests.support.domains import synced_domain  # noqa: E402

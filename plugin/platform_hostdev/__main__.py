@@ -1,6 +1,6 @@
 """``python3 -m platform_hostdev`` runs the command line."""
 import sys
 
-from .cli import main
+from platform_hostdev.cli.main import main
 
 sys.exit(main())

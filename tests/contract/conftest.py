@@ -23,13 +23,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from platform_hostdev import cli
-from platform_hostdev.attributes import WritableSysfs, read_bool_param
-from platform_hostdev.binding import NOIOMMU_PARAM, Runner, subprocess_runner
-from platform_hostdev.host import Sysfs
-from platform_hostdev.inventory import Inventory, load_inventory
-from platform_hostdev.journal import Journal, JournalRecord
-from platform_hostdev.uevents import UdevWaiter, Waiter
+from platform_hostdev.binding.journal import Journal, JournalRecord
+from platform_hostdev.binding.operations import NOIOMMU_PARAM, Runner, subprocess_runner
+from platform_hostdev.cli import main as cli
+from platform_hostdev.host.attributes import WritableSysfs, read_bool_param
+from platform_hostdev.host.fs import Sysfs
+from platform_hostdev.host.inventory import Inventory, load_inventory
+from platform_hostdev.host.uevents import UdevWaiter, Waiter
 
 INSIDE_BOARD = os.environ.get("PLATFORM_HOSTDEV_BOARD") == "1"
 

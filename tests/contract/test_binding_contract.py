@@ -10,8 +10,8 @@ import json
 import os
 
 import pytest
-from platform_hostdev.binding import detach, device_state, reattach, recover
-from platform_hostdev.journal import JournalRecord
+from platform_hostdev.binding.journal import JournalRecord
+from platform_hostdev.binding.operations import detach, device_state, reattach, recover
 
 from tests.contract.conftest import Backend, SimulatedKill, kill_at
 

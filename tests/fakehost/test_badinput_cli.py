@@ -6,7 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from platform_hostdev.fdt import RawNode
+from platform_hostdev.dt.fdt import RawNode
 
 from tests.support.boards import run_cli
 from tests.support.fakehost import build_fake_host, tree_state

@@ -10,12 +10,12 @@ from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from platform_hostdev.correlate import correlate
-from platform_hostdev.devicetree import DeviceTree
+from platform_hostdev.dt.fdt import parse_dtb
+from platform_hostdev.dt.naming import predict_devices
+from platform_hostdev.dt.tree import DeviceTree
 from platform_hostdev.errors import DeviceTreeError
-from platform_hostdev.fdt import parse_dtb
-from platform_hostdev.inventory import Device
-from platform_hostdev.naming import predict_devices
+from platform_hostdev.host.inventory import Device
+from platform_hostdev.vfio.correlate import correlate
 
 FUZZ = settings(max_examples=300, derandomize=True, database=None, deadline=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture,

@@ -9,9 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from platform_hostdev import cli
-from platform_hostdev.attributes import AttributeWriteError
-from platform_hostdev.binding import (
+from platform_hostdev.binding.journal import Journal
+from platform_hostdev.binding.operations import (
     DeviceInUseError,
     InterruptedOperationError,
     NoIommuError,
@@ -23,8 +22,9 @@ from platform_hostdev.binding import (
     reattach,
     recover,
 )
-from platform_hostdev.inventory import Device, load_inventory
-from platform_hostdev.journal import Journal
+from platform_hostdev.cli import main as cli
+from platform_hostdev.host.attributes import AttributeWriteError
+from platform_hostdev.host.inventory import Device, load_inventory
 
 from tests.support.fakehost import FakeHost, build_fake_host, tree_state
 from tests.support.fakekernel import QEMU_VIRT_DRIVERS, FakeKernel

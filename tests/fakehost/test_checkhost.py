@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 from lxml import etree
-from platform_hostdev import cli
+from platform_hostdev.cli import main as cli
+from platform_hostdev.domain.hostdev import parse_xml
+from platform_hostdev.domain.translate import forward
 from platform_hostdev.errors import HostdevError
-from platform_hostdev.hostdev_xml import parse_xml
-from platform_hostdev.inventory import load_inventory
-from platform_hostdev.translate import forward
+from platform_hostdev.host.inventory import load_inventory
 
 from tests.support.fakehost import FakeHost, build_fake_host
 from tests.support.fakekernel import QEMU_VIRT_DRIVERS, FakeKernel

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from platform_hostdev.correlate import correlate
+from platform_hostdev.vfio.correlate import correlate
 
 from tests.support.boards import BOARDS, Board, run_cli
 from tests.support.corpus import CorpusUnavailable

@@ -10,12 +10,12 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from platform_hostdev.correlate import correlate
+from platform_hostdev.dt.fdt import RawNode, build_dtb, read_dtb
 from platform_hostdev.errors import HostdevError
-from platform_hostdev.fdt import RawNode, build_dtb, read_dtb
-from platform_hostdev.guestdt import PLATFORM_BUS_PATH, build_guest_tree
-from platform_hostdev.guestdt_store import STATE_DIR, GuestDtStore
-from platform_hostdev.inventory import load_inventory
+from platform_hostdev.guestdt.builder import PLATFORM_BUS_PATH, build_guest_tree
+from platform_hostdev.guestdt.store import STATE_DIR, GuestDtStore
+from platform_hostdev.host.inventory import load_inventory
+from platform_hostdev.vfio.correlate import correlate
 
 from tests.support.boards import run_cli
 from tests.support.fakehost import build_fake_host

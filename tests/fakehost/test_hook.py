@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from platform_hostdev.binding import device_state
-from platform_hostdev.hook import HookEnv, dispatch
-from platform_hostdev.ownership import Owners
+from platform_hostdev.binding.operations import device_state
+from platform_hostdev.binding.ownership import Owners
+from platform_hostdev.hook.qemu import HookEnv, dispatch
 
 from tests.support.domains import libvirt_domain, synced_domain
 from tests.support.fakehost import build_fake_host
@@ -181,7 +181,7 @@ def test_failed_detach_leaves_no_record_and_the_device_as_it_was(tmp_path: Path,
 
 
 def test_recover_command_gives_back_devices_of_vanished_domains(kernel: FakeKernel) -> None:
-    from platform_hostdev import cli
+    from platform_hostdev.cli import main as cli
 
     xml = libvirt_domain("vm1", [VIRTIO])
     # prepared at the epoch: far past the start grace, and vm1 has no QEMU running

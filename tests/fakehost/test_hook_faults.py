@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from platform_hostdev.binding import device_state
-from platform_hostdev.hook import HookEnv, dispatch, release_stale
-from platform_hostdev.journal import Journal
-from platform_hostdev.ownership import Owners
+from platform_hostdev.binding.journal import Journal
+from platform_hostdev.binding.operations import device_state
+from platform_hostdev.binding.ownership import Owners
+from platform_hostdev.hook.qemu import HookEnv, dispatch, release_stale
 
 from tests.fakehost.test_hook import make_kernel, mark_running, run_hook
 from tests.support.domains import libvirt_domain

@@ -47,21 +47,17 @@ import pytest
 from hypothesis import HealthCheck, Phase, assume, event, given, settings
 from hypothesis import strategies as st
 from lxml import etree
-from platform_hostdev import (  # noqa: F401  (imported now: no .pyc written during a call)
-    guestdt_store,
-    guestdt_sync,
-    hostdev_xml,
-    qemuconf,
-    translate,
-)
-from platform_hostdev.binding import device_state
-from platform_hostdev.devicetree import DeviceTree
+from platform_hostdev.binding.journal import Journal
+from platform_hostdev.binding.operations import device_state
+from platform_hostdev.binding.ownership import Owners
+from platform_hostdev.domain import hostdev, translate  # noqa: F401  (imported now: no .pyc
+from platform_hostdev.dt.fdt import read_sysfs_tree
+from platform_hostdev.dt.naming import predict_devices
+from platform_hostdev.dt.tree import DeviceTree
 from platform_hostdev.errors import DeviceTreeError, HostdevError
-from platform_hostdev.fdt import read_sysfs_tree
-from platform_hostdev.hook import HookEnv, dispatch, release_stale, resolve_device
-from platform_hostdev.journal import Journal
-from platform_hostdev.naming import predict_devices
-from platform_hostdev.ownership import Owners
+from platform_hostdev.guestdt import store, sync  # noqa: F401   written during a call)
+from platform_hostdev.hook.qemu import HookEnv, dispatch, release_stale, resolve_device
+from platform_hostdev.host import qemuconf  # noqa: F401
 
 from tests.fakehost.test_hook import make_kernel
 from tests.support.domains import libvirt_domain

@@ -13,7 +13,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from platform_hostdev import cli
+from platform_hostdev.cli import main as cli
 
 from tests.support.domains import libvirt_domain, synced_domain
 from tests.support.fakehost import FakeHost, build_fake_host, tree_state
@@ -85,8 +85,9 @@ def test_every_phase_of_an_unmanaged_device(host: FakeHost) -> None:
 # What keeps a prepare cheap (benchmarks/bench_hook.py has the figures): none of these
 # is needed while no driver has to move.
 HEAVY = ("lxml", "dataclasses", "inspect", "pyudev", "subprocess", "tempfile", "hashlib",
-         "importlib.resources", "platform_hostdev.binding", "platform_hostdev.translate",
-         "platform_hostdev.inventory", "platform_hostdev.devicetree")
+         "importlib.resources", "platform_hostdev.binding.operations",
+         "platform_hostdev.domain.translate",
+         "platform_hostdev.host.inventory", "platform_hostdev.dt.tree")
 
 
 def test_prepare_and_release_of_an_unmanaged_device_import_nothing_heavy(host: FakeHost) -> None:
@@ -100,8 +101,8 @@ def test_prepare_and_release_of_an_unmanaged_device_import_nothing_heavy(host: F
         assert done.returncode == 0, done.stderr
         imported = {line.split("|")[-1].strip() for line in done.stderr.splitlines()
                     if line.startswith("import time:")}
-        assert "platform_hostdev.hook" in imported  # the log works: the slow path ran
-        assert "platform_hostdev.domainxml" in imported
+        assert "platform_hostdev.hook.qemu" in imported  # the log works: the slow path ran
+        assert "platform_hostdev.domain.domainxml" in imported
         assert sorted(imported & set(HEAVY)) == [], op
 
 

@@ -5,9 +5,9 @@ import os
 from pathlib import Path
 
 import pytest
-from platform_hostdev.host import Sysfs
-from platform_hostdev.inventory import Device, load_inventory
-from platform_hostdev.protection import HostUseError, host_usage, refuse_if_host_uses
+from platform_hostdev.host.fs import Sysfs
+from platform_hostdev.host.inventory import Device, load_inventory
+from platform_hostdev.host.protection import HostUseError, host_usage, refuse_if_host_uses
 
 from tests.support.fakehost import FakeHost, build_fake_host, tree_state
 
@@ -152,7 +152,7 @@ def test_bare_host_without_proc_files(tmp_path: Path, virt_dtb: Path) -> None:
 def test_nodedev_detach_refuses_the_console(host: FakeHost) -> None:
     import io
 
-    from platform_hostdev import cli
+    from platform_hostdev.cli import main as cli
 
     before = tree_state(host.root)
     out, err = io.StringIO(), io.StringIO()

@@ -5,10 +5,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from platform_hostdev.address import reg_entries
-from platform_hostdev.devicetree import DeviceTree
-from platform_hostdev.interrupts import resolve_interrupts
-from platform_hostdev.naming import device_name
+from platform_hostdev.dt.address import reg_entries
+from platform_hostdev.dt.interrupts import resolve_interrupts
+from platform_hostdev.dt.naming import device_name
+from platform_hostdev.dt.tree import DeviceTree
 
 from tests.support.boards import run_cli
 from tests.support.fakehost import FakeHost, build_fake_host

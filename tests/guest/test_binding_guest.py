@@ -15,20 +15,20 @@ import sys
 import textwrap
 
 import pytest
-from platform_hostdev.attributes import WritableSysfs
-from platform_hostdev.binding import device_state, reattach, recover
-from platform_hostdev.inventory import load_inventory
-from platform_hostdev.journal import Journal
-from platform_hostdev.uevents import UdevWaiter
+from platform_hostdev.binding.journal import Journal
+from platform_hostdev.binding.operations import device_state, reattach, recover
+from platform_hostdev.host.attributes import WritableSysfs
+from platform_hostdev.host.inventory import load_inventory
+from platform_hostdev.host.uevents import UdevWaiter
 
 PL061 = "9030000.pl061"
 _KILLER = textwrap.dedent("""
     import os, signal, sys
-    from platform_hostdev.binding import detach, subprocess_runner
-    from platform_hostdev.host import Sysfs
-    from platform_hostdev.inventory import load_inventory
-    from platform_hostdev.journal import Journal
-    from platform_hostdev.uevents import UdevWaiter
+    from platform_hostdev.binding.operations import detach, subprocess_runner
+    from platform_hostdev.host.fs import Sysfs
+    from platform_hostdev.host.inventory import load_inventory
+    from platform_hostdev.binding.journal import Journal
+    from platform_hostdev.host.uevents import UdevWaiter
 
     step = sys.argv[1]
     sysfs = Sysfs("/")

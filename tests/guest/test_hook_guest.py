@@ -30,13 +30,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from platform_hostdev.binding import device_state
-from platform_hostdev.commands_hook import render_hook
-from platform_hostdev.guestdt_store import STATE_DIR
-from platform_hostdev.hook import HOOK_CONFIG
-from platform_hostdev.host import Sysfs
-from platform_hostdev.journal import Journal
-from platform_hostdev.ownership import Owners
+from platform_hostdev.binding.journal import Journal
+from platform_hostdev.binding.operations import device_state
+from platform_hostdev.binding.ownership import Owners
+from platform_hostdev.cli.hook import render_hook
+from platform_hostdev.guestdt.store import STATE_DIR
+from platform_hostdev.hook.qemu import HOOK_CONFIG
+from platform_hostdev.host.fs import Sysfs
 
 from tests.support.domains import synced_domain
 
@@ -50,10 +50,10 @@ SUBOP = {"prepare": "begin", "release": "end"}
 # dispatch() with real boundaries and a step callback that SIGKILLs the process at a step
 _KILL_AT_STEP = textwrap.dedent("""
     import os, signal, sys
-    from platform_hostdev.hook import HookEnv, _config, dispatch
-    from platform_hostdev.binding import subprocess_runner
-    from platform_hostdev.host import Sysfs
-    from platform_hostdev.uevents import default_waiter
+    from platform_hostdev.hook.qemu import HookEnv, _config, dispatch
+    from platform_hostdev.binding.operations import subprocess_runner
+    from platform_hostdev.host.fs import Sysfs
+    from platform_hostdev.host.uevents import default_waiter
 
     wanted = sys.argv[1]
     sysfs = Sysfs("/")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 
-from platform_hostdev.devicetree import DeviceTree
-from platform_hostdev.naming import predict_devices
+from platform_hostdev.dt.naming import predict_devices
+from platform_hostdev.dt.tree import DeviceTree
 
 
 def _real_dt_devices() -> dict[str, tuple[str, str]]:

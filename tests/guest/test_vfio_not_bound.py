@@ -9,8 +9,8 @@ import io
 import os
 
 import pytest
-from platform_hostdev.cli import Context, main
-from platform_hostdev.host import Sysfs
+from platform_hostdev.cli.main import Context, main
+from platform_hostdev.host.fs import Sysfs
 
 PL061 = "9030000.pl061"
 

@@ -6,7 +6,7 @@ qemu-system-aarch64, vfio in no-IOMMU mode, vfio-platform reset_required=0)::
     python3 -m board run -- python3 -m pytest -p no:cacheprovider tests/guest
 
 Each device is detached to its vfio driver with :func:`binding.detach`, looked
-at through :mod:`platform_hostdev.vfio` (never its registers), and given back
+at through :mod:`platform_hostdev.vfio.client` (never its registers), and given back
 with :func:`binding.reattach`: a000000.virtio_mmio (unused transport, no
 driver) and 9030000.pl061 (back on pl061_gpio).
 """
@@ -19,13 +19,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
-from platform_hostdev import binding, vfio
-from platform_hostdev.cli import Context, main
-from platform_hostdev.correlate import correlate
-from platform_hostdev.host import Sysfs
-from platform_hostdev.inventory import Device, load_inventory
-from platform_hostdev.journal import Journal
-from platform_hostdev.uevents import default_waiter
+from platform_hostdev.binding import operations as binding
+from platform_hostdev.binding.journal import Journal
+from platform_hostdev.cli.main import Context, main
+from platform_hostdev.host.fs import Sysfs
+from platform_hostdev.host.inventory import Device, load_inventory
+from platform_hostdev.host.uevents import default_waiter
+from platform_hostdev.vfio import client as vfio
+from platform_hostdev.vfio.correlate import correlate
 
 
 @dataclass(frozen=True)

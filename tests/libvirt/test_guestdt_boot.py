@@ -20,11 +20,11 @@ from pathlib import Path
 
 import libvirt
 import pytest
-from platform_hostdev import cli
-from platform_hostdev.guestdt_store import STATE_DIR, GuestDtStore
-from platform_hostdev.hostdev_xml import QEMU_NS, parse_xml
-from platform_hostdev.inventory import load_inventory
-from platform_hostdev.translate import forward, to_string
+from platform_hostdev.cli import main as cli
+from platform_hostdev.domain.hostdev import QEMU_NS, parse_xml
+from platform_hostdev.domain.translate import forward, to_string
+from platform_hostdev.guestdt.store import STATE_DIR, GuestDtStore
+from platform_hostdev.host.inventory import load_inventory
 
 from tests.libvirt.daemon import PrivateLibvirt
 from tests.support.dtprobe import parse_console, probe_image
@@ -87,7 +87,7 @@ def test_generated_dtb_boots_and_the_guest_kernel_sees_the_device(
         dom = conn.defineXMLFlags(to_string(translated), 0)
         tree = parse_xml(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE), "defined")
 
-        from platform_hostdev.guestdt_sync import sync_domain
+        from platform_hostdev.guestdt.sync import sync_domain
         store = GuestDtStore(world / STATE_DIR.lstrip("/"))  # what the CLI uses with --root
         result = sync_domain(conn, tree, inventory, store)
         assert result.dtb_path == str(store.dtb_path(dom.UUIDString()))

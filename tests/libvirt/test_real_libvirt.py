@@ -9,9 +9,9 @@ from typing import Any
 
 import libvirt
 import pytest
-from platform_hostdev import cli
-from platform_hostdev.hostdev_xml import parse_xml
-from platform_hostdev.translate import forward, to_string
+from platform_hostdev.cli import main as cli
+from platform_hostdev.domain.hostdev import parse_xml
+from platform_hostdev.domain.translate import forward, to_string
 
 from tests.libvirt.daemon import PrivateLibvirt
 

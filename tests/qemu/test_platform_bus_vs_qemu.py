@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 
 import pytest
-from platform_hostdev.devicetree import DeviceTree
-from platform_hostdev.platform_bus import BusDevice, allocate
+from platform_hostdev.dt.tree import DeviceTree
+from platform_hostdev.guestdt.platform_bus import BusDevice, allocate
 
 QEMU = "qemu-system-aarch64"
 SIZES = {"uefi": 0x20, "tpm": 0x5000}

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from platform_hostdev import cli
+from platform_hostdev.cli import main as cli
 
 from .corpus import board_dtb, qemu_virt_dtb
 

@@ -6,10 +6,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from lxml import etree
-from platform_hostdev.fdt import RawNode, build_dtb
-from platform_hostdev.guestdt_store import STATE_DIR, GuestDtStore, fingerprint, fingerprint_inputs
-from platform_hostdev.hostdev_xml import parse_xml
-from platform_hostdev.translate import forward, to_string
+from platform_hostdev.domain.hostdev import parse_xml
+from platform_hostdev.domain.translate import forward, to_string
+from platform_hostdev.dt.fdt import RawNode, build_dtb
+from platform_hostdev.guestdt.store import STATE_DIR, GuestDtStore, fingerprint, fingerprint_inputs
 
 __all__ = ["user_domain", "libvirt_domain", "synced_domain"]
 

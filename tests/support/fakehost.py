@@ -7,7 +7,7 @@ shows (Linux 6.x):
   property with the raw bytes, plus the ``name`` property the kernel adds to
   every node when unflattening (drivers/of/fdt.c populate_properties());
 * ``/sys/devices/platform/[parent devices/]NAME`` for every device
-  :func:`platform_hostdev.naming.predict_devices` predicts, with ``uevent``
+  :func:`platform_hostdev.dt.naming.predict_devices` predicts, with ``uevent``
   (DRIVER=, OF_NAME, OF_FULLNAME, OF_TYPE, OF_COMPATIBLE_i/_N, OF_ALIAS_i,
   then the bus's MODALIAS), ``modalias``, ``driver_override`` reading
   ``(null)``, and relative symlinks ``of_node``, ``subsystem``, ``driver``,
@@ -32,10 +32,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from platform_hostdev.devicetree import DeviceTree, Node
-from platform_hostdev.fdt import RawNode
-from platform_hostdev.host import BUSES, Sysfs
-from platform_hostdev.naming import PredictedDevice, predict_devices
+from platform_hostdev.dt.fdt import RawNode
+from platform_hostdev.dt.naming import PredictedDevice, predict_devices
+from platform_hostdev.dt.tree import DeviceTree, Node
+from platform_hostdev.host.fs import BUSES, Sysfs
 
 __all__ = [
     "FakeHost",

@@ -1,6 +1,6 @@
 """A fake kernel: acts on sysfs writes under a fake host's root as Linux 6.12 does.
 
-:class:`FakeKernel` is a :class:`~platform_hostdev.attributes.WritableSysfs`
+:class:`FakeKernel` is a :class:`~platform_hostdev.host.attributes.WritableSysfs`
 over a :class:`~tests.support.fakehost.FakeHost`; the code under test writes
 through it exactly as it writes to the real sysfs. Each rule below mirrors the
 kernel source (6.12) or a fact in /work/shared/reference/kernel.md:
@@ -54,9 +54,9 @@ import subprocess
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 
-from platform_hostdev.attributes import AttributeWriteError, WritableSysfs
-from platform_hostdev.kmsg import format_record
-from platform_hostdev.uevents import SynchronousWaiter
+from platform_hostdev.host.attributes import AttributeWriteError, WritableSysfs
+from platform_hostdev.host.kmsg import format_record
+from platform_hostdev.host.uevents import SynchronousWaiter
 
 from tests.support.fakehost import VFIO_DRIVERS, FakeHost
 

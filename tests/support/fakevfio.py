@@ -1,4 +1,4 @@
-"""A fake VFIO kernel side for unit tests of platform_hostdev.vfio.
+"""A fake VFIO kernel side for unit tests of platform_hostdev.vfio.client.
 
 :class:`FakeVfio` implements the client's ``Syscalls`` protocol (open, close,
 ioctl) and answers like drivers/vfio/{container,group}.c and

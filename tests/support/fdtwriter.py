@@ -1,7 +1,7 @@
 """Synthetic DTBs for tests and benchmarks.
 
-Serialisation is the package's own :func:`platform_hostdev.fdt.build_dtb`
-(a version-17 DTB from a :class:`~platform_hostdev.fdt.RawNode` tree), so a
+Serialisation is the package's own :func:`platform_hostdev.dt.fdt.build_dtb`
+(a version-17 DTB from a :class:`~platform_hostdev.dt.fdt.RawNode` tree), so a
 synthetic board reaches every reader exactly as a real DTB would. :func:`node` and
 :func:`encode` make those trees short to write::
 
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from platform_hostdev.fdt import RawNode, build_dtb
+from platform_hostdev.dt.fdt import RawNode, build_dtb
 
 __all__ = ["PropValue", "encode", "node", "to_dtb", "cells", "strings"]
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from platform_hostdev.devicetree import DeviceTree
-from platform_hostdev.fdt import RawNode, parse_dtb
+from platform_hostdev.dt.fdt import RawNode, parse_dtb
+from platform_hostdev.dt.tree import DeviceTree
 
 from .fdtwriter import node, to_dtb
 

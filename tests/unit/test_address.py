@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import pytest
-from platform_hostdev.address import reg_entries
+from platform_hostdev.dt.address import reg_entries
 from platform_hostdev.errors import DeviceTreeError
 
 from tests.support.fdtwriter import node

@@ -6,14 +6,14 @@ import os
 from pathlib import Path
 
 import pytest
-from platform_hostdev.host import Sysfs
-from platform_hostdev.journal import (
+from platform_hostdev.binding.journal import (
     Journal,
     JournalBusyError,
     JournalError,
     JournalRecord,
 )
-from platform_hostdev.statefiles import atomic_write
+from platform_hostdev.host.fs import Sysfs
+from platform_hostdev.host.statefiles import atomic_write
 from pytest_mock import MockerFixture
 
 
@@ -49,7 +49,7 @@ def test_write_is_temp_then_rename_without_fsync(tmp_path: Path, mocker: MockerF
         calls.append("fsync")
         real_fsync(fd)
 
-    mocker.patch("platform_hostdev.journal.os.fsync", side_effect=fsync)
+    mocker.patch("platform_hostdev.binding.journal.os.fsync", side_effect=fsync)
 
     def replace(src: os.PathLike[str], dst: os.PathLike[str]) -> None:
         calls.append("replace")
@@ -58,7 +58,7 @@ def test_write_is_temp_then_rename_without_fsync(tmp_path: Path, mocker: MockerF
         assert json.loads(Path(src).read_text())["step"] == "unbound"
         real_replace(src, dst)
 
-    mocker.patch("platform_hostdev.journal.os.replace", side_effect=replace)
+    mocker.patch("platform_hostdev.binding.journal.os.replace", side_effect=replace)
     journal.write(_record(step="unbound"))
     assert calls == ["replace"]  # /run is a tmpfs: an fsync buys nothing there
     assert os.listdir(journal.path) == ["9030000.pl061.json"]  # no temp file left
@@ -67,9 +67,9 @@ def test_write_is_temp_then_rename_without_fsync(tmp_path: Path, mocker: MockerF
 def test_durable_write_fsyncs_file_then_directory(tmp_path: Path, mocker: MockerFixture) -> None:
     calls: list[str] = []
     real_fsync, real_replace = os.fsync, os.replace
-    mocker.patch("platform_hostdev.statefiles.os.fsync",
+    mocker.patch("platform_hostdev.host.statefiles.os.fsync",
                  side_effect=lambda fd: (calls.append("fsync"), real_fsync(fd)))
-    mocker.patch("platform_hostdev.statefiles.os.replace",
+    mocker.patch("platform_hostdev.host.statefiles.os.replace",
                  side_effect=lambda a, b: (calls.append("replace"), real_replace(a, b)))
     target = tmp_path / "guest.dtb"
     atomic_write(target, b"new", 0o644)  # durable by default: the guest DT store's files
@@ -83,7 +83,7 @@ def test_durable_write_fsyncs_file_then_directory(tmp_path: Path, mocker: Mocker
 def test_crash_before_rename_keeps_old_record(tmp_path: Path, mocker: MockerFixture) -> None:
     journal = Journal(Sysfs(tmp_path))
     journal.write(_record())
-    mocker.patch("platform_hostdev.journal.os.replace", side_effect=OSError(28, "No space"))
+    mocker.patch("platform_hostdev.binding.journal.os.replace", side_effect=OSError(28, "No space"))
     with pytest.raises(OSError):
         journal.write(_record(step="unbound"))
     assert journal.read("9030000.pl061") == _record()

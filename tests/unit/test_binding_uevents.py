@@ -7,8 +7,8 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from platform_hostdev.host import Sysfs
-from platform_hostdev.uevents import SynchronousWaiter, UdevWaiter, UeventTimeoutError
+from platform_hostdev.host.fs import Sysfs
+from platform_hostdev.host.uevents import SynchronousWaiter, UdevWaiter, UeventTimeoutError
 from pytest_mock import MockerFixture
 
 

@@ -2,15 +2,15 @@
 from __future__ import annotations
 
 import pytest
-from platform_hostdev.checkhost import FAIL, PASS, WARN, Check, exit_code
-from platform_hostdev.checkhost_conf import (
+from platform_hostdev.checkhost.conf import (
     DEFAULT_DEVICE_ACL,
     ConfSyntaxError,
     QemuConf,
     parse_conf,
     qemu_conf_checks,
 )
-from platform_hostdev.host import Sysfs
+from platform_hostdev.checkhost.model import FAIL, PASS, WARN, Check, exit_code
+from platform_hostdev.host.fs import Sysfs
 
 STOCK = """\
 # Master configuration file for the QEMU driver.

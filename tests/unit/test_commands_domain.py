@@ -7,10 +7,10 @@ from typing import Any
 
 import libvirt
 import pytest
-from platform_hostdev import cli
-from platform_hostdev.hostdev_xml import parse_xml
-from platform_hostdev.libvirt_conn import DEFINE_VALIDATE, XML_INACTIVE, XML_SECURE
-from platform_hostdev.translate import forward
+from platform_hostdev.cli import main as cli
+from platform_hostdev.domain.hostdev import parse_xml
+from platform_hostdev.domain.translate import forward
+from platform_hostdev.virt.connection import DEFINE_VALIDATE, XML_INACTIVE, XML_SECURE
 
 from tests.support.golden import GOLDEN_DIR
 
@@ -262,7 +262,7 @@ def test_metadata_round_trip_in_libvirt_test_driver(tmp_path: Path) -> None:
         try:
             xml = dom.XMLDesc(0)
             assert "phd:hostdevs" in xml and "qemu:commandline" not in xml
-            from platform_hostdev.translate import backward, platform_hostdev_elements
+            from platform_hostdev.domain.translate import backward, platform_hostdev_elements
             back = backward(parse_xml(xml, "libvirt"))
             names = [e.find("source/device").get("name")  # type: ignore[union-attr]
                      for e in platform_hostdev_elements(back.getroot())]

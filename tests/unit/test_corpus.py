@@ -13,13 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from platform_hostdev.address import reg_entries
-from platform_hostdev.correlate import correlate
-from platform_hostdev.devicetree import DeviceTree
+from platform_hostdev.dt.address import reg_entries
+from platform_hostdev.dt.interrupts import resolve_interrupts
+from platform_hostdev.dt.naming import device_name, predict_devices
+from platform_hostdev.dt.tree import DeviceTree
 from platform_hostdev.errors import DeviceTreeError
-from platform_hostdev.interrupts import resolve_interrupts
-from platform_hostdev.inventory import Device
-from platform_hostdev.naming import device_name, predict_devices
+from platform_hostdev.host.inventory import Device
+from platform_hostdev.vfio.correlate import correlate
 
 from tests.support.corpus import CORPUS_STATS, CorpusStats, CorpusUnavailable, corpus_dtbs
 

@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from platform_hostdev.domainxml import PHD_NS, declared_hostdevs, parse_domain
+from platform_hostdev.domain.domainxml import PHD_NS, declared_hostdevs, parse_domain
+from platform_hostdev.domain.hostdev import PlatformHostdev, parse_xml
+from platform_hostdev.domain.translate import backward, platform_hostdev_elements
 from platform_hostdev.errors import XmlError
-from platform_hostdev.guestdt_store import fingerprint_inputs
-from platform_hostdev.hostdev_xml import PlatformHostdev, parse_xml
-from platform_hostdev.translate import backward, platform_hostdev_elements
+from platform_hostdev.guestdt.store import fingerprint_inputs
 
 from tests.support.domains import libvirt_domain, user_domain
 from tests.support.hostile import LAUGHS, PARAMETER_ENTITY, XXE

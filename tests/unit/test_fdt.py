@@ -6,8 +6,8 @@ import struct
 from pathlib import Path
 
 import pytest
+from platform_hostdev.dt.fdt import FDT_MAGIC, parse_dtb, read_dtb, read_sysfs_tree
 from platform_hostdev.errors import DeviceTreeError
-from platform_hostdev.fdt import FDT_MAGIC, parse_dtb, read_dtb, read_sysfs_tree
 
 from tests.support.fdtwriter import cells, encode, node, strings, to_dtb
 

@@ -2,7 +2,12 @@
 from __future__ import annotations
 
 import pytest
-from platform_hostdev.hostdev_xml import PlatformHostdev, XmlError, is_platform_hostdev, parse_xml
+from platform_hostdev.domain.hostdev import (
+    PlatformHostdev,
+    XmlError,
+    is_platform_hostdev,
+    parse_xml,
+)
 
 from tests.support.hostile import LAUGHS, XXE
 

@@ -1,14 +1,14 @@
-"""platform_hostdev.inspect: the DT correlation against hand-made VFIO views."""
+"""platform_hostdev.vfio.inspection: the DT correlation against hand-made VFIO views."""
 from __future__ import annotations
 
 import dataclasses
 
 import pytest
-from platform_hostdev.correlate import Correlation, correlate
-from platform_hostdev.devicetree import DeviceTree
-from platform_hostdev.inspect import DISAGREEMENT, WARNING, compare, inspect
-from platform_hostdev.inventory import Device
-from platform_hostdev.vfio import DeviceInfo, GroupRef, IrqInfo, RegionInfo, VfioView
+from platform_hostdev.dt.tree import DeviceTree
+from platform_hostdev.host.inventory import Device
+from platform_hostdev.vfio.client import DeviceInfo, GroupRef, IrqInfo, RegionInfo, VfioView
+from platform_hostdev.vfio.correlate import Correlation, correlate
+from platform_hostdev.vfio.inspection import DISAGREEMENT, WARNING, compare, inspect
 
 from tests.support.fdtwriter import node
 

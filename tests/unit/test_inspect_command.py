@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import pytest
-from platform_hostdev.cli import Context, main
-from platform_hostdev.inventory import Inventory
+from platform_hostdev.cli.main import Context, main
+from platform_hostdev.host.inventory import Inventory
 
 from tests.support.fakevfio import FakeIrq, FakeRegion, FakeVfio, vfio_sysfs
 from tests.unit.test_inspect import PL061, VIRT, VIRTIO

@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import pytest
-from platform_hostdev.devicetree import DeviceTree
+from platform_hostdev.dt.interrupts import find_interrupt_parent, resolve_interrupts
+from platform_hostdev.dt.tree import DeviceTree
 from platform_hostdev.errors import DeviceTreeError
-from platform_hostdev.interrupts import find_interrupt_parent, resolve_interrupts
 
 from tests.support.fdtwriter import node
 from tests.support.synthetic import GIC_PHANDLE, gic_soc, tree_of

@@ -5,10 +5,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from platform_hostdev.correlate import correlate
 from platform_hostdev.errors import DeviceNotFoundError, InvalidDeviceSpecError
-from platform_hostdev.inventory import Device, check_spec, load_inventory, nodedev_name
-from platform_hostdev.sources import HostDevice
+from platform_hostdev.host.inventory import Device, check_spec, load_inventory, nodedev_name
+from platform_hostdev.host.sources import HostDevice
+from platform_hostdev.vfio.correlate import correlate
 
 from tests.support.fdtwriter import node
 from tests.support.synthetic import CLK_PHANDLE, gic_soc, tree_of, write_dtb
@@ -61,12 +61,12 @@ def test_resolve_by_every_kind_of_spec(tmp_path: Path) -> None:
 def test_host_inventory_uses_the_device_source(tmp_path: Path, mocker: Any) -> None:
     """A live host's device list comes from the DeviceSource (pyudev there); mocked here."""
     tree = tree_of(BOARD)
-    mocker.patch("platform_hostdev.inventory.DeviceTree.from_sysfs", return_value=tree)
+    mocker.patch("platform_hostdev.host.inventory.DeviceTree.from_sysfs", return_value=tree)
     source = mocker.Mock()
     source.devices.side_effect = lambda bus: [HostDevice(
         "9000.uart", "amba", "/sys/devices/platform/soc/9000.uart", "/soc/uart@9000",
         "uart-pl011", None, "4")] if bus == "amba" else []
-    factory = mocker.patch("platform_hostdev.inventory.device_source", return_value=source)
+    factory = mocker.patch("platform_hostdev.host.inventory.device_source", return_value=source)
     inventory = load_inventory(tmp_path)
     factory.assert_called_once()
     (uart,) = inventory.devices

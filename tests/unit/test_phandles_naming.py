@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import pytest
-from platform_hostdev.devicetree import DeviceTree
+from platform_hostdev.dt.naming import device_name, predict_devices
+from platform_hostdev.dt.phandles import link_rule, phandle_links
+from platform_hostdev.dt.tree import DeviceTree
 from platform_hostdev.errors import DeviceTreeError
-from platform_hostdev.naming import device_name, predict_devices
-from platform_hostdev.phandles import link_rule, phandle_links
 
 from tests.support.fdtwriter import node
 from tests.support.synthetic import CLK_PHANDLE, gic_soc, tree_of

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 from platform_hostdev.errors import HostdevError
-from platform_hostdev.platform_bus import BusDevice, allocate, natural_alignment
+from platform_hostdev.guestdt.platform_bus import BusDevice, allocate, natural_alignment
 
 
 @pytest.mark.parametrize("size,alignment", [(1, 1), (4, 4), (0x20, 0x20), (0x60, 0x80),

@@ -1,7 +1,7 @@
 """Pure parsers of protection: the kernel command line and the routing tables."""
 from __future__ import annotations
 
-from platform_hostdev.protection import cmdline_consoles, default_route_interfaces
+from platform_hostdev.host.protection import cmdline_consoles, default_route_interfaces
 
 ROUTE = """\
 Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT

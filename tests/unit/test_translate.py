@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pytest
 from lxml import etree
-from platform_hostdev import translate
+from platform_hostdev.domain import translate
+from platform_hostdev.domain.hostdev import PHD_NS, QEMU_NS, parse_xml
 from platform_hostdev.errors import HostdevError
-from platform_hostdev.hostdev_xml import PHD_NS, QEMU_NS, parse_xml
-from platform_hostdev.inventory import Inventory, load_inventory
+from platform_hostdev.host.inventory import Inventory, load_inventory
 
 from tests.support.fdtwriter import node, to_dtb
 from tests.support.golden import GOLDEN_DIR, check_golden

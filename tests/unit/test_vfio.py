@@ -1,4 +1,4 @@
-"""platform_hostdev.vfio: the ioctl table, the call order and the errno -> message mapping."""
+"""vfio.client: the ioctl table, the call order and the errno -> message mapping."""
 from __future__ import annotations
 
 import errno
@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from platform_hostdev import vfio
 from platform_hostdev.errors import HostdevError
-from platform_hostdev.host import Sysfs
-from platform_hostdev.inventory import Device
+from platform_hostdev.host.fs import Sysfs
+from platform_hostdev.host.inventory import Device
+from platform_hostdev.vfio import client as vfio
 
 from tests.support.fakevfio import FakeIrq, FakeRegion, FakeVfio, vfio_sysfs
 

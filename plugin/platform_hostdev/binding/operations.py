@@ -1,0 +1,402 @@
+"""Moving a platform/amba device to vfio and back: detach, reattach, recover.
+
+libvirt's vocabulary: *detach* takes a device from its host driver and binds
+it to ``vfio-platform`` (platform bus) or ``vfio-amba`` (amba bus);
+*reattach* gives it back. The kernel sequence (kernel.md):
+
+1. write the vfio driver's name to ``D/driver_override`` FIRST (no window in
+   which a probe could re-bind the old driver);
+2. if ``D/driver`` exists, write D to ``D/driver/unbind``;
+3. write D to ``/sys/bus/<bus>/drivers_probe``;
+4. check the ``D/driver`` link: drivers_probe succeeds even when nothing binds.
+
+Re-attach writes "\\n" to driver_override (it then reads "(null)"), unbinds
+from vfio, probes again and checks that the ORIGINAL driver is back.
+
+Before the first write a :class:`~platform_hostdev.binding.journal.JournalRecord`
+holds the original driver and override; it is rewritten after every step.
+A failure midway rolls the device back to its original state and removes the
+record; :func:`recover` finishes whatever a killed process left. Each write
+is followed by a wait for the bind/unbind uevent (:mod:`uevents`), opened
+before the write. The checks before the first write and the explanation
+of a failed probe live in :mod:`preflight` (re-exported here).
+
+Exit codes of the commands built on this: 0 done, 1 refused or failed (the
+device is back in its original state unless the message says otherwise).
+"""
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from typing import NamedTuple
+
+from platform_hostdev.binding.journal import Journal, JournalRecord
+from platform_hostdev.binding.preflight import (
+    NOIOMMU_PARAM,
+    RESET_REQUIRED_PARAM,
+    UPSTREAM_RESET_HANDLERS,
+    VFIO_DRIVERS,
+    VFIO_MODULES,
+    BindingError,
+    DeviceInUseError,
+    DeviceState,
+    NoIommuError,
+    ProbeFailedError,
+    ResetRequiredError,
+    Runner,
+    Target,
+    VfioUnavailableError,
+    check_iommu,
+    check_reset,
+    device_dir,
+    device_state,
+    ensure_vfio_driver,
+    explain_probe_failure,
+    is_noiommu,
+    subprocess_runner,
+    vfio_holders,
+)
+from platform_hostdev.errors import HostdevError, HostError
+from platform_hostdev.host.attributes import AttributeWriteError, WritableSysfs, writable
+from platform_hostdev.host.fs import Sysfs
+from platform_hostdev.host.kmsg import KernelLog, probe_failure
+from platform_hostdev.host.uevents import UeventTimeoutError, Waiter, Watch
+
+__all__ = [
+    # re-exported from preflight: the vocabulary callers of binding need
+    "DEFAULT_TIMEOUT",
+    "VFIO_DRIVERS",
+    "VFIO_MODULES",
+    "NOIOMMU_PARAM",
+    "RESET_REQUIRED_PARAM",
+    "UPSTREAM_RESET_HANDLERS",
+    "Target",
+    "DeviceState",
+    "Runner",
+    "subprocess_runner",
+    "device_state",
+    "BindingError",
+    "VfioUnavailableError",
+    "NoIommuError",
+    "ResetRequiredError",
+    "DeviceInUseError",
+    "ProbeFailedError",
+    # binding's own
+    "DetachResult",
+    "ReattachResult",
+    "RecoverAction",
+    "AlreadyDetachedError",
+    "NotDetachedError",
+    "RestoreError",
+    "InterruptedOperationError",
+    "detach",
+    "reattach",
+    "recover",
+]
+
+DEFAULT_TIMEOUT = 5.0
+
+StepHook = Callable[[JournalRecord], None]
+
+
+class AlreadyDetachedError(BindingError):
+    """The device is already bound to its vfio driver."""
+
+
+class NotDetachedError(BindingError):
+    """Re-attach of a device that is not bound to vfio."""
+
+
+class RestoreError(BindingError):
+    """The device could not be put back in its original state; the journal keeps the record."""
+
+
+class InterruptedOperationError(BindingError):
+    """A journal record of an unfinished operation exists for the device."""
+
+
+class DetachResult(NamedTuple):
+    device: str
+    bus: str
+    driver: str
+    original_driver: str | None
+    original_override: str | None
+    iommu_group: str | None
+    noiommu: bool
+
+
+class ReattachResult(NamedTuple):
+    device: str
+    bus: str
+    driver: str | None
+    original_driver: str | None
+    original_known: bool
+
+
+class RecoverAction(NamedTuple):
+    device: str
+    action: str   # "restored", "kept", "stale-removed", "failed"
+    detail: str
+
+
+# ---------------------------------------------------------------- the steps
+
+class _Mover:
+    """The writes of one operation on one device, with journal updates and waits."""
+
+    def __init__(self, sysfs: WritableSysfs, journal: Journal, record: JournalRecord,
+                 watch: Watch, log: KernelLog, on_step: StepHook | None, timeout: float) -> None:
+        self.sysfs = sysfs
+        self.journal = journal
+        self.record = record
+        self.watch = watch
+        self.log = log
+        self.on_step = on_step
+        self.timeout = timeout
+        self.messages: list[str] = []
+        self.ddir = device_dir(record.bus, record.device)
+
+    @property
+    def name(self) -> str:
+        return self.record.device
+
+    def state(self) -> DeviceState:
+        return device_state(self.sysfs, self.record.bus, self.name)
+
+    def step(self, step: str, op: str | None = None) -> None:
+        self.record = self.record.at(step, op)
+        self.journal.write(self.record)
+        if self.on_step is not None:
+            self.on_step(self.record)
+
+    def write(self, host_path: str, value: str) -> None:
+        try:
+            self.sysfs.write_attr(host_path, value)
+        except AttributeWriteError as exc:
+            raise HostError(
+                f"writing {value.strip()!r} to {host_path} failed: {exc.strerror} "
+                f"({exc.errno_name})",
+                "run as root; if the device vanished meanwhile, run nodedev-list") from None
+
+    def set_override(self, value: str | None) -> None:
+        self.write(self.ddir + "/driver_override", (value or "") + "\n")
+
+    def unbind(self, driver: str) -> None:
+        self.write(f"/sys/bus/{self.record.bus}/drivers/{driver}/unbind", self.name)
+        self.watch.wait("unbind", lambda: self.state().driver != driver, self.timeout)
+
+    def probe(self, expect: str | None) -> None:
+        """drivers_probe, then wait until ``expect`` (any driver when None) binds or the
+        kernel logs a failed probe. The caller judges the outcome from the driver link:
+        drivers_probe succeeds even when nothing binds."""
+        self.write(f"/sys/bus/{self.record.bus}/drivers_probe", self.name)
+
+        def settled() -> bool:
+            self.messages += self.log.new_messages()
+            driver = self.state().driver
+            if driver is not None and (expect is None or driver == expect):
+                return True
+            return probe_failure(self.messages, self.name) is not None
+
+        try:
+            self.watch.wait("bind", settled, self.timeout)
+        except UeventTimeoutError:
+            pass  # nothing bound in time: the caller reports it with the reason it can find
+
+
+def _restore(mover: _Mover, op: str, steps: bool) -> DeviceState:
+    """Put the original override and driver back; journal steps when ``steps``."""
+    record = mover.record
+    mover.set_override(record.original_override)
+    if steps:
+        mover.step("override-cleared", op)
+    current = mover.state().driver
+    if current is not None and current != record.original_driver:
+        mover.unbind(current)
+    if steps:
+        mover.step("unbound", op)
+    if mover.state().driver is None and (record.original_driver or not record.original_known):
+        mover.probe(record.original_driver)
+    if steps:
+        mover.step("probed", op)
+    final = mover.state()
+    if record.original_known and (final.driver != record.original_driver
+                                  or final.override != record.original_override):
+        failed = probe_failure(mover.messages, record.device)
+        reason = f" (kernel: probe with driver {failed[0]} failed with error -{failed[1]})" \
+            if failed else ""
+        raise RestoreError(
+            f"{record.device} could not be given back to "
+            f"{record.original_driver or 'no driver'}: driver is {final.driver or 'none'}, "
+            f"driver_override {final.override or '(null)'}{reason}; the journal "
+            f"{mover.journal.host_file(record.device)} keeps the original state",
+            "see dmesg for why the driver did not bind, fix it, then run "
+            "'platform-hostdev recover'")
+    return final
+
+
+# ---------------------------------------------------------------- operations
+
+def detach(sysfs: Sysfs, device: Target, journal: Journal, waiter: Waiter,
+           runner: Runner | None = None, force: bool = False, *,
+           on_step: StepHook | None = None, timeout: float = DEFAULT_TIMEOUT) -> DetachResult:
+    """Bind ``device`` to its vfio driver; roll back and raise BindingError on failure.
+
+    ``force`` skips the predictions (IOMMU group / no-IOMMU mode, reset handler)
+    and lets the kernel decide; a failed probe still rolls back. ``on_step`` is
+    called after each journal update (fault injection in tests).
+    """
+    bus, name = device.bus, device.name
+    if bus not in VFIO_DRIVERS:
+        raise BindingError(f"{name} is on bus {bus!r}", "only platform and amba devices")
+    vfio = VFIO_DRIVERS[bus]
+    if not sysfs.path(device_dir(bus, name)).exists():
+        raise HostError(f"{bus} device {name} is not in sysfs ({device_dir(bus, name)})",
+                        "it was removed since the scan; run nodedev-list")
+    with journal.locked():
+        previous = journal.read(name)
+        state = device_state(sysfs, bus, name)
+        if previous is not None and not previous.complete_detach:
+            raise InterruptedOperationError(
+                f"an interrupted {previous.op} of {name} left {journal.host_file(name)} "
+                f"(last step: {previous.step})",
+                "run 'platform-hostdev recover' first")
+        if state.driver == vfio:
+            raise AlreadyDetachedError(
+                f"{name} is already bound to {vfio}",
+                f"nothing to do; 'platform-hostdev nodedev-reattach {name}' gives it back")
+        if previous is not None:  # a detach record, but the device left vfio without us
+            journal.remove(name)
+        ensure_vfio_driver(sysfs, bus, runner)
+        if not force:
+            check_iommu(sysfs, name, state)
+            check_reset(sysfs, device)
+        record = JournalRecord(
+            device=name, bus=bus, op="detach", step="planned", vfio_driver=vfio,
+            original_driver=state.driver, original_override=state.override,
+            pid=os.getpid(), started=time.time())
+        journal.write(record)
+        if on_step is not None:
+            on_step(record)
+        with waiter.watch(bus, name) as watch, KernelLog(sysfs) as log:
+            mover = _Mover(writable(sysfs), journal, record, watch, log, on_step, timeout)
+            try:
+                mover.set_override(vfio)
+                mover.step("override-written")
+                if state.driver is not None:
+                    mover.unbind(state.driver)
+                mover.step("unbound")
+                mover.probe(vfio)
+                mover.step("probed")
+                after = mover.state()
+                if after.driver != vfio:
+                    raise explain_probe_failure(sysfs, device, mover.messages, after)
+                mover.step("detached")
+            except (Exception, KeyboardInterrupt) as failure:
+                # Not BaseException: SystemExit/GeneratorExit are not interruptions of
+                # ours, and a killed process runs nothing anyway (recover handles it).
+                _roll_back(mover, failure)
+                raise
+    return DetachResult(device=name, bus=bus, driver=vfio, original_driver=state.driver,
+                        original_override=state.override, iommu_group=after.iommu_group,
+                        noiommu=is_noiommu(sysfs, after.iommu_group))
+
+
+def _roll_back(mover: _Mover, failure: Exception | KeyboardInterrupt) -> None:
+    try:
+        _restore(mover, "detach", steps=False)
+    except (HostdevError, OSError) as again:
+        if isinstance(failure, HostdevError):
+            failure.what += (f"; rolling back failed too ({again}); the journal "
+                             f"{mover.journal.host_file(mover.name)} keeps the original state")
+            failure.fix += "; then run 'platform-hostdev recover'"
+        return
+    mover.journal.remove(mover.name)
+
+
+def reattach(sysfs: Sysfs, device: Target, journal: Journal, waiter: Waiter,
+             runner: Runner | None = None, *, on_step: StepHook | None = None,
+             timeout: float = DEFAULT_TIMEOUT) -> ReattachResult:
+    """Give a detached device back to its original driver; remove its journal record."""
+    del runner  # nothing to load for a re-attach; kept for a uniform signature
+    bus, name = device.bus, device.name
+    vfio = VFIO_DRIVERS.get(bus, "vfio")
+    with journal.locked():
+        record = journal.read(name)
+        state = device_state(sysfs, bus, name)
+        if record is not None and not record.complete_detach and record.op == "detach":
+            raise InterruptedOperationError(
+                f"an interrupted detach of {name} left {journal.host_file(name)} "
+                f"(last step: {record.step})", "run 'platform-hostdev recover'")
+        if record is None:
+            if state.driver != vfio:
+                raise NotDetachedError(
+                    f"{name} is not bound to {vfio} (driver: {state.driver or 'none'}) and "
+                    "no journal records a detach", "nothing to re-attach")
+            record = JournalRecord(
+                device=name, bus=bus, op="reattach", step="planned", vfio_driver=vfio,
+                original_driver=None, original_override=None, original_known=False,
+                pid=os.getpid(), started=time.time())
+        if state.iommu_group is not None and state.driver == vfio:
+            holders = vfio_holders(sysfs, state.iommu_group)
+            if holders:
+                users = ", ".join(f"{comm} (pid {pid})" for pid, comm in holders)
+                raise DeviceInUseError(
+                    f"{name}'s VFIO group {state.iommu_group} is open by {users}; unbinding "
+                    "would block until they close it",
+                    "stop the guest or program using the device first")
+        record = record.at("planned", "reattach")
+        journal.write(record)
+        if on_step is not None:
+            on_step(record)
+        with waiter.watch(bus, name) as watch, KernelLog(sysfs) as log:
+            mover = _Mover(writable(sysfs), journal, record, watch, log, on_step, timeout)
+            final = _restore(mover, "reattach", steps=True)
+        journal.remove(name)
+    return ReattachResult(device=name, bus=bus, driver=final.driver,
+                          original_driver=record.original_driver,
+                          original_known=record.original_known)
+
+
+def recover(sysfs: Sysfs, journal: Journal, waiter: Waiter, *,
+            timeout: float = DEFAULT_TIMEOUT) -> list[RecoverAction]:
+    """Restore every device an interrupted detach/reattach left half-way; idempotent.
+
+    A completed detach whose device is still bound to vfio is kept (it is in
+    use by design); one whose device left vfio meanwhile is removed as stale.
+    """
+    actions = []
+    with journal.locked():
+        for name in journal.devices():
+            try:
+                record = journal.read(name)
+            except HostdevError as exc:
+                actions.append(RecoverAction(name, "failed", str(exc)))
+                continue
+            if record is None:
+                continue
+            state = device_state(sysfs, record.bus, name)
+            if record.complete_detach:
+                if state.driver == record.vfio_driver:
+                    actions.append(RecoverAction(name, "kept", f"detached to {state.driver}"))
+                else:
+                    journal.remove(name)
+                    actions.append(RecoverAction(
+                        name, "stale-removed",
+                        f"no longer bound to {record.vfio_driver} "
+                        f"(driver: {state.driver or 'none'})"))
+                continue
+            with waiter.watch(record.bus, name) as watch, KernelLog(sysfs) as log:
+                mover = _Mover(writable(sysfs), journal, record, watch, log, None, timeout)
+                try:
+                    final = _restore(mover, record.op, steps=False)
+                except HostdevError as exc:
+                    actions.append(RecoverAction(name, "failed", str(exc)))
+                    continue
+            journal.remove(name)
+            actions.append(RecoverAction(
+                name, "restored",
+                f"interrupted {record.op} at step {record.step}; driver "
+                f"{final.driver or 'none'}, driver_override {final.override or '(null)'}"))
+    return actions

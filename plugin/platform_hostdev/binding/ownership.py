@@ -1,0 +1,162 @@
+"""One device, one domain: who owns each passed-through device.
+
+One JSON record per device under ``<root>/run/platform-hostdev/owners/``,
+written atomically, all changes made under an exclusive file lock
+(``owners/.lock``) so concurrent domain starts are serialised. A record names
+the domain (name and UUID), whether the device is managed, whether we
+detached it (then release re-attaches it), and the /dev/vfio node's original
+owner and mode (restored at release).
+
+The hook never asks libvirt whether an owner is running (it would deadlock);
+it reads libvirt's own run files: a domain is running while
+``/run/libvirt/qemu/<name>.pid`` names a live QEMU process. A record younger
+than the start grace period counts as live too (the domain is between its
+prepare hook and QEMU's exec).
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from platform_hostdev.errors import HostdevError
+from platform_hostdev.host.fs import Sysfs
+from platform_hostdev.host.statefiles import atomic_write, exclusive_lock
+
+__all__ = ["OwnerRecord", "Owners", "OwnersBusyError", "OWNERS_DIR", "START_GRACE"]
+
+OWNERS_DIR = "/run/platform-hostdev/owners"
+LIBVIRT_RUN = "/run/libvirt/qemu"
+START_GRACE = 300.0  # seconds a prepared domain may take to get its QEMU running
+
+
+class OwnersBusyError(HostdevError):
+    """Another hook call holds the ownership lock for too long."""
+
+
+class OwnerRecord(NamedTuple):
+    device: str
+    bus: str
+    domain: str
+    uuid: str
+    managed: bool
+    detached_by_us: bool
+    state: str                       # "preparing" or "prepared"
+    group: str | None = None
+    node: str | None = None          # /dev/vfio/N we handed over
+    node_owner: Sequence[int] = ()   # [uid, gid, mode] before
+    since: float = 0.0
+    pid: int = 0                     # the hook process while state == "preparing"
+
+    def at(self, **changes: Any) -> OwnerRecord:
+        return self._replace(**changes)
+
+    @classmethod
+    def from_json(cls, data: Any) -> OwnerRecord:
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+        names = set(cls._fields)
+        if set(data) - names:
+            raise ValueError(f"unknown keys {sorted(set(data) - names)}")
+        for key in ("device", "bus", "domain", "uuid", "state"):
+            if not isinstance(data.get(key), str) or not data[key]:
+                raise ValueError(f"{key!r} missing or not a string")
+        if "/" in data["device"] or data["device"].startswith("."):
+            raise ValueError(f"device {data['device']!r} is not a sysfs device name")
+        return cls(**data)
+
+
+class Owners:
+    """The ownership records of a host (rooted through Sysfs)."""
+
+    def __init__(self, sysfs: Sysfs, clock: Callable[[], float] = time.time,
+                 grace: float = START_GRACE) -> None:
+        self.sysfs = sysfs
+        self.directory = sysfs.path(OWNERS_DIR)
+        self.clock = clock
+        self.grace = grace
+
+    def _file(self, device: str) -> Path:
+        if "/" in device or device.startswith(".") or not device:
+            raise HostdevError(f"device name {device!r} is not a sysfs device name",
+                               "the domain XML names the device wrongly")
+        return self.directory / f"{device}.json"
+
+    def locked(self, timeout: float = 60.0) -> AbstractContextManager[None]:
+        return exclusive_lock(
+            self.directory / ".lock", timeout,
+            lambda: OwnersBusyError(f"another platform-hostdev hook holds {OWNERS_DIR}/.lock "
+                                    f"for more than {timeout:.0f} s", "retry the domain start"))
+
+    def read(self, device: str) -> OwnerRecord | None:
+        path = self._file(device)
+        try:
+            text = path.read_text()
+        except FileNotFoundError:
+            return None
+        try:
+            return OwnerRecord.from_json(json.loads(text))
+        except ValueError as exc:
+            raise HostdevError(f"ownership record {OWNERS_DIR}/{device}.json is corrupt: {exc}",
+                               "check the device's state and remove the file") from None
+
+    def all(self) -> list[OwnerRecord]:
+        try:
+            names = sorted(n for n in os.listdir(self.directory)
+                           if n.endswith(".json") and not n.startswith("."))
+        except FileNotFoundError:
+            return []
+        records = []
+        for name in names:
+            record = self.read(name[:-5])
+            if record is not None:
+                records.append(record)
+        return records
+
+    def write(self, record: OwnerRecord) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        atomic_write(self._file(record.device), json.dumps(record._asdict()).encode(),
+                     durable=False)  # /run: see atomic_write
+
+    def remove(self, device: str) -> None:
+        self._file(device).unlink(missing_ok=True)
+
+    def domain_running(self, domain: str) -> bool:
+        """libvirt's pid file for the domain names a live QEMU process."""
+        if "/" in domain or domain.startswith("."):
+            return False
+        text = self.sysfs.read_text(f"{LIBVIRT_RUN}/{domain}.pid")
+        if not text or not text.strip().isdigit():
+            return False
+        pid = text.strip()
+        cmdline = self.sysfs.read_text(f"/proc/{pid}/cmdline") or ""
+        return "qemu" in cmdline
+
+    def is_live(self, record: OwnerRecord) -> bool:
+        """The owner runs, its prepare is still running, or it is within its start grace.
+
+        A "preparing" record whose hook process is gone was left by a killed
+        prepare: not live, whatever its age.
+        """
+        if self.domain_running(record.domain):
+            return True
+        if record.state == "preparing":
+            return _pid_alive(record.pid)
+        return self.clock() - record.since < self.grace
+
+
+def _pid_alive(pid: int) -> bool:
+    # Our own pid in a "preparing" record can only be an earlier, dead process's.
+    if pid <= 0 or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

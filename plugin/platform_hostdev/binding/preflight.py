@@ -1,0 +1,277 @@
+"""Checks before a detach, and the reasons of a failed probe.
+
+Each check predicts a refusal of the kernel and says how to fix it before
+anything is written (kernel.md):
+
+* the vfio driver of the bus is registered (``modprobe`` through an injected
+  process runner if not); Debian's stock arm64 kernels lack VFIO_PLATFORM,
+  VFIO_AMBA and VFIO_NOIOMMU;
+* the device has an IOMMU group, or vfio's no-IOMMU mode is on (else the probe
+  fails with EINVAL);
+* vfio-platform with reset_required=1 has a reset handler for the device's
+  first compatible (module alias ``vfio-reset:<compatible>``; else ENOENT);
+* no process holds the device's VFIO group open (an unbind would block).
+
+A probe that fails anyway is explained from the kernel log and, failing that,
+from the device's state; Debian 6.1's reset bug is recognised by behaviour
+(ENOENT with reset_required off), the kernel version is only a hint.
+"""
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, NamedTuple, Protocol
+
+from platform_hostdev.errors import HostdevError
+from platform_hostdev.host.attributes import read_bool_param
+from platform_hostdev.host.fs import Sysfs, is_noiommu
+from platform_hostdev.host.kmsg import probe_failure
+
+__all__ = [
+    "VFIO_DRIVERS",
+    "VFIO_MODULES",
+    "NOIOMMU_PARAM",
+    "RESET_REQUIRED_PARAM",
+    "UPSTREAM_RESET_HANDLERS",
+    "Runner",
+    "subprocess_runner",
+    "Target",
+    "DeviceState",
+    "device_state",
+    "BindingError",
+    "VfioUnavailableError",
+    "NoIommuError",
+    "ResetRequiredError",
+    "DeviceInUseError",
+    "ProbeFailedError",
+    "ensure_vfio_driver",
+    "check_iommu",
+    "check_reset",
+    "has_reset_handler",
+    "kernel_release",
+    "vfio_holders",
+    "is_noiommu",
+    "explain_probe_failure",
+]
+
+VFIO_DRIVERS = {"platform": "vfio-platform", "amba": "vfio-amba"}
+VFIO_MODULES = {"platform": "vfio-platform", "amba": "vfio-amba"}
+NOIOMMU_PARAM = "/sys/module/vfio/parameters/enable_unsafe_noiommu_mode"
+RESET_REQUIRED_PARAM = "/sys/module/vfio_platform/parameters/reset_required"
+UPSTREAM_RESET_HANDLERS = ("calxeda,hb-xgmac", "amd,xgbe-seattle-v1a", "brcm,iproc-flexrm-mbox")
+"""First compatibles with a vfio-platform reset module upstream (alias vfio-reset:<compat>)."""
+
+if TYPE_CHECKING:  # subprocess costs the hook ~5 ms at import; only modprobe needs it
+    import subprocess
+
+Runner = Callable[[Sequence[str]], "subprocess.CompletedProcess[str]"]
+
+
+def subprocess_runner(argv: Sequence[str]) -> subprocess.CompletedProcess[str]:
+    """Run a command (modprobe) with captured output and a time limit."""
+    import subprocess
+
+    return subprocess.run(list(argv), capture_output=True, text=True, timeout=60, check=False)
+
+
+class Target(Protocol):
+    """What binding needs of a device (inventory.Device has it)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def bus(self) -> str: ...
+    @property
+    def compatible(self) -> Sequence[str]: ...
+
+
+
+class BindingError(HostdevError):
+    """A detach/reattach that was refused or failed."""
+
+
+
+class VfioUnavailableError(BindingError):
+    """The kernel has no vfio-platform / vfio-amba driver."""
+
+
+class NoIommuError(BindingError):
+    """No IOMMU group and vfio's no-IOMMU mode is off."""
+
+
+class ResetRequiredError(BindingError):
+    """vfio-platform requires a reset handler the device has not."""
+
+
+class DeviceInUseError(BindingError):
+    """A process holds the device's VFIO group open."""
+
+
+class ProbeFailedError(BindingError):
+    """drivers_probe left the device without the expected driver."""
+
+
+
+class DeviceState(NamedTuple):
+    """A device's binding as sysfs shows it now."""
+
+    driver: str | None
+    override: str | None
+    iommu_group: str | None
+
+
+
+def device_dir(bus: str, name: str) -> str:
+    return f"/sys/bus/{bus}/devices/{name}"
+
+
+def device_state(sysfs: Sysfs, bus: str, name: str) -> DeviceState:
+    """Driver, driver_override and IOMMU group of a device, read now."""
+    ddir = device_dir(bus, name)
+    override = sysfs.read_text(ddir + "/driver_override")
+    value = override.strip() if override is not None else None
+    return DeviceState(
+        driver=sysfs.link_name(ddir + "/driver"),
+        override=None if value in (None, "", "(null)") else value,
+        iommu_group=sysfs.link_name(ddir + "/iommu_group"),
+    )
+
+
+def ensure_vfio_driver(sysfs: Sysfs, bus: str, runner: Runner | None) -> None:
+    driver, module = VFIO_DRIVERS[bus], VFIO_MODULES[bus]
+    drivers_dir = f"/sys/bus/{bus}/drivers/{driver}"
+    if sysfs.path(drivers_dir).is_dir():
+        return
+    detail = "no modprobe attempted (no process runner)"
+    if runner is not None:
+        import subprocess
+
+        try:
+            done = runner(["modprobe", module])
+        except (OSError, subprocess.SubprocessError) as exc:
+            detail = f"modprobe {module} could not run: {exc}"
+        else:
+            if done.returncode == 0 and sysfs.path(drivers_dir).is_dir():
+                return
+            detail = (f"modprobe {module} exited {done.returncode}"
+                      + (f": {done.stderr.strip()}" if done.stderr and done.stderr.strip() else ""))
+    config = "CONFIG_VFIO_PLATFORM" if bus == "platform" else "CONFIG_VFIO_AMBA"
+    raise VfioUnavailableError(
+        f"the {driver} driver is not registered on the {bus} bus ({drivers_dir} is missing; "
+        f"{detail})",
+        f"load the {module} module; if it does not exist the kernel lacks {config} "
+        "(Debian's stock arm64 kernels do not enable VFIO_PLATFORM, VFIO_AMBA or "
+        "VFIO_NOIOMMU): use a kernel that has them or build the modules out of tree")
+
+
+def check_iommu(sysfs: Sysfs, name: str, state: DeviceState) -> None:
+    if state.iommu_group is not None:
+        return
+    noiommu = read_bool_param(sysfs, NOIOMMU_PARAM)
+    if noiommu:
+        return
+    if noiommu is None:
+        tail = ("this kernel's vfio has no no-IOMMU mode (CONFIG_VFIO_NOIOMMU is off, "
+                f"{NOIOMMU_PARAM} is missing)")
+    else:
+        tail = (f"or, for tests and trusted user-space drivers only: echo 1 > {NOIOMMU_PARAM} "
+                "(unsafe: no DMA isolation, taints the kernel, and QEMU cannot use "
+                "no-IOMMU groups)")
+    raise NoIommuError(
+        f"{name} has no IOMMU group (no iommu_group link) and vfio's no-IOMMU mode is off: "
+        "vfio would refuse it (probe fails with EINVAL)",
+        "put the device behind an enabled IOMMU (an 'iommus' property to an SMMU); " + tail)
+
+
+def kernel_release(sysfs: Sysfs) -> str | None:
+    text = sysfs.read_text("/proc/sys/kernel/osrelease")
+    return text.strip() if text else None
+
+
+def has_reset_handler(sysfs: Sysfs, compatible: str) -> bool:
+    """Whether a vfio-reset:<compatible> module alias exists (loadable or built in)."""
+    release = kernel_release(sysfs)
+    if not release:
+        return False
+    needle = f"alias vfio-reset:{compatible} "
+    for table in ("modules.alias", "modules.builtin.alias"):
+        text = sysfs.read_text(f"/lib/modules/{release}/{table}") or ""
+        if any(line.startswith(needle) for line in text.splitlines()):
+            return True
+    return False
+
+
+def check_reset(sysfs: Sysfs, target: Target) -> None:
+    if target.bus != "platform" or read_bool_param(sysfs, RESET_REQUIRED_PARAM) is not True:
+        return
+    first = target.compatible[0] if target.compatible else ""
+    if first and has_reset_handler(sysfs, first):
+        return
+    raise ResetRequiredError(
+        f"vfio-platform requires a reset handler (reset_required=1) and there is none for "
+        f"{target.name} (first compatible {first!r}; upstream handlers exist only for "
+        f"{', '.join(UPSTREAM_RESET_HANDLERS)})",
+        "load vfio-platform with reset_required=0 (modprobe -r vfio-platform; modprobe "
+        "vfio-platform reset_required=0, or vfio_platform.reset_required=0 on the kernel "
+        "command line). Risk: the device is then not reset between host and guest use, "
+        "so its state and any DMA it has set up carry over")
+
+
+def vfio_holders(sysfs: Sysfs, group: str) -> list[tuple[int, str]]:
+    """(pid, command) of processes with /dev/vfio/<group> or noiommu-<group> open."""
+    nodes = {f"/dev/vfio/{group}", f"/dev/vfio/noiommu-{group}"}
+    proc = sysfs.path("/proc")
+    holders = []
+    try:
+        pids = [int(p) for p in os.listdir(proc) if p.isdigit()]
+    except OSError:
+        return []
+    for pid in pids:
+        fd_dir = proc / str(pid) / "fd"
+        try:
+            targets = {os.readlink(fd_dir / fd) for fd in os.listdir(fd_dir)}
+        except OSError:
+            continue
+        if targets & nodes:
+            comm = (sysfs.read_text(f"/proc/{pid}/comm") or "?").strip()
+            holders.append((pid, comm))
+    return holders
+
+
+
+def explain_probe_failure(sysfs: Sysfs, target: Target, messages: list[str],
+                           state: DeviceState) -> ProbeFailedError:
+    vfio = VFIO_DRIVERS[target.bus]
+    failure = probe_failure(messages, target.name)
+    err = failure[1] if failure else None
+    logged = f"kernel: probe with driver {vfio} failed with error -{err}" if err else \
+        "the kernel log gave no reason"
+    reset_required = read_bool_param(sysfs, RESET_REQUIRED_PARAM) and target.bus == "platform"
+    no_reset_line = any("No reset function found" in m and target.name in m for m in messages)
+    release = kernel_release(sysfs) or ""
+    if no_reset_line or (err == errno.ENOENT and reset_required):
+        what = f"{vfio} refused {target.name}: no reset handler and reset_required=1 ({logged})"
+        fix = ("load vfio-platform with reset_required=0 (risk: the device is not reset between "
+               "host and guest use)")
+    elif err == errno.ENOENT:
+        hint = f" (this kernel is {release})" if release.startswith("6.1.") else ""
+        what = (f"{vfio} refused {target.name} with ENOENT although no reset is required "
+                f"({logged}): the vfio-platform reset bug of Debian 6.1 kernels{hint}")
+        fix = "use a 6.12 or newer kernel (the bug is fixed there)"
+    elif err == errno.EINVAL or (err is None and state.iommu_group is None
+                                 and not read_bool_param(sysfs, NOIOMMU_PARAM)):
+        what = (f"{vfio} refused {target.name}: it has no IOMMU group and vfio's no-IOMMU "
+                f"mode is off ({logged})")
+        fix = ("put the device behind an IOMMU, or for tests only: echo 1 > "
+               f"{NOIOMMU_PARAM} (unsafe)")
+    elif err is not None:
+        what = f"{vfio} refused {target.name}: {os.strerror(err)} ({logged})"
+        fix = "see dmesg for the driver's messages about the device"
+    else:
+        what = (f"{target.name} is not bound to {vfio} after drivers_probe "
+                f"(driver now: {state.driver or 'none'}; {logged})")
+        fix = "see dmesg; check that driver_override reads the vfio driver"
+    return ProbeFailedError(what + "; the device was put back as it was", fix)
+
+

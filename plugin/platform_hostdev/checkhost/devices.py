@@ -1,0 +1,168 @@
+"""check-host: the domain and each platform device it asks for.
+
+Per device: the host does not use it (:mod:`protection`), it has a usable
+IOMMU group (QEMU cannot use no-IOMMU groups), vfio-platform will accept it
+(a reset handler, or reset_required=0 with its risk), its group is viable
+(every member bound to vfio, unbound, or in the domain), and an unmanaged
+device is already detached. Both the user form and the translated form of a
+domain are read (the translated one through :func:`translate.backward`).
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+from lxml import etree
+
+from platform_hostdev.binding.preflight import (
+    NOIOMMU_PARAM,
+    RESET_REQUIRED_PARAM,
+    UPSTREAM_RESET_HANDLERS,
+    VFIO_DRIVERS,
+    has_reset_handler,
+    kernel_release,
+)
+from platform_hostdev.checkhost.model import FAIL, PASS, WARN, Check
+from platform_hostdev.domain.hostdev import PlatformHostdev
+from platform_hostdev.domain.translate import backward, platform_hostdev_elements
+from platform_hostdev.domain.validate import check_domain, resolve_hostdevs
+from platform_hostdev.errors import HostdevError
+from platform_hostdev.host.attributes import read_bool_param
+from platform_hostdev.host.fs import Sysfs, is_noiommu
+from platform_hostdev.host.inventory import Device, Inventory
+from platform_hostdev.host.protection import host_usage
+
+__all__ = ["requested_hostdevs", "guest_check", "device_checks"]
+
+_VFIO = frozenset({*VFIO_DRIVERS.values(), "vfio-pci"})
+
+
+def requested_hostdevs(tree: etree._ElementTree) -> tuple[list[PlatformHostdev], list[Check]]:
+    """The platform hostdevs of a domain in either form, or a FAIL saying why not."""
+    try:
+        user = backward(tree)
+        elements = platform_hostdev_elements(user.getroot())
+        models = [PlatformHostdev.from_element(e, f"platform hostdev #{i + 1}")
+                  for i, e in enumerate(elements)]
+    except HostdevError as exc:
+        return [], [Check("domain XML", FAIL, exc.what, exc.fix)]
+    if not models:
+        return [], [Check("domain XML", WARN, "the domain has no platform hostdevs",
+                          "add <hostdev mode='subsystem' type='platform'> elements "
+                          "(platform-hostdev attach-device)")]
+    return models, [Check("domain XML", PASS, f"{len(models)} platform hostdev(s)")]
+
+
+def guest_check(root: etree._Element) -> Check:
+    """The guest is an aarch64 virt machine booted with a device tree."""
+    try:
+        check_domain(root)
+    except HostdevError as exc:
+        return Check("guest", FAIL, exc.what, exc.fix)
+    return Check("guest", PASS, "aarch64 'virt' machine booted with a device tree")
+
+
+def device_checks(sysfs: Sysfs, inventory: Inventory,
+                  hostdevs: Sequence[PlatformHostdev]) -> tuple[list[Check], list[str]]:
+    """Checks of every requested device, and the IOMMU groups QEMU will open."""
+    checks: list[Check] = []
+    pairs: list[tuple[PlatformHostdev, Device]] = []
+    for hostdev in hostdevs:
+        try:
+            resolved = resolve_hostdevs([hostdev], inventory)[0][0]
+        except HostdevError as exc:
+            checks.append(Check(hostdev.label, FAIL, exc.what, exc.fix))
+            continue
+        pairs.append((hostdev, inventory.by_name[resolved.name]))
+    members = {device.name for _, device in pairs}
+    groups: list[str] = []
+    for hostdev, device in pairs:
+        checks += _host_use(sysfs, device)
+        iommu = _iommu(sysfs, device)
+        checks.append(iommu)
+        if iommu.status == PASS and device.iommu_group is not None:
+            groups.append(device.iommu_group)
+            checks.append(_viability(sysfs, device.name, device.iommu_group, members))
+        checks.append(_reset(sysfs, device))
+        if not hostdev.managed and device.driver != VFIO_DRIVERS.get(device.bus):
+            checks.append(Check(
+                f"{device.name} unmanaged", FAIL, f"managed='no' but bound to "
+                f"{device.driver or 'no driver'}: libvirt's hook will not detach it",
+                f"platform-hostdev nodedev-detach {device.name} before starting the domain, "
+                "or set managed='yes'"))
+    return checks, list(dict.fromkeys(groups))
+
+
+def _host_use(sysfs: Sysfs, device: Device) -> list[Check]:
+    uses = host_usage(sysfs, device)
+    if not uses:
+        return [Check(f"{device.name} host use", PASS, "not the console, not under a mounted "
+                      "filesystem or swap, not on the default route")]
+    return [Check(f"{device.name} host use", FAIL, f"{device.name} {u.detail}",
+                  f"{u.fix}, or choose another device") for u in uses]
+
+
+def _iommu(sysfs: Sysfs, device: Device) -> Check:
+    name, group = device.name, device.iommu_group
+    fix = ("put the device behind an enabled IOMMU (an 'iommus' property pointing to an SMMU "
+           "whose driver is loaded); no-IOMMU mode is for user-space drivers and tests only")
+    if group is not None:
+        if is_noiommu(sysfs, group):
+            return Check(f"{name} IOMMU group", FAIL, f"group {group} is a no-IOMMU group: QEMU "
+                         "cannot use no-IOMMU groups (it never asks for VFIO_NOIOMMU_IOMMU)", fix)
+        return Check(f"{name} IOMMU group", PASS, f"group {group} (/dev/vfio/{group})")
+    if read_bool_param(sysfs, NOIOMMU_PARAM):
+        return Check(f"{name} IOMMU group", FAIL, "no IOMMU group; vfio's no-IOMMU mode is on, "
+                     "but QEMU cannot use no-IOMMU groups", fix)
+    return Check(f"{name} IOMMU group", FAIL, "no IOMMU group (no iommu_group link): vfio "
+                 "refuses the device (probe fails with EINVAL)", fix)
+
+
+def _viability(sysfs: Sysfs, name: str, group: str, members: set[str]) -> Check:
+    directory = f"/sys/kernel/iommu_groups/{group}/devices"
+    try:
+        others = sorted(os.listdir(sysfs.path(directory)))
+    except OSError:
+        others = []
+    blockers = []
+    for member in others:
+        driver = sysfs.link_name(f"{directory}/{member}/driver")
+        if member not in members and driver is not None and driver not in _VFIO:
+            blockers.append(f"{member} (bound to {driver})")
+    if blockers:
+        return Check(f"{name} group viability", FAIL,
+                     f"IOMMU group {group} also holds {', '.join(blockers)}: QEMU fails with "
+                     f"'group {group} is not viable'",
+                     "every device of the group must be bound to vfio, unbound, or in the "
+                     "domain: add them to the domain or 'platform-hostdev nodedev-detach' them")
+    return Check(f"{name} group viability", PASS,
+                 f"IOMMU group {group}: {len(others) or 1} member(s), none held by a host driver")
+
+
+def _reset(sysfs: Sysfs, device: Device) -> Check:
+    name = device.name
+    first = device.compatible[0] if device.compatible else ""
+    handler = bool(first) and has_reset_handler(sysfs, first)
+    release = kernel_release(sysfs) or ""
+    if not handler and release.startswith("6.1."):
+        return Check(f"{name} reset", FAIL, f"kernel {release}: Debian 6.1.y vfio-platform and "
+                     "vfio-amba fail to probe a device without a reset handler even with "
+                     "reset_required=0 (error -2)", "use a 6.12 or newer kernel")
+    if handler:
+        return Check(f"{name} reset", PASS, f"a vfio reset handler exists for {first}")
+    if device.bus != "platform":
+        return Check(f"{name} reset", PASS, "vfio-amba needs no reset handler")
+    required = read_bool_param(sysfs, RESET_REQUIRED_PARAM)
+    risk = ("the device is then not reset between host and guest use, so its state and any "
+            "DMA it has set up carry over")
+    if required is False:
+        return Check(f"{name} reset", WARN, f"no reset handler for {first!r}; vfio_platform "
+                     f"reset_required=0 lets vfio take it anyway: {risk}",
+                     "pass only devices that are quiescent (no DMA running) when detached, "
+                     f"or use one with a reset handler ({', '.join(UPSTREAM_RESET_HANDLERS)})")
+    state = "reset_required=1" if required else "reset_required=1 (the default; not loaded yet)"
+    return Check(f"{name} reset", FAIL, f"no reset handler for {first!r} and vfio_platform "
+                 f"{state}: vfio-platform refuses the device",
+                 "load vfio-platform with reset_required=0 (modprobe -r vfio-platform; modprobe "
+                 "vfio-platform reset_required=0, or vfio_platform.reset_required=0 on the kernel "
+                 f"command line). Risk: {risk}")

@@ -1,0 +1,147 @@
+"""Discovery commands: nodedev-list, nodedev-dumpxml, show."""
+from __future__ import annotations
+
+import argparse
+import fnmatch
+from typing import Any
+
+from platform_hostdev.cli.main import Context
+from platform_hostdev.cli.table import render_table
+from platform_hostdev.host.fs import BUSES
+from platform_hostdev.host.inventory import Device
+from platform_hostdev.vfio.client import flag_names
+from platform_hostdev.vfio.correlate import Correlation, correlate
+
+__all__ = ["register"]
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("nodedev-list", help="list platform and amba devices")
+    p.add_argument("--bus", choices=BUSES, help="only devices on this bus")
+    p.add_argument("--compatible", metavar="GLOB",
+                   help="only devices with a compatible matching GLOB (e.g. 'arm,pl0*')")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(handler=cmd_nodedev_list)
+
+    p = sub.add_parser("nodedev-dumpxml", help="libvirt nodedev-style XML for a device")
+    p.add_argument("device", metavar="DEVICE", help="DT path, sysfs name or DT alias")
+    p.add_argument("--json", action="store_true", help="JSON instead of XML")
+    p.set_defaults(handler=cmd_nodedev_dumpxml)
+
+    p = sub.add_parser("show", help="a device's VFIO regions/IRQs tied to its DT origin, "
+                                    "and its entanglements")
+    p.add_argument("device", metavar="DEVICE", help="DT path, sysfs name or DT alias")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(handler=cmd_show)
+
+
+def device_json(device: Device) -> dict[str, Any]:
+    return {
+        "name": device.name,
+        "bus": device.bus,
+        "dt_path": device.dt_path,
+        "compatible": list(device.compatible),
+        "driver": device.driver,
+        "driver_override": device.driver_override,
+        "iommu_group": device.iommu_group,
+        "aliases": list(device.aliases),
+        "sysfs_path": device.sysfs_path,
+        "nodedev": device.nodedev_name,
+    }
+
+
+def cmd_nodedev_list(args: argparse.Namespace, ctx: Context) -> int:
+    devices = [d for d in ctx.inventory().devices
+               if (args.bus is None or d.bus == args.bus)
+               and (args.compatible is None
+                    or any(fnmatch.fnmatchcase(c, args.compatible) for c in d.compatible))]
+    if args.json:
+        ctx.print_json([device_json(d) for d in devices])
+        return 0
+    rows = [[d.name, d.bus, d.dt_path or "-", d.compatible[0] if d.compatible else "-",
+             d.driver or "-", d.iommu_group if d.iommu_group is not None else "-"]
+            for d in devices]
+    ctx.print(render_table(["NAME", "BUS", "DT PATH", "COMPATIBLE", "DRIVER", "IOMMU"], rows))
+    return 0
+
+
+def cmd_nodedev_dumpxml(args: argparse.Namespace, ctx: Context) -> int:
+    from platform_hostdev.domain.nodedev import nodedev_xml
+
+    inventory = ctx.inventory()
+    device = inventory.resolve(args.device)
+    correlation = correlate(inventory.tree, device) if device.dt_path else None
+    if args.json:
+        data = device_json(device)
+        data["correlation"] = correlation.to_json() if correlation else None
+        ctx.print_json(data)
+    else:
+        ctx.out.write(nodedev_xml(device, correlation))
+    return 0
+
+
+def cmd_show(args: argparse.Namespace, ctx: Context) -> int:
+    inventory = ctx.inventory()
+    device = inventory.resolve(args.device)
+    correlation = correlate(inventory.tree, device)
+    from platform_hostdev.cli.guestdt import render_chain, store_for
+
+    placements = store_for(ctx).placements_of(device.name) if ctx.dtb is None else []
+    if args.json:
+        data = correlation.to_json()
+        if placements:
+            data["guest"] = [{"domain_uuid": uuid, **chain} for uuid, chain in placements]
+        ctx.print_json(data)
+    else:
+        ctx.print(render_correlation(correlation))
+        for uuid, chain in placements:
+            ctx.print(f"\nIn the guest of domain {uuid} (host DT -> VFIO -> guest):")
+            ctx.print(render_chain([chain]))
+    return 0
+
+
+def render_correlation(c: Correlation) -> str:
+    lines = [
+        f"Device:      {c.device} ({c.bus})",
+        f"DT path:     {c.dt_path}",
+        f"Compatible:  {', '.join(c.compatible) or '-'}",
+        f"Driver:      {c.driver or '-'}",
+        f"IOMMU group: {c.iommu_group if c.iommu_group is not None else '-'}",
+        "",
+        "VFIO regions:",
+    ]
+    if c.regions:
+        lines.append(render_table(
+            ["REGION", "DT SOURCE", "CPU ADDRESS", "SIZE", "MMAP"],
+            [[str(r.index), f"{r.prop}[{r.entry}]", f"0x{r.cpu_address:x}", f"0x{r.size:x}",
+              "yes" if r.mmap else "no (not page aligned)"] for r in c.regions], indent=2))
+    else:
+        lines.append("  (none)")
+    lines += ["", "VFIO IRQs:"]
+    if c.irqs:
+        lines.append(render_table(
+            ["IRQ", "DT SOURCE", "CONTROLLER", "LINE", "TRIGGER", "EXPECTED VFIO FLAGS"],
+            [[str(i.index), f"{i.prop}[{i.entry}]", i.controller,
+              f"{i.kind} {i.number}" if i.kind else " ".join(hex(v) for v in i.specifier),
+              i.trigger or "?", _irq_flag_names(i.expected_flags)] for i in c.irqs], indent=2))
+    else:
+        lines.append("  (none)")
+    if c.links:
+        lines += ["", "Links to other nodes:"]
+        lines.append(render_table(["PROPERTY", "TARGET", "ARGS"],
+                                  [[lk.prop, lk.target, " ".join(hex(a) for a in lk.args) or "-"]
+                                   for lk in c.links], indent=2))
+    if c.children:
+        lines += ["", "Child nodes with resources (not exposed by VFIO):"]
+        lines += [f"  {ch.path}" for ch in c.children]
+    for note in c.notes:
+        lines.append(f"note: {note}")
+    lines += ["", f"Verdict: {c.verdict}"]
+    lines += [f"  - {reason}" for reason in c.reasons]
+    return "\n".join(lines)
+
+
+def _irq_flag_names(flags: int | None) -> str:
+    if flags is None:
+        return "? (trigger unknown)"
+    return "|".join(flag_names("irq", flags))

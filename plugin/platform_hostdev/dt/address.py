@@ -1,0 +1,138 @@
+"""`reg` entries and their translation to CPU physical addresses.
+
+Follows drivers/of/address.c: a node's `reg` is split by its PARENT's
+#address-cells/#size-cells, then each address is carried up through every
+ancestor bus's `ranges` (an empty `ranges` is a 1:1 map; a missing one means
+the address cannot be translated, as for I2C or SPI children). PCI buses
+(device_type "pci") compare the space code of phys.hi as the kernel does.
+Sizes are not translated.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from platform_hostdev.dt.tree import Node
+
+__all__ = ["RegEntry", "reg_entries", "translate", "Untranslatable"]
+
+
+@dataclass(frozen=True)
+class RegEntry:
+    """One `reg` entry: the bus address cells, size and CPU address (None if untranslatable)."""
+
+    index: int
+    bus_address: tuple[int, ...]
+    size: int
+    cpu_address: int | None
+    untranslatable_reason: str | None = None
+
+
+class Untranslatable(Exception):
+    """Internal: an address that no `ranges` carries to the CPU (reason in args[0])."""
+
+
+def _number(cells: tuple[int, ...]) -> int:
+    value = 0
+    for cell in cells:
+        value = (value << 32) | cell
+    return value
+
+
+def _is_pci(node: Node) -> bool:
+    return node.string("device_type") in ("pci", "pciex")
+
+
+def reg_entries(node: Node) -> list[RegEntry]:
+    """Every `reg` entry of ``node``, each translated (or marked untranslatable)."""
+    if "reg" not in node.properties or node.parent is None:
+        return []
+    na = node.parent.address_cells()
+    ns = node.parent.size_cells()
+    cells = node.cells("reg")
+    width = na + ns
+    if width == 0:
+        raise node.error("reg", "parent has #address-cells = #size-cells = 0")
+    if len(cells) % width:
+        raise node.error(
+            "reg",
+            f"{len(cells)} cells is not a multiple of #address-cells ({na}) + #size-cells ({ns})",
+            f"fix the reg entries or the #address-cells/#size-cells of {node.parent.path}",
+        )
+    entries = []
+    for index in range(len(cells) // width):
+        addr = cells[index * width:index * width + na]
+        size = _number(cells[index * width + na:(index + 1) * width])
+        try:
+            cpu: int | None = translate(node, addr)
+            reason = None
+        except Untranslatable as exc:
+            cpu, reason = None, str(exc)
+        entries.append(RegEntry(index, addr, size, cpu, reason))
+    return entries
+
+
+def translate(node: Node, addr: tuple[int, ...]) -> int:
+    """Carry a bus address of ``node`` (in its parent's address cells) to the CPU.
+
+    Raises :class:`Untranslatable` with the reason when a bus in between has no
+    `ranges` or no range covers the address.
+    """
+    bus = node.parent
+    assert bus is not None
+    na = len(addr)
+    address = addr
+    while bus.parent is not None:
+        if "ranges" not in bus.properties:
+            raise Untranslatable(f"{bus.path} has no 'ranges' (its children's addresses are "
+                                 "local to that bus)")
+        pna = bus.parent.address_cells()
+        ns = bus.size_cells()
+        ranges = bus.cells("ranges")
+        if not ranges:  # empty ranges: identity mapping
+            value = _number(address)
+            address = _to_cells(value, pna, bus, na)
+        else:
+            address = _map_through(bus, address, ranges, na, pna, ns)
+        na = pna
+        bus = bus.parent
+    return _number(address)
+
+
+def _to_cells(value: int, count: int, bus: Node, from_cells: int) -> tuple[int, ...]:
+    if count == 0:
+        if value:
+            raise Untranslatable(f"{bus.path}: parent has #address-cells = 0")
+        return ()
+    if value >> (32 * count):
+        raise Untranslatable(f"{bus.path}: address 0x{value:x} does not fit the parent's "
+                             f"{count} address cells")
+    return tuple((value >> (32 * (count - 1 - i))) & 0xFFFFFFFF for i in range(count))
+
+
+def _map_through(bus: Node, address: tuple[int, ...], ranges: tuple[int, ...],
+                 na: int, pna: int, ns: int) -> tuple[int, ...]:
+    width = na + pna + ns
+    if len(ranges) % width:
+        raise bus.error(
+            "ranges",
+            f"{len(ranges)} cells is not a multiple of child #address-cells ({na}) + "
+            f"parent #address-cells ({pna}) + #size-cells ({ns})")
+    pci = _is_pci(bus) and na == 3
+    if pci:
+        space = (address[0] >> 24) & 0x3
+        target = _number(address[1:])
+    else:
+        target = _number(address)
+    for i in range(0, len(ranges), width):
+        child = ranges[i:i + na]
+        parent = ranges[i + na:i + na + pna]
+        size = _number(ranges[i + na + pna:i + width])
+        if pci:
+            if (child[0] >> 24) & 0x3 != space:
+                continue
+            base = _number(child[1:])
+        else:
+            base = _number(child)
+        if base <= target < base + size:
+            return _to_cells(_number(parent) + (target - base), pna, bus, na)
+    raise Untranslatable(f"address 0x{target:x} is outside every 'ranges' entry of {bus.path}")

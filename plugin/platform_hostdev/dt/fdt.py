@@ -1,0 +1,220 @@
+"""Readers for the two forms a device tree reaches us in.
+
+* a flattened DTB blob (devicetree specification v0.4, chapter 5);
+* the kernel's unflattened copy, /sys/firmware/devicetree/base (one directory
+  per node, one file per property holding the raw big-endian bytes).
+
+Both produce the same :class:`RawNode` tree; :mod:`platform_hostdev.dt.tree`
+interprets it.
+"""
+from __future__ import annotations
+
+import os
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from platform_hostdev.errors import DeviceTreeError
+
+__all__ = ["RawNode", "parse_dtb", "read_dtb", "read_sysfs_tree", "build_dtb", "FDT_MAGIC"]
+
+FDT_MAGIC = 0xD00DFEED
+_FDT_BEGIN_NODE = 1
+_FDT_END_NODE = 2
+_FDT_PROP = 3
+_FDT_NOP = 4
+_FDT_END = 9
+_HEADER = struct.Struct(">10I")
+_MAX_DEPTH = 64
+
+
+@dataclass(eq=False)
+class RawNode:
+    """A node as stored: its name (with unit address), properties in order, children."""
+
+    name: str
+    properties: dict[str, bytes] = field(default_factory=dict)
+    children: list[RawNode] = field(default_factory=list)
+
+
+def _cstring(blob: bytes, start: int, end: int, where: str) -> tuple[str, int]:
+    nul = blob.find(b"\0", start, end)
+    if nul < 0:
+        raise DeviceTreeError(where, None, "string runs past the end of its block (truncated DTB)")
+    try:
+        return blob[start:nul].decode("ascii"), nul
+    except UnicodeDecodeError:
+        raise DeviceTreeError(where, None, f"name is not ASCII: {blob[start:nul]!r}") from None
+
+
+def parse_dtb(blob: bytes, source: str = "<dtb>") -> RawNode:
+    """Parse a DTB blob into a RawNode tree; raise DeviceTreeError on any malformation."""
+    if len(blob) < _HEADER.size:
+        raise DeviceTreeError(source, None, f"{len(blob)} bytes is too short for a DTB header")
+    (magic, totalsize, off_struct, off_strings, _off_rsv, version, _last_comp, _cpu,
+     size_strings, size_struct) = _HEADER.unpack_from(blob, 0)
+    if magic != FDT_MAGIC:
+        raise DeviceTreeError(source, None, f"bad magic 0x{magic:08x}, not a DTB",
+                              "pass a .dtb file (compile a .dts with dtc -I dts -O dtb)")
+    if totalsize > len(blob):
+        raise DeviceTreeError(source, None,
+                              f"header says {totalsize} bytes but the file has {len(blob)} "
+                              "(truncated DTB)")
+    if version < 17:
+        size_struct = totalsize - off_struct
+    struct_end = off_struct + size_struct
+    strings_end = off_strings + size_strings
+    if struct_end > totalsize or strings_end > totalsize:
+        raise DeviceTreeError(source, None, "structure or strings block lies outside the blob")
+
+    stack: list[tuple[RawNode, str]] = []
+    root: RawNode | None = None
+    pos = off_struct
+    u32 = struct.Struct(">I").unpack_from
+    while True:
+        if pos + 4 > struct_end:
+            raise DeviceTreeError(source, None, "structure block ends before FDT_END (truncated)")
+        (token,) = u32(blob, pos)
+        pos += 4
+        where = stack[-1][1] if stack else source
+        if token == _FDT_BEGIN_NODE:
+            name, nul = _cstring(blob, pos, struct_end, where)
+            pos = (nul + 4) & ~3
+            if not stack:
+                if root is not None:
+                    raise DeviceTreeError(source, None, "more than one root node")
+                node = RawNode("")
+                root = node
+                path = "/"
+            else:
+                if len(stack) >= _MAX_DEPTH:
+                    raise DeviceTreeError(where, None, f"nesting deeper than {_MAX_DEPTH}")
+                if not name or "/" in name:
+                    raise DeviceTreeError(where, None, f"invalid child node name {name!r}")
+                node = RawNode(name)
+                stack[-1][0].children.append(node)
+                path = (where.rstrip("/") + "/" + name)
+            stack.append((node, path))
+        elif token == _FDT_END_NODE:
+            if not stack:
+                raise DeviceTreeError(source, None, "FDT_END_NODE without a node")
+            stack.pop()
+        elif token == _FDT_PROP:
+            if not stack:
+                raise DeviceTreeError(source, None, "property outside any node")
+            if pos + 8 > struct_end:
+                raise DeviceTreeError(where, None, "property header truncated")
+            length, nameoff = struct.unpack_from(">II", blob, pos)
+            pos += 8
+            if pos + length > struct_end:
+                raise DeviceTreeError(where, None, f"property value of {length} bytes is truncated")
+            if nameoff >= size_strings:
+                raise DeviceTreeError(where, None, f"property name offset {nameoff} out of range")
+            pname, _ = _cstring(blob, off_strings + nameoff, strings_end, where)
+            stack[-1][0].properties[pname] = blob[pos:pos + length]
+            pos = (pos + length + 3) & ~3
+        elif token == _FDT_NOP:
+            continue
+        elif token == _FDT_END:
+            if stack:
+                raise DeviceTreeError(stack[-1][1], None, "FDT_END inside an open node")
+            break
+        else:
+            raise DeviceTreeError(where, None, f"unknown structure token 0x{token:x} at {pos - 4}")
+    if root is None:
+        raise DeviceTreeError(source, None, "no root node")
+    return root
+
+
+def read_dtb(path: str | os.PathLike[str]) -> RawNode:
+    """Read and parse a DTB file."""
+    p = Path(path)
+    try:
+        blob = p.read_bytes()
+    except OSError as exc:
+        raise DeviceTreeError(str(p), None, f"cannot read the DTB: {exc.strerror}",
+                              "check the path given with --dtb") from None
+    return parse_dtb(blob, str(p))
+
+
+def read_sysfs_tree(base: str | os.PathLike[str]) -> RawNode:
+    """Read /sys/firmware/devicetree/base (or a copy of it) into a RawNode tree.
+
+    A symlink is refused, never followed: the kernel creates none there, and
+    following one would let a crafted tree make us read outside it (skipping it
+    silently would drop a property or node and mislead every later answer).
+    """
+    base_path = Path(base)
+    if not base_path.is_dir():
+        raise DeviceTreeError("/", None, f"{base_path} is not a directory",
+                              "the host exposes no device tree: is this a DT-booted ARM host? "
+                              "Use --dtb FILE to analyse a board offline")
+    root = RawNode("")
+    _read_dir(base_path, root, "/", 0)
+    return root
+
+
+def _read_dir(directory: Path, node: RawNode, path: str, depth: int) -> None:
+    if depth > _MAX_DEPTH:
+        raise DeviceTreeError(path, None, f"nesting deeper than {_MAX_DEPTH}")
+    try:
+        entries = sorted(os.scandir(directory), key=lambda e: e.name)
+    except OSError as exc:
+        raise DeviceTreeError(path, None, f"cannot list node directory: {exc.strerror}") from None
+    for entry in entries:
+        if entry.is_symlink():
+            raise DeviceTreeError(
+                path, entry.name,
+                f"is a symlink (to {os.readlink(entry.path)!r}); the kernel creates none in "
+                "the device tree, so the tree has been tampered with",
+                f"remove {entry.path}, or point --root at an untouched sysfs copy")
+        if entry.is_dir(follow_symlinks=False):
+            child = RawNode(entry.name)
+            node.children.append(child)
+            _read_dir(Path(entry.path), child, path.rstrip("/") + "/" + entry.name, depth + 1)
+        elif entry.is_file(follow_symlinks=False):
+            try:
+                with open(entry.path, "rb") as f:
+                    node.properties[entry.name] = f.read()
+            except OSError as exc:
+                raise DeviceTreeError(path, entry.name,
+                                      f"cannot read property file: {exc.strerror}") from None
+
+
+def build_dtb(root: RawNode, boot_cpuid: int = 0) -> bytes:
+    """Flatten a RawNode tree into a version-17 DTB (empty memory reservation map).
+
+    Property names are de-duplicated in the strings block; the output parses
+    back with :func:`parse_dtb` and with dtc.
+    """
+    structure = bytearray()
+    strings = bytearray()
+    offsets: dict[str, int] = {}
+
+    def emit(node: RawNode, is_root: bool) -> None:
+        structure.extend(struct.pack(">I", _FDT_BEGIN_NODE))
+        name = b"" if is_root else node.name.encode("ascii")
+        structure.extend(name + b"\0")
+        structure.extend(b"\0" * (-len(structure) % 4))
+        for pname, value in node.properties.items():
+            off = offsets.get(pname)
+            if off is None:
+                off = offsets[pname] = len(strings)
+                strings.extend(pname.encode("ascii") + b"\0")
+            structure.extend(struct.pack(">III", _FDT_PROP, len(value), off))
+            structure.extend(value)
+            structure.extend(b"\0" * (-len(structure) % 4))
+        for child in node.children:
+            emit(child, False)
+        structure.extend(struct.pack(">I", _FDT_END_NODE))
+
+    emit(root, True)
+    structure.extend(struct.pack(">I", _FDT_END))
+    rsvmap = b"\0" * 16
+    off_rsv = _HEADER.size
+    off_struct = off_rsv + len(rsvmap)
+    off_strings = off_struct + len(structure)
+    total = off_strings + len(strings)
+    header = _HEADER.pack(FDT_MAGIC, total, off_struct, off_strings, off_rsv, 17, 16,
+                          boot_cpuid, len(strings), len(structure))
+    return header + rsvmap + bytes(structure) + bytes(strings)

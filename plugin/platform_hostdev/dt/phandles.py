@@ -1,0 +1,122 @@
+"""Properties that carry phandles, as one table (the device tree's "ABI").
+
+Each rule says how to split a property into (target, arguments): either a
+fixed argument count, or the count read from the target's ``#<name>-cells``
+(as of_parse_phandle_with_args() does). Vendor properties outside this table
+are not interpreted: a raw u32 could be anything.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from platform_hostdev.dt.tree import DeviceTree, Node
+
+__all__ = ["PhandleLink", "phandle_links", "link_rule"]
+
+
+@dataclass(frozen=True)
+class PhandleLink:
+    """One reference from ``prop`` of a node to ``target`` with its argument cells."""
+
+    prop: str
+    index: int
+    target: str
+    args: tuple[int, ...]
+
+
+# property name -> the target's cells property, or a fixed argument count.
+_RULES: dict[str, str | int] = {
+    "clocks": "#clock-cells",
+    "assigned-clocks": "#clock-cells",
+    "assigned-clock-parents": "#clock-cells",
+    "resets": "#reset-cells",
+    "power-domains": "#power-domain-cells",
+    "iommus": "#iommu-cells",
+    "dmas": "#dma-cells",
+    "phys": "#phy-cells",
+    "interconnects": "#interconnect-cells",
+    "mboxes": "#mbox-cells",
+    "pwms": "#pwm-cells",
+    "io-channels": "#io-channel-cells",
+    "thermal-sensors": "#thermal-sensor-cells",
+    "hwlocks": "#hwlock-cells",
+    "sound-dai": "#sound-dai-cells",
+    "interrupts-extended": "#interrupt-cells",
+    "access-controllers": "#access-controller-cells",
+    "nvmem-cells": 0,
+    "memory-region": 0,
+    "phy-handle": 0,
+    "interrupt-parent": 0,
+    "operating-points-v2": 0,
+    "sram": 0,
+    "remote-endpoint": 0,
+    "cpu": 0,
+    "pcs-handle": 0,
+    "sfp": 0,
+    "i2c-bus": 0,
+    "ddc-i2c-bus": 0,
+    "dma-coherent-pool": 0,
+    "msi-parent": "#msi-cells",
+    "gpio-ranges": 3,
+}
+# cells properties whose absence means "no arguments" (of_parse_phandle_with_optional_args)
+_OPTIONAL_CELLS = frozenset({"#msi-cells"})
+_PINCTRL = re.compile(r"pinctrl-[0-9]+$")
+_GPIOS = re.compile(r"(.+-)?gpios?$")
+_GPIO_COUNT = re.compile(r"(^|[-,])(nr-gpios?|ngpios)$")  # counts, not links
+_SUPPLY = re.compile(r".+-supply$")
+
+
+def link_rule(prop: str) -> str | int | None:
+    """How ``prop`` carries phandles: a #cells name, a fixed arg count, or None (not a link)."""
+    rule = _RULES.get(prop)
+    if rule is not None:
+        return rule
+    if _PINCTRL.match(prop) or _SUPPLY.match(prop):
+        return 0
+    if _GPIOS.match(prop) and not prop.startswith("#") and not _GPIO_COUNT.search(prop):
+        return "#gpio-cells"
+    return None
+
+
+def phandle_links(tree: DeviceTree, node: Node) -> list[PhandleLink]:
+    """Every phandle reference ``node`` makes through a known property, in property order.
+
+    A dangling phandle, or a target lacking the #cells property, is a located
+    DeviceTreeError (the kernel would fail the same look-up).
+    """
+    links: list[PhandleLink] = []
+    for prop in node.properties:
+        rule = link_rule(prop)
+        if rule is None:
+            continue
+        cells = node.cells(prop)
+        pos = index = 0
+        while pos < len(cells):
+            value = cells[pos]
+            pos += 1
+            if value == 0:  # an empty slot (e.g. gpios = <0>, <&gpio 1 0>)
+                index += 1
+                continue
+            target = tree.phandle(value, node, prop)
+            if isinstance(rule, int):
+                count = rule
+            elif rule in target.properties:
+                count = target.u32(rule)
+            elif rule in _OPTIONAL_CELLS:
+                count = 0
+            elif rule == "#interrupt-cells" or prop.endswith("gpios") or prop.endswith("gpio"):
+                raise node.error(prop, f"target {target.path} has no {rule}")
+            else:
+                # of_parse_phandle_with_args() treats a missing #cells as 0 only for
+                # some bindings; report instead of guessing.
+                raise node.error(prop, f"target {target.path} has no {rule}",
+                                 f"add {rule} to {target.path}")
+            if pos + count > len(cells):
+                raise node.error(prop, f"entry {index} wants {count} argument cells for "
+                                       f"{target.path} but the property ends")
+            links.append(PhandleLink(prop, index, target.path, cells[pos:pos + count]))
+            pos += count
+            index += 1
+    return links

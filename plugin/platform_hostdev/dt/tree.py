@@ -1,0 +1,202 @@
+"""The device-tree model: nodes, typed property access, phandles and aliases.
+
+A :class:`DeviceTree` is built once from a :class:`~platform_hostdev.dt.fdt.RawNode`
+tree and indexes every node by path and by phandle, so later look-ups are
+dictionary look-ups. Property readers raise :class:`DeviceTreeError` located
+as ``node X, property Y: ...``.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from platform_hostdev.dt.fdt import RawNode, read_dtb, read_sysfs_tree
+from platform_hostdev.errors import DeviceTreeError
+
+__all__ = ["Node", "DeviceTree", "OF_ROOT_ADDR_CELLS", "OF_ROOT_SIZE_CELLS"]
+
+# Linux's defaults when no ancestor has #address-cells/#size-cells
+# (include/linux/of.h OF_ROOT_NODE_ADDR_CELLS_DEFAULT / _SIZE_CELLS_DEFAULT).
+OF_ROOT_ADDR_CELLS = 1
+OF_ROOT_SIZE_CELLS = 1
+
+
+@dataclass(eq=False)
+class Node:
+    """One device-tree node."""
+
+    name: str
+    path: str
+    parent: Node | None
+    properties: dict[str, bytes]
+    children: list[Node] = field(default_factory=list)
+
+    def __repr__(self) -> str:
+        return f"Node({self.path!r})"
+
+    @property
+    def basename(self) -> str:
+        """The name without its unit address (the kernel's %pOFn)."""
+        return self.name.split("@", 1)[0]
+
+    @property
+    def unit_address(self) -> str | None:
+        return self.name.split("@", 1)[1] if "@" in self.name else None
+
+    def has(self, prop: str) -> bool:
+        return prop in self.properties
+
+    def error(self, prop: str | None, problem: str, fix: str = "") -> DeviceTreeError:
+        return DeviceTreeError(self.path, prop, problem, fix)
+
+    def cells(self, prop: str) -> tuple[int, ...]:
+        """A property as big-endian u32 cells."""
+        raw = self.properties[prop]
+        if len(raw) % 4:
+            raise self.error(prop, f"length {len(raw)} is not a multiple of 4 bytes (u32 cells)")
+        return tuple(int.from_bytes(raw[i:i + 4], "big") for i in range(0, len(raw), 4))
+
+    def u32(self, prop: str, default: int | None = None) -> int:
+        if prop not in self.properties:
+            if default is None:
+                raise self.error(prop, "missing")
+            return default
+        raw = self.properties[prop]
+        if len(raw) < 4:
+            raise self.error(prop, f"holds {len(raw)} bytes, a u32 needs 4")
+        return int.from_bytes(raw[:4], "big")
+
+    def strings(self, prop: str) -> list[str]:
+        """A string-list property (NUL-separated); non-UTF-8 is an error."""
+        raw = self.properties.get(prop)
+        if raw is None:
+            return []
+        if raw and not raw.endswith(b"\0"):
+            raise self.error(prop, "string list is not NUL-terminated")
+        try:
+            return [s.decode("utf-8") for s in raw[:-1].split(b"\0")] if raw else []
+        except UnicodeDecodeError as exc:
+            raise self.error(prop, f"not valid UTF-8 at byte {exc.start}") from None
+
+    def string(self, prop: str) -> str | None:
+        values = self.strings(prop)
+        return values[0] if values else None
+
+    @property
+    def compatible(self) -> list[str]:
+        return self.strings("compatible")
+
+    def is_available(self) -> bool:
+        """The kernel's of_device_is_available(): no status, or "okay"/"ok"."""
+        status = self.string("status")
+        return status is None or status in ("okay", "ok")
+
+    def address_cells(self) -> int:
+        """#address-cells for this node's children (inherited, as Linux does)."""
+        return _inherited_cells(self, "#address-cells", OF_ROOT_ADDR_CELLS)
+
+    def size_cells(self) -> int:
+        """#size-cells for this node's children (inherited, as Linux does)."""
+        return _inherited_cells(self, "#size-cells", OF_ROOT_SIZE_CELLS)
+
+    def walk(self) -> Iterator[Node]:
+        """This node and all its descendants, depth first, in DT order."""
+        stack = [self]
+        while stack:
+            node = stack.pop()
+            yield node
+            stack.extend(reversed(node.children))
+
+
+def _inherited_cells(node: Node | None, prop: str, default: int) -> int:
+    while node is not None:
+        if prop in node.properties:
+            value = node.u32(prop)
+            if value > 4:
+                raise node.error(prop, f"{value} cells is more than the 4 Linux supports")
+            return value
+        node = node.parent
+    return default
+
+
+class DeviceTree:
+    """A whole device tree with path, phandle and alias indexes."""
+
+    def __init__(self, raw: RawNode, source: str = "<dt>") -> None:
+        self.source = source
+        self.root = Node("", "/", None, raw.properties)
+        self.by_path: dict[str, Node] = {"/": self.root}
+        self.by_phandle: dict[int, Node] = {}
+        stack: list[tuple[RawNode, Node]] = [(raw, self.root)]
+        while stack:
+            raw_node, node = stack.pop()
+            self._index_phandle(node)
+            for raw_child in raw_node.children:
+                path = ("" if node.path == "/" else node.path) + "/" + raw_child.name
+                child = Node(raw_child.name, path, node, raw_child.properties)
+                node.children.append(child)
+                self.by_path[path] = child
+                stack.append((raw_child, child))
+        self.aliases: dict[str, str] = self._read_aliases()
+
+    @classmethod
+    def from_dtb(cls, path: str | os.PathLike[str]) -> DeviceTree:
+        return cls(read_dtb(path), str(path))
+
+    @classmethod
+    def from_sysfs(cls, base: str | os.PathLike[str]) -> DeviceTree:
+        return cls(read_sysfs_tree(base), str(base))
+
+    def _index_phandle(self, node: Node) -> None:
+        for prop in ("phandle", "linux,phandle"):
+            if prop in node.properties:
+                value = node.u32(prop)
+                if value in (0, 0xFFFFFFFF):
+                    raise node.error(prop, f"0x{value:x} is not a valid phandle")
+                other = self.by_phandle.get(value)
+                if other is not None and other is not node:
+                    raise node.error(prop, f"phandle 0x{value:x} is also used by {other.path}")
+                self.by_phandle[value] = node
+
+    def _read_aliases(self) -> dict[str, str]:
+        aliases: dict[str, str] = {}
+        node = self.by_path.get("/aliases")
+        if node is None:
+            return aliases
+        for name in node.properties:
+            if name in ("name", "phandle", "linux,phandle"):
+                continue
+            target = node.string(name)
+            # The kernel ignores aliases that do not point at an absolute path.
+            if target and target.startswith("/"):
+                aliases[name] = target
+        return aliases
+
+    def node(self, path: str) -> Node:
+        try:
+            return self.by_path[path]
+        except KeyError:
+            raise DeviceTreeError(path, None, "no such node",
+                                  "check the DT path; list nodes with 'platform-hostdev "
+                                  "nodedev-list'") from None
+
+    def phandle(self, value: int, user: Node, prop: str) -> Node:
+        """The node a phandle refers to; a dangling phandle is a located error."""
+        try:
+            return self.by_phandle[value]
+        except KeyError:
+            raise user.error(prop, f"phandle 0x{value:x} refers to no node (dangling)") from None
+
+    def alias_target(self, alias: str) -> Node | None:
+        path = self.aliases.get(alias)
+        return self.by_path.get(path) if path else None
+
+    def aliases_of(self, node: Node) -> list[str]:
+        return sorted(a for a, p in self.aliases.items() if p == node.path)
+
+    def __iter__(self) -> Iterator[Node]:
+        return self.root.walk()
+
+    def __len__(self) -> int:
+        return len(self.by_path)

@@ -1,0 +1,466 @@
+"""The libvirt qemu hook's work for domains that have platform hostdevs.
+
+Called by hooks/qemu.d/platform-hostdev (which handles the fast path) with
+argv ``<domain> <op> <subop> <extra>`` and the domain XML. Exit codes: 0 go
+on; 1 refused or failed (stderr says why and how to fix it; libvirt shows it
+and aborts a start). Phases:
+
+* prepare: recover interrupted work, then for each platform hostdev in
+  command-line order: refuse a device owned by another running domain;
+  managed -> detach to vfio (binding.detach), unmanaged -> must already be
+  bound to vfio; check the IOMMU group is viable (every member bound to vfio,
+  unbound, or in this domain); hand /dev/vfio/N to QEMU's user/group; record
+  ownership. Any failure rolls back what this call did.
+* release (also after "failed"): give every device of this domain back:
+  /dev/vfio/N ownership restored, managed devices re-attached to their
+  original driver, records removed.
+* reconnect: a running domain after a daemon restart: adopt its devices.
+* migrate / restore: refused (QEMU's vfio-platform is not migratable).
+Every call first finishes interrupted binding operations (journal) and
+releases devices whose owner is gone (not running, past the start grace), so
+nothing stays stranded after a crash of the hook or the host.
+The hook never calls libvirt: the daemon waits for it.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, NamedTuple, TextIO
+
+from platform_hostdev.binding.journal import Journal
+from platform_hostdev.binding.ownership import OwnerRecord, Owners
+from platform_hostdev.binding.preflight import VFIO_DRIVERS, Runner, device_state
+from platform_hostdev.errors import HostdevError
+from platform_hostdev.host.fs import Sysfs, is_noiommu
+from platform_hostdev.host.specs import check_spec
+
+if TYPE_CHECKING:
+    from platform_hostdev.binding.operations import RecoverAction
+    from platform_hostdev.domain.domainxml import Element
+    from platform_hostdev.host.uevents import Waiter
+
+# Light on purpose: libvirt runs the hook on every domain start. binding (the
+# driver moves), protection and the guest-DT store are imported where a call
+# needs them; records are NamedTuples (dataclasses would load inspect).
+
+__all__ = ["HookEnv", "run", "dispatch", "HookDevice", "resolve_device", "release_stale",
+           "StaleRelease"]
+
+VFIO_ANY = frozenset(VFIO_DRIVERS.values()) | {"vfio-pci"}
+HOOK_CONFIG = "/etc/platform-hostdev/hook.conf"
+_WORKING_OPS = ("prepare", "release", "reconnect", "migrate", "restore")  # the rest: exit 0
+
+
+class HookEnv:
+    """The hook's boundaries (a fake host injects its own)."""
+
+    def __init__(self, sysfs: Sysfs, waiter: Waiter, runner: Runner | None = None, *,
+                 clock: Callable[[], float] = time.time, err: TextIO | None = None,
+                 allow_noiommu: bool = False, on_step: Callable[[str], None] | None = None,
+                 check_guest_dt: bool = True) -> None:
+        self.sysfs = sysfs
+        self.waiter = waiter
+        self.runner = runner
+        self.clock = clock
+        self.err = err if err is not None else sys.stderr
+        self.allow_noiommu = allow_noiommu
+        self.on_step = on_step                # fault injection in tests
+        self.check_guest_dt = check_guest_dt  # tests of other concerns turn the DT check off
+
+    def step(self, what: str) -> None:
+        if self.on_step is not None:
+            self.on_step(what)
+
+
+class HookDevice(NamedTuple):
+    """A platform hostdev of the domain, located on the host."""
+
+    name: str
+    bus: str
+    dt_path: str | None
+    compatible: tuple[str, ...]
+    managed: bool
+    sysfs_path: str | None = None  # /sys/devices/... (host-absolute)
+
+
+class _Domain(NamedTuple):
+    name: str
+    uuid: str
+    devices: list[HookDevice]
+    root: Element | None = None  # the domain XML's root element
+    keys: tuple[str, ...] = ()  # the hostdevs as declared (name or path), in order
+
+
+def _config(sysfs: Sysfs) -> dict[str, str]:
+    result = {}
+    for line in (sysfs.read_text(HOOK_CONFIG) or "").splitlines():
+        key, sep, value = line.partition("=")
+        if sep and not key.strip().startswith("#"):
+            result[key.strip()] = value.strip()
+    return result
+
+
+def run(argv: Sequence[str], data: bytes, root: str = "/") -> int:
+    """Entry point of the installed hook (real boundaries)."""
+    from platform_hostdev.binding.preflight import subprocess_runner
+    from platform_hostdev.host.uevents import default_waiter
+
+    args = list(argv) + ["-"] * (4 - len(argv))
+    if args[1] not in _WORKING_OPS:
+        return 0  # start, started, stopped...: nothing to do, nothing to fail on
+    sysfs = Sysfs(root)
+    env = HookEnv(sysfs, default_waiter(sysfs),
+                  subprocess_runner if os.path.realpath(root) == "/" else None,
+                  allow_noiommu=_config(sysfs).get("allow_noiommu") == "yes")
+    return dispatch(argv, data, env)
+
+
+def dispatch(argv: Sequence[str], data: bytes, env: HookEnv) -> int:
+    args = list(argv) + ["-"] * (4 - len(argv))
+    name, op = args[0], args[1]
+    try:
+        if op in ("migrate", "restore"):
+            _refuse_migration(data, op)
+            return 0
+        if op not in _WORKING_OPS:
+            return 0
+        domain = _parse_domain(data, name, env.sysfs)
+        if op == "prepare":
+            prepare(domain, env)
+        elif op == "release":
+            release(domain, env)
+        else:
+            reconnect(domain, env)
+        return 0
+    except HostdevError as exc:
+        return _refused(args, exc, env.err)
+
+
+def _refused(args: Sequence[str], exc: HostdevError, err: TextIO) -> int:
+    name, op = args[0], args[1]
+    print(f"platform-hostdev: {op} of domain {name} refused: {exc.what}", file=err)
+    if exc.fix:
+        print(f"platform-hostdev: hint: {exc.fix}", file=err)
+    # A non-zero reconnect makes libvirt kill the running guest: never do that.
+    return 0 if op == "reconnect" else 1
+
+
+def _refuse_migration(data: bytes, op: str) -> None:
+    from platform_hostdev.domain.domainxml import declared_hostdevs, parse_domain
+
+    if declared_hostdevs(parse_domain(data)):
+        raise HostdevError(f"the domain has platform hostdevs; {op} is not possible (QEMU's "
+                           "vfio-platform devices are not migratable and their state cannot "
+                           "be saved)",
+                           "detach the platform hostdevs (platform-hostdev detach-device "
+                           "--config) and restart the domain before migrating")
+
+
+def _parse_domain(data: bytes, name: str, sysfs: Sysfs) -> _Domain:
+    from platform_hostdev.domain.domainxml import declared_hostdevs, parse_domain
+
+    root = parse_domain(data)
+    uuid = (root.findtext("uuid") or "").strip()
+    if not uuid:
+        raise HostdevError("the domain XML has no <uuid>", "libvirt always sets one")
+    declared = declared_hostdevs(root)
+    devices = [resolve_device(sysfs, h.name, h.dt_path, h.managed) for h in declared]
+    seen: set[str] = set()
+    for device in devices:
+        if device.name in seen:
+            raise HostdevError(f"device {device.name} is listed twice in the domain",
+                               "remove the duplicate hostdev")
+        seen.add(device.name)
+    return _Domain(name, uuid, devices, root, tuple(h.key for h in declared))
+
+
+def resolve_device(sysfs: Sysfs, name: str | None, dt_path: str | None,
+                   managed: bool) -> HookDevice:
+    """Find a device by sysfs name or DT path without scanning the whole host."""
+    for spec in (name, dt_path):
+        if spec is not None:
+            check_spec(spec)
+    found: tuple[str, str] | None = None
+    if name is not None:
+        for bus in VFIO_DRIVERS:
+            if sysfs.path(f"/sys/bus/{bus}/devices/{name}").exists():
+                found = (name, bus)
+                break
+        if found is None:
+            raise HostdevError(f"no platform or amba device named {name} on this host",
+                               "check the name with 'platform-hostdev nodedev-list'")
+    else:
+        assert dt_path is not None
+        for bus in VFIO_DRIVERS:
+            directory = sysfs.path(f"/sys/bus/{bus}/devices")
+            for entry in sorted(os.listdir(directory)) if directory.exists() else []:
+                if sysfs.dt_path_of(f"/sys/bus/{bus}/devices/{entry}") == dt_path:
+                    found = (entry, bus)
+                    break
+            if found:
+                break
+        if found is None:
+            raise HostdevError(f"no platform or amba device has DT path {dt_path}",
+                               "check the path with 'platform-hostdev nodedev-list'")
+    dev_name, bus = found
+    link = f"/sys/bus/{bus}/devices/{dev_name}"
+    actual = sysfs.dt_path_of(link)
+    if dt_path is not None and actual != dt_path:
+        raise HostdevError(f"device {dev_name} is DT node {actual}, not {dt_path}",
+                           "make <devicetree path> and <device name> name the same device")
+    raw = sysfs.read_text(link + "/of_node/compatible") or ""
+    compatible = tuple(c for c in raw.split("\0") if c)
+    return HookDevice(dev_name, bus, actual, compatible, managed,
+                      sysfs.host_path(sysfs.path(link)))
+
+
+# ------------------------------------------------------------------ recovery
+
+class StaleRelease(NamedTuple):
+    """What release_stale() did: journal recovery actions, devices given back."""
+
+    journal: list[RecoverAction]
+    released: list[str]
+
+
+def release_stale(env: HookEnv, owners: Owners, journal: Journal,
+                  timeout: float | None = None) -> StaleRelease:
+    """Finish interrupted binding work; give back devices whose owner is gone.
+
+    Call with the ownership lock held.
+    """
+    actions: list[RecoverAction] = []
+    if journal.devices():  # a record only exists while we have moved a device
+        from platform_hostdev.binding.operations import DEFAULT_TIMEOUT, recover
+
+        actions = recover(env.sysfs, journal, env.waiter, timeout=timeout or DEFAULT_TIMEOUT)
+    released = []
+    for record in owners.all():
+        if owners.is_live(record):
+            continue
+        _give_back(record, env, owners, journal)
+        released.append(f"{record.device}: released from domain {record.domain}, which is "
+                        "no longer running")
+    return StaleRelease(actions, released)
+
+
+def _give_back(record: OwnerRecord, env: HookEnv, owners: Owners, journal: Journal) -> None:
+    if record.node and record.node_owner:
+        path = env.sysfs.path(record.node)
+        if path.exists():
+            uid, gid, mode = record.node_owner
+            os.chown(path, uid, gid)
+            os.chmod(path, mode)
+    env.step(f"release:{record.device}:node-restored")
+    if record.detached_by_us:
+        state = device_state(env.sysfs, record.bus, record.device)
+        if state.driver in VFIO_ANY:
+            from platform_hostdev.binding.operations import reattach
+
+            reattach(env.sysfs, HookDevice(record.device, record.bus, None, (), True),
+                     journal, env.waiter, env.runner)
+    env.step(f"release:{record.device}:reattached")
+    owners.remove(record.device)
+
+
+# ------------------------------------------------------------------ phases
+
+def check_guest_dt(domain: _Domain, env: HookEnv) -> None:
+    """A domain whose devices need our guest DT must boot with it, and it must be current.
+
+    QEMU builds nodes itself only for xgmac/xgbe; a domain pointing <os><dtb> at
+    a file of its own is the user's business. The fingerprint is recomputed from
+    the XML (no libvirt call) and compared with the one stored at sync time.
+    """
+    from platform_hostdev.guestdt.store import (
+        STATE_DIR,
+        GuestDtStore,
+        fingerprint_inputs,
+        inputs_match,
+    )
+    from platform_hostdev.virt.qemu_nodes import needs_guest_dtb
+
+    if not domain.devices or not needs_guest_dtb([d.compatible for d in domain.devices]):
+        return
+    store = GuestDtStore(env.sysfs.path(STATE_DIR))
+    ours = store.dtb_path(domain.uuid)
+    assert domain.root is not None
+    dtb = (domain.root.findtext("os/dtb") or "").strip()
+    fix = f"run 'platform-hostdev sync {domain.name}' to (re)generate it"
+    if not dtb:
+        raise HostdevError(f"domain {domain.name} has no guest device tree for its platform "
+                           "devices (QEMU builds nodes only for calxeda xgmac and AMD xgbe "
+                           "and would exit: 'can not be dynamically instantiated')", fix)
+    if dtb != env.sysfs.host_path(ours) and env.sysfs.path(dtb) != ours:
+        return  # the user's own DTB: theirs to keep right
+    record = store.load_record(domain.uuid)
+    if record is None or not ours.exists():
+        raise HostdevError(f"the generated guest device tree {dtb} of domain {domain.name} "
+                           "is missing", fix)
+    # compare the fingerprint's preimage: the same decision without hashing
+    if not inputs_match(record.get("inputs"), domain.root, domain.keys):
+        before = record.get("inputs", {})
+        now = fingerprint_inputs(domain.root, domain.keys)
+        changed = ", ".join(f"{k}: {before.get(k)!r} -> {now.get(k)!r}"
+                            for k in sorted(now) if before.get(k) != now.get(k))
+        raise HostdevError(f"the guest device tree of domain {domain.name} is out of date "
+                           f"({changed or 'configuration changed'})", fix)
+
+
+def prepare(domain: _Domain, env: HookEnv) -> None:
+    if env.check_guest_dt:
+        check_guest_dt(domain, env)
+    owners = Owners(env.sysfs, env.clock)
+    journal = Journal(env.sysfs)
+    with owners.locked():
+        release_stale(env, owners, journal)
+        done: list[OwnerRecord] = []
+        try:
+            for device in domain.devices:
+                done.append(_take(device, domain, env, owners, journal))
+            _check_groups(domain, env)
+            for i, record in enumerate(done):
+                done[i] = _hand_over_node(record, env, owners)
+                env.step(f"prepare:{record.device}:node")
+            for record in done:
+                owners.write(record.at(state="prepared", pid=0))
+        except (Exception, KeyboardInterrupt) as failure:
+            for record in reversed(done):
+                try:
+                    _give_back(owners.read(record.device) or record, env, owners, journal)
+                except HostdevError as again:
+                    if isinstance(failure, HostdevError):
+                        failure.what += f"; giving {record.device} back failed too ({again})"
+            raise
+
+
+def _take(device: HookDevice, domain: _Domain, env: HookEnv, owners: Owners,
+          journal: Journal) -> OwnerRecord:
+    current = owners.read(device.name)
+    if current is not None and current.uuid != domain.uuid:
+        raise HostdevError(f"device {device.name} is in use by domain {current.domain}",
+                           f"stop domain {current.domain} or remove the device from one of "
+                           "the two domains")
+    state = device_state(env.sysfs, device.bus, device.name)
+    vfio = VFIO_DRIVERS[device.bus]
+    if device.bus == "amba":
+        raise HostdevError(f"{device.name} is an AMBA device; QEMU's vfio-platform refuses "
+                           "vfio-amba devices", "AMBA devices cannot be passed to QEMU guests")
+    adopted = current is not None and current.detached_by_us
+    record = OwnerRecord(device.name, device.bus, domain.name, domain.uuid, device.managed,
+                         detached_by_us=adopted, state="preparing", since=env.clock(),
+                         pid=os.getpid())
+    if state.driver == vfio:
+        owners.write(record)
+        return record
+    if not device.managed:
+        raise HostdevError(f"unmanaged device {device.name} is bound to "
+                           f"{state.driver or 'no driver'}, not {vfio}; it must be manually "
+                           "detached", f"run 'platform-hostdev nodedev-detach {device.name}' "
+                           "or set managed='yes'")
+    from platform_hostdev.binding.operations import detach
+    from platform_hostdev.host.protection import refuse_if_host_uses
+
+    refuse_if_host_uses(env.sysfs, device, force=False)  # console, mounted disk, route
+    record = record.at(detached_by_us=True)
+    owners.write(record)  # before the first sysfs write: release knows to give it back
+    env.step(f"prepare:{device.name}:recorded")
+    try:
+        detach(env.sysfs, device, journal, env.waiter, env.runner)
+    except (Exception, KeyboardInterrupt):
+        owners.remove(device.name)  # detach rolled the device back itself
+        raise
+    env.step(f"prepare:{device.name}:detached")
+    return record
+
+
+def _check_groups(domain: _Domain, env: HookEnv) -> None:
+    ours = {d.name for d in domain.devices}
+    for device in domain.devices:
+        state = device_state(env.sysfs, device.bus, device.name)
+        group = state.iommu_group
+        if group is None:
+            raise HostdevError(f"{device.name} has no IOMMU group after binding to vfio",
+                               "the device needs an IOMMU (check 'platform-hostdev check-host')")
+        if is_noiommu(env.sysfs, group) and not env.allow_noiommu:
+            raise HostdevError(f"{device.name} is in a no-IOMMU group; QEMU cannot use "
+                               "no-IOMMU groups (it never opens /dev/vfio/noiommu-N)",
+                               "the device needs an IOMMU; no-IOMMU mode is only for "
+                               "user-space drivers and tests")
+        members = env.sysfs.path(f"/sys/kernel/iommu_groups/{group}/devices")
+        blockers = []
+        for member in sorted(os.listdir(members)) if members.exists() else []:
+            if member in ours:
+                continue
+            driver = env.sysfs.link_name(f"/sys/kernel/iommu_groups/{group}/devices/"
+                                         f"{member}/driver")
+            if driver is not None and driver not in VFIO_ANY:
+                blockers.append(f"{member} (driver {driver})")
+        if blockers:
+            raise HostdevError(f"IOMMU group {group} of {device.name} is not viable: "
+                               f"{', '.join(blockers)} still bound to host drivers",
+                               "add those devices to the domain (managed='yes') or detach "
+                               "them with 'platform-hostdev nodedev-detach'")
+
+
+def _hand_over_node(record: OwnerRecord, env: HookEnv, owners: Owners) -> OwnerRecord:
+    """chown /dev/vfio/N to QEMU's user; its original owner is recorded first."""
+    from platform_hostdev.host.qemuconf import qemu_ids
+
+    state = device_state(env.sysfs, record.bus, record.device)
+    group = state.iommu_group
+    assert group is not None
+    node = f"/dev/vfio/{'noiommu-' if is_noiommu(env.sysfs, group) else ''}{group}"
+    path = env.sysfs.path(node)
+    if not path.exists():
+        raise HostdevError(f"{node} for {record.device} does not exist",
+                           "is the vfio module loaded and devtmpfs mounted?")
+    st = path.stat()
+    before: Sequence[int] = [st.st_uid, st.st_gid, st.st_mode & 0o7777]
+    if record.node_owner:  # adopted from an earlier run: keep the true original
+        before = record.node_owner
+    uid, gid = qemu_ids(env.sysfs)
+    record = record.at(group=group, node=node, node_owner=before)
+    owners.write(record)  # before the chown: a crash after it still knows the original
+    os.chown(path, uid, gid)
+    os.chmod(path, 0o660)
+    return record
+
+
+def release(domain: _Domain, env: HookEnv) -> None:
+    owners = Owners(env.sysfs, env.clock)
+    journal = Journal(env.sysfs)
+    problems = []
+    with owners.locked():
+        # Finish interrupted binding work first (a killed prepare), then give back.
+        release_stale(env, owners, journal)
+        for record in owners.all():
+            if record.uuid != domain.uuid:
+                continue
+            try:
+                _give_back(record, env, owners, journal)
+            except HostdevError as exc:
+                problems.append(f"{record.device}: {exc.what}")
+    if problems:
+        raise HostdevError("could not give back " + "; ".join(problems),
+                           "run 'platform-hostdev recover' once the cause is fixed")
+
+
+def reconnect(domain: _Domain, env: HookEnv) -> None:
+    """Adopt a running domain's devices after a daemon restart (never fails the domain)."""
+    owners = Owners(env.sysfs, env.clock)
+    with owners.locked():
+        for device in domain.devices:
+            current = owners.read(device.name)
+            if current is not None and current.uuid != domain.uuid:
+                print(f"platform-hostdev: reconnect: {device.name} is recorded for domain "
+                      f"{current.domain}, not {domain.name}; left as it is", file=env.err)
+                continue
+            if current is None:
+                state = device_state(env.sysfs, device.bus, device.name)
+                owners.write(OwnerRecord(device.name, device.bus, domain.name, domain.uuid,
+                                         device.managed, detached_by_us=False,
+                                         state="prepared", group=state.iommu_group,
+                                         since=env.clock()))

@@ -1,0 +1,128 @@
+"""One scan of a host (or a DTB) and constant-time look-ups by name, DT path or alias.
+
+A device spec given by a user is one of:
+* a DT path: ``/soc/ethernet@ff0e0000`` (absolute, normalised: no ``.``/``..``,
+  no empty components);
+* a sysfs device name: ``ff0e0000.ethernet`` (no ``/``, not ``.`` or ``..``);
+* a DT alias: ``ethernet0``;
+* a nodedev name: ``platform_ff0e0000_ethernet``.
+Malformed specs are refused before anything is looked up.
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+
+from platform_hostdev.dt.naming import predict_devices
+from platform_hostdev.dt.tree import DeviceTree
+from platform_hostdev.errors import DeviceNotFoundError
+from platform_hostdev.host.fs import BUSES, DT_BASE, Sysfs
+from platform_hostdev.host.sources import device_source
+from platform_hostdev.host.specs import check_spec
+
+__all__ = ["Device", "Inventory", "load_inventory", "check_spec", "nodedev_name"]
+
+def nodedev_name(bus: str, name: str) -> str:
+    """libvirt-style node device name: platform_ff0e0000_ethernet."""
+    return f"{bus}_" + re.sub(r"[^A-Za-z0-9]", "_", name)
+
+
+@dataclass(frozen=True)
+class Device:
+    """A platform or amba device: its identity on the host and in the device tree."""
+
+    name: str
+    bus: str
+    dt_path: str | None
+    compatible: tuple[str, ...]
+    driver: str | None = None
+    driver_override: str | None = None
+    iommu_group: str | None = None
+    sysfs_path: str | None = None
+    aliases: tuple[str, ...] = ()
+    parent: str | None = None
+    origin: str = "host"  # "host" (sysfs) or "dtb" (predicted from a DTB)
+
+    @property
+    def nodedev_name(self) -> str:
+        return nodedev_name(self.bus, self.name)
+
+
+@dataclass
+class Inventory:
+    """Every device of a host or DTB, indexed by name, DT path, alias and nodedev name."""
+
+    tree: DeviceTree
+    devices: list[Device]
+    by_name: dict[str, Device] = field(init=False)
+    by_path: dict[str, Device] = field(init=False)
+    by_alias: dict[str, Device] = field(init=False)
+    by_nodedev: dict[str, Device] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.by_name = {d.name: d for d in self.devices}
+        self.by_path = {d.dt_path: d for d in self.devices if d.dt_path}
+        self.by_nodedev = {d.nodedev_name: d for d in self.devices}
+        self.by_alias = {}
+        for alias, path in self.tree.aliases.items():
+            device = self.by_path.get(path)
+            if device is not None:
+                self.by_alias[alias] = device
+
+    def resolve(self, spec: str) -> Device:
+        """The device a spec names; InvalidDeviceSpecError / DeviceNotFoundError otherwise."""
+        kind = check_spec(spec)
+        if kind == "path":
+            device = self.by_path.get(spec)
+            if device is None:
+                if spec in self.tree.by_path:
+                    raise DeviceNotFoundError(
+                        spec, f"the DT node {spec} exists but the kernel made no platform or "
+                        "amba device of it (no compatible, status not okay, or under a bus "
+                        "that is not a simple-bus); pick a device from nodedev-list")
+                raise DeviceNotFoundError(spec)
+            return device
+        for index in (self.by_name, self.by_alias, self.by_nodedev):
+            device = index.get(spec)
+            if device is not None:
+                return device
+        raise DeviceNotFoundError(spec)
+
+
+def load_inventory(root: str | os.PathLike[str] = "/", dtb: str | None = None) -> Inventory:
+    """Scan a host rooted at ``root``, or predict the devices of a DTB file."""
+    if dtb is not None:
+        tree = DeviceTree.from_dtb(dtb)
+        devices = [
+            Device(
+                name=p.name, bus=p.bus, dt_path=p.dt_path,
+                compatible=tuple(tree.by_path[p.dt_path].compatible),
+                aliases=tuple(tree.aliases_of(tree.by_path[p.dt_path])),
+                parent=p.parent_name, origin="dtb",
+            )
+            for p in predict_devices(tree)
+        ]
+        return Inventory(tree, devices)
+    sysfs = Sysfs(root)
+    tree = DeviceTree.from_sysfs(sysfs.path("/" + DT_BASE))
+    source = device_source(sysfs)
+    devices = []
+    for bus in BUSES:
+        for host_device in source.devices(bus):
+            node = tree.by_path.get(host_device.dt_path or "")
+            compatible = tuple(node.compatible) if node else tuple(host_device.compatible)
+            devices.append(Device(
+                name=host_device.name, bus=bus, dt_path=host_device.dt_path,
+                compatible=compatible, driver=host_device.driver,
+                driver_override=host_device.driver_override,
+                iommu_group=host_device.iommu_group, sysfs_path=host_device.sysfs_path,
+                aliases=tuple(tree.aliases_of(node)) if node else (),
+                parent=_parent_device(host_device.sysfs_path),
+            ))
+    return Inventory(tree, devices)
+
+
+def _parent_device(sysfs_path: str) -> str | None:
+    parent = os.path.basename(os.path.dirname(sysfs_path))
+    return None if parent in ("platform", "devices", "") else parent

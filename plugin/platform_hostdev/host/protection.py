@@ -1,0 +1,272 @@
+"""What the HOST uses a device for, where taking it away would lose data or access.
+
+Three uses are found, each by following the host's own records to a sysfs
+device and checking whether that device lies at or below the candidate's
+sysfs path (so a disk behind an MMC controller, or a NIC on a virtio-mmio
+transport, counts for the controller):
+
+* the console: ``console=`` / ``earlycon=`` on /proc/cmdline (a bare
+  ``earlycon`` means /chosen/stdout-path), /sys/class/tty/console/active and
+  /proc/consoles, each tty followed through /sys/class/tty/TTY/device;
+* storage under a mounted filesystem or active swap: /proc/self/mountinfo
+  (major:minor, then /sys/dev/block/MAJ:MIN), else /proc/self/mounts or
+  /proc/mounts (source device), and /proc/swaps; device-mapper and md
+  devices are followed through their ``slaves``; a partition's sysfs path is
+  below its disk's, so partitions need no special case;
+* the network interface carrying a default route: /proc/net/route and
+  /proc/net/ipv6_route, then /sys/class/net/IF/device.
+
+Everything is read through :class:`~platform_hostdev.host.fs.Sysfs`, so a fake
+host keeps its /proc files under its root. :func:`refuse_if_host_uses` is the
+guard binding calls before detaching a device.
+"""
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator, Sequence
+from typing import NamedTuple, Protocol
+
+from platform_hostdev.errors import HostdevError
+from platform_hostdev.host.fs import DT_BASE, Sysfs
+
+__all__ = [
+    "HostUse",
+    "HostUseError",
+    "Usable",
+    "host_usage",
+    "refuse_if_host_uses",
+    "cmdline_consoles",
+    "default_route_interfaces",
+    "mount_entries",
+]
+
+_RTF_REJECT = 0x200  # the kernel's "unreachable" default routes on lo (ipv6_route)
+
+
+class Usable(Protocol):
+    """What the checks need of a device (inventory.Device has it)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def bus(self) -> str: ...
+    @property
+    def dt_path(self) -> str | None: ...
+    @property
+    def sysfs_path(self) -> str | None: ...
+
+
+class HostUse(NamedTuple):
+    """One use the host makes of a device: ``kind`` (console, mount, swap, network),
+    ``detail`` (completes "<device> ..."), and the ``fix`` that frees the device."""
+
+    kind: str
+    detail: str
+    fix: str
+
+
+class HostUseError(HostdevError):
+    """Detaching the device would take it from the host (see the uses)."""
+
+    def __init__(self, what: str, fix: str, uses: Sequence[HostUse]) -> None:
+        super().__init__(what, fix)
+        self.uses = list(uses)
+
+
+def host_usage(sysfs: Sysfs, device: Usable) -> list[HostUse]:
+    """Every use the host makes of ``device`` (empty when it is free to take)."""
+    base = device.sysfs_path or sysfs.host_path(
+        sysfs.path(f"/sys/bus/{device.bus}/devices/{device.name}"))
+    return [*_console_uses(sysfs, device, base), *_storage_uses(sysfs, base),
+            *_network_uses(sysfs, base)]
+
+
+def refuse_if_host_uses(sysfs: Sysfs, device: Usable, force: bool) -> list[HostUse]:
+    """Raise :class:`HostUseError` when the host uses ``device``, unless ``force``.
+
+    Returns the uses found (with ``force``, the caller prints them as warnings).
+    """
+    uses = host_usage(sysfs, device)
+    if uses and not force:
+        frees = "; ".join(dict.fromkeys(u.fix for u in uses))
+        raise HostUseError(
+            f"{device.name} " + "; it also ".join(u.detail for u in uses),
+            f"choose another device, or pass --force if you really mean it (to free it: "
+            f"{frees})", uses)
+    return uses
+
+
+# ---------------------------------------------------------------- helpers
+
+def _below(sysfs: Sysfs, host_path: str, base: str) -> bool:
+    """Whether the sysfs object at ``host_path`` resolves to ``base`` or below it."""
+    real = sysfs.path(host_path)
+    if not real.exists():
+        return False
+    resolved = sysfs.host_path(real)
+    return resolved == base or resolved.startswith(base.rstrip("/") + "/")
+
+
+def _lines(sysfs: Sysfs, *candidates: str) -> list[str]:
+    for host_path in candidates:
+        text = sysfs.read_text(host_path)
+        if text is not None:
+            return text.splitlines()
+    return []
+
+
+# ---------------------------------------------------------------- console
+
+def cmdline_consoles(cmdline: str) -> tuple[list[str], list[str]]:
+    """(console=, earlycon=) values of a kernel command line, options kept.
+
+    ``earlycon`` without a value appears as "".
+    """
+    consoles, earlycons = [], []
+    for word in cmdline.split():
+        key, sep, value = word.partition("=")
+        if key == "console" and sep:
+            consoles.append(value)
+        elif key == "earlycon":
+            earlycons.append(value)
+    return consoles, earlycons
+
+
+def _console_uses(sysfs: Sysfs, device: Usable, base: str) -> Iterator[HostUse]:
+    consoles, earlycons = cmdline_consoles(sysfs.read_text("/proc/cmdline") or "")
+    sources: dict[str, list[str]] = {}   # tty -> where it was named
+    for value in consoles:
+        sources.setdefault(value.split(",", 1)[0], []).append(f"console={value}")
+    for tty in (sysfs.read_text("/sys/class/tty/console/active") or "").split():
+        sources.setdefault(tty, []).append("/sys/class/tty/console/active")
+    for line in _lines(sysfs, "/proc/consoles"):
+        if line.split():
+            sources.setdefault(line.split()[0], []).append("/proc/consoles")
+    named = [tty for tty, _ in sources.items()
+             if "/" not in tty and tty not in (".", "..")
+             and _below(sysfs, f"/sys/class/tty/{tty}/device", base)]
+    reasons = [s for tty in named for s in sources[tty]]
+    reasons += [f"earlycon={v}" if v else "earlycon" for v in earlycons
+                if _earlycon_is(sysfs, v, device)]
+    if reasons:
+        what = ", ".join(dict.fromkeys(reasons))
+        yield HostUse("console", f"is the host console ({what}): detaching it cuts off the "
+                      "console", "boot with the console elsewhere (console=tty0, or a serial "
+                      "port you keep) and without earlycon on it")
+
+
+def _earlycon_is(sysfs: Sysfs, value: str, device: Usable) -> bool:
+    """``earlycon=NAME,[mmio32,]0xADDR`` at the device's address, or a bare earlycon
+    whose /chosen/stdout-path is the device."""
+    if not value:
+        raw = sysfs.read_text(f"/{DT_BASE}/chosen/stdout-path") or ""
+        target = raw.split("\0", 1)[0].split(":", 1)[0]
+        if target and not target.startswith("/"):  # an alias
+            alias = sysfs.read_text(f"/{DT_BASE}/aliases/{target}") if "/" not in target else None
+            target = (alias or "").split("\0", 1)[0]
+        return bool(target) and target == device.dt_path
+    unit = device.name.split(".", 1)[0]
+    for option in value.split(",")[1:]:
+        try:
+            if int(option, 16 if option.lower().startswith("0x") else 10) == int(unit, 16):
+                return True
+        except ValueError:
+            continue
+    return False
+
+
+# ---------------------------------------------------------------- storage
+
+def mount_entries(sysfs: Sysfs) -> list[tuple[str, str, str | None]]:
+    """(source, mount point, "MAJ:MIN" or None) of every mount of the host."""
+    entries: list[tuple[str, str, str | None]] = []
+    for line in _lines(sysfs, "/proc/self/mountinfo"):
+        fields = line.split()
+        if " - " not in line or len(fields) < 5:
+            continue
+        tail = line.split(" - ", 1)[1].split()
+        entries.append((_unescape(tail[1]) if len(tail) > 1 else "", _unescape(fields[4]),
+                        fields[2]))
+    if entries:
+        return entries
+    for line in _lines(sysfs, "/proc/self/mounts", "/proc/mounts"):
+        fields = line.split()
+        if len(fields) >= 2:
+            entries.append((_unescape(fields[0]), _unescape(fields[1]), None))
+    return entries
+
+
+def _unescape(text: str) -> str:
+    """The octal escapes (\\040 for a space) of /proc mount tables."""
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), text)
+
+
+def _block_dirs(sysfs: Sysfs, source: str, majmin: str | None) -> list[str]:
+    """sysfs block directories behind a mount source, stacked devices followed."""
+    start: str | None = None
+    if majmin and sysfs.path(f"/sys/dev/block/{majmin}").exists():
+        start = f"/sys/dev/block/{majmin}"
+    elif source.startswith("/dev/"):
+        node = sysfs.path(source)
+        name = os.path.basename(os.path.realpath(node)) if node.exists() else \
+            os.path.basename(source)
+        if sysfs.path(f"/sys/class/block/{name}").exists():
+            start = f"/sys/class/block/{name}"
+    if start is None:
+        return []
+    found: list[str] = []
+    stack = [start]
+    while stack and len(found) < 64:
+        current = stack.pop()
+        found.append(current)
+        slaves = sysfs.path(current + "/slaves")
+        if slaves.is_dir():
+            stack += [f"{current}/slaves/{s}" for s in sorted(os.listdir(slaves))]
+    return found
+
+
+def _storage_uses(sysfs: Sysfs, base: str) -> Iterator[HostUse]:
+    held: dict[str, list[str]] = {}
+    for source, mountpoint, majmin in mount_entries(sysfs):
+        if any(_below(sysfs, d, base) for d in _block_dirs(sysfs, source, majmin)):
+            held.setdefault(source, []).append(mountpoint)
+    for source, points in held.items():
+        where = ", ".join(points)
+        yield HostUse("mount", f"holds {source}, mounted on {where}: detaching it loses the "
+                      "data being written there and can hang the host",
+                      f"unmount {where} (and drop it from /etc/fstab) first")
+    for line in _lines(sysfs, "/proc/swaps")[1:]:
+        fields = line.split()
+        if len(fields) >= 2 and fields[1] == "partition" and any(
+                _below(sysfs, d, base) for d in _block_dirs(sysfs, fields[0], None)):
+            yield HostUse("swap", f"holds the host's swap {fields[0]}: detaching it crashes "
+                          "processes whose memory is swapped out", f"swapoff {fields[0]} first")
+
+
+# ---------------------------------------------------------------- network
+
+def default_route_interfaces(route: str, ipv6_route: str) -> list[str]:
+    """Interfaces with a default route, from /proc/net/route and /proc/net/ipv6_route."""
+    found: list[str] = []
+    for line in route.splitlines()[1:]:
+        fields = line.split()
+        if len(fields) >= 8 and fields[1] == "00000000" and fields[7] == "00000000":
+            if int(fields[3], 16) & 1:  # RTF_UP
+                found.append(fields[0])
+    for line in ipv6_route.splitlines():
+        fields = line.split()
+        if len(fields) >= 10 and set(fields[0]) == {"0"} and fields[1] == "00":
+            if fields[9] != "lo" and not int(fields[8], 16) & _RTF_REJECT:
+                found.append(fields[9])
+    return list(dict.fromkeys(found))
+
+
+def _network_uses(sysfs: Sysfs, base: str) -> Iterator[HostUse]:
+    interfaces = default_route_interfaces(sysfs.read_text("/proc/net/route") or "",
+                                          sysfs.read_text("/proc/net/ipv6_route") or "")
+    for iface in interfaces:
+        if "/" not in iface and _below(sysfs, f"/sys/class/net/{iface}/device", base):
+            yield HostUse("network", f"carries the host's default route ({iface}): detaching "
+                          "it can cut off network access to the host",
+                          f"move the default route off {iface} first")

@@ -1,0 +1,118 @@
+"""How the platform and amba devices of a host are enumerated.
+
+On a live host (root ``/``) pyudev is the enumeration and uevent source,
+behind the :class:`DeviceSource` interface; libudev cannot be pointed at a
+fake tree, so a non-``/`` root is read from the sysfs files directly.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from platform_hostdev.host.fs import Sysfs, parse_uevent
+
+__all__ = ["HostDevice", "DeviceSource", "SysfsDeviceSource", "UdevDeviceSource",
+           "device_source"]
+
+
+@dataclass(frozen=True)
+class HostDevice:
+    """A platform or amba device as the host kernel shows it."""
+
+    name: str
+    bus: str
+    sysfs_path: str                  # /sys/devices/... as the host sees it (root-relative)
+    dt_path: str | None
+    driver: str | None
+    driver_override: str | None
+    iommu_group: str | None          # "3", or None when the device has none
+    uevent: dict[str, str] = field(default_factory=dict, compare=False)
+
+    @property
+    def compatible(self) -> list[str]:
+        count = int(self.uevent.get("OF_COMPATIBLE_N", "0") or 0)
+        return [self.uevent[f"OF_COMPATIBLE_{i}"] for i in range(count)
+                if f"OF_COMPATIBLE_{i}" in self.uevent]
+
+
+def _read_override(sysfs: Sysfs, device_dir: str) -> str | None:
+    value = sysfs.read_text(device_dir + "/driver_override")
+    if value is None:
+        return None
+    value = value.strip()
+    return None if value in ("", "(null)") else value
+
+
+class DeviceSource(Protocol):
+    """Enumerates the platform/amba devices of a host."""
+
+    def devices(self, bus: str) -> list[HostDevice]: ...
+
+
+class SysfsDeviceSource:
+    """Devices read straight from ``<root>/sys/bus/<bus>/devices`` files."""
+
+    def __init__(self, sysfs: Sysfs) -> None:
+        self.sysfs = sysfs
+
+    def devices(self, bus: str) -> list[HostDevice]:
+        directory = self.sysfs.path(f"/sys/bus/{bus}/devices")
+        try:
+            names = sorted(os.listdir(directory))
+        except FileNotFoundError:
+            return []
+        return [self.device(bus, name) for name in names]
+
+    def device(self, bus: str, name: str) -> HostDevice:
+        link = f"/sys/bus/{bus}/devices/{name}"
+        real = self.sysfs.host_path(self.sysfs.path(link))
+        uevent = parse_uevent(self.sysfs.read_text(link + "/uevent") or "")
+        dt_path = self.sysfs.dt_path_of(link) or uevent.get("OF_FULLNAME")
+        return HostDevice(
+            name=name,
+            bus=bus,
+            sysfs_path=real,
+            dt_path=dt_path,
+            driver=self.sysfs.link_name(link + "/driver"),
+            driver_override=_read_override(self.sysfs, link),
+            iommu_group=self.sysfs.link_name(link + "/iommu_group"),
+            uevent=uevent,
+        )
+
+
+class UdevDeviceSource:
+    """Devices from libudev (pyudev) on the live host; sysfs for the links udev lacks."""
+
+    def __init__(self, sysfs: Sysfs) -> None:
+        import pyudev  # imported only here: the hook's fast path must not pay for it
+
+        self.sysfs = sysfs
+        self.context = pyudev.Context()
+
+    def devices(self, bus: str) -> list[HostDevice]:
+        result = []
+        for dev in self.context.list_devices(subsystem=bus):
+            props = {k: dev.properties[k] for k in dev.properties}
+            link = f"/sys/bus/{bus}/devices/{dev.sys_name}"
+            result.append(HostDevice(
+                name=dev.sys_name,
+                bus=bus,
+                sysfs_path=dev.sys_path,
+                dt_path=props.get("OF_FULLNAME") or self.sysfs.dt_path_of(link),
+                driver=dev.driver,
+                driver_override=_read_override(self.sysfs, link),
+                iommu_group=self.sysfs.link_name(link + "/iommu_group"),
+                uevent=props,
+            ))
+        return sorted(result, key=lambda d: d.name)
+
+
+def device_source(sysfs: Sysfs) -> DeviceSource:
+    """pyudev on the live root, plain files elsewhere (fake hosts, chroots)."""
+    if os.path.realpath(sysfs.root) == "/":
+        try:
+            return UdevDeviceSource(sysfs)
+        except ImportError:
+            pass
+    return SysfsDeviceSource(sysfs)

@@ -1,0 +1,148 @@
+"""What a QEMU binary can do, probed once and cached on disk.
+
+Detection is by capability, not by version: ``<emulator> -device help`` lists
+``name "vfio-platform", bus System`` when the device exists (QEMU 2.4 to 10.1;
+deprecated in 10.0, removed in 10.2 with vfio-calxeda-xgmac and vfio-amd-xgbe).
+The version is read only to word the deprecation warning.
+
+The cache key is the binary's path, size and mtime; entries live in
+``${PLATFORM_HOSTDEV_CACHE}``, else ``/var/cache/platform-hostdev`` for root,
+else ``~/.cache/platform-hostdev``, under ``qemu-caps/``.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import subprocess
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from platform_hostdev.errors import HostdevError
+
+__all__ = [
+    "QemuCaps",
+    "Runner",
+    "run_process",
+    "cache_dir",
+    "parse_device_help",
+    "parse_version",
+    "probe",
+    "check_vfio_platform",
+    "VFIO_PLATFORM_MODELS",
+]
+
+Runner = Callable[[Sequence[str]], str]
+"""Runs argv and returns its stdout; raises HostdevError when it cannot."""
+
+VFIO_PLATFORM_MODELS = ("vfio-platform", "vfio-calxeda-xgmac", "vfio-amd-xgbe")
+_DEVICE_LINE = re.compile(r'^name "([^"]+)"', re.MULTILINE)
+_VERSION = re.compile(r"QEMU emulator version (\d+)\.(\d+)(?:\.(\d+))?")
+_CACHE_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class QemuCaps:
+    """The devices and version of one emulator binary."""
+
+    emulator: str
+    version: tuple[int, int, int] | None
+    devices: frozenset[str]
+
+    @property
+    def has_vfio_platform(self) -> bool:
+        return "vfio-platform" in self.devices
+
+
+def run_process(argv: Sequence[str]) -> str:
+    """The default runner: argv's stdout, HostdevError if it fails or hangs."""
+    try:
+        done = subprocess.run(list(argv), capture_output=True, text=True, timeout=60,
+                              check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise HostdevError(f"cannot run {argv[0]}: {exc}",
+                           "check the <emulator> path in the domain XML") from None
+    if done.returncode != 0:
+        raise HostdevError(f"{' '.join(argv)} failed (exit {done.returncode}): "
+                           f"{done.stderr.strip()[:500]}",
+                           "check that the emulator runs on this host")
+    return done.stdout
+
+
+def cache_dir(env: Mapping[str, str], is_root: bool) -> Path:
+    """Where probe results are kept (see the module docstring)."""
+    base = env.get("PLATFORM_HOSTDEV_CACHE")
+    if base:
+        return Path(base) / "qemu-caps"
+    if is_root:
+        return Path("/var/cache/platform-hostdev/qemu-caps")
+    return Path(env.get("HOME", "~")).expanduser() / ".cache/platform-hostdev/qemu-caps"
+
+
+def parse_device_help(text: str) -> frozenset[str]:
+    """Device names from ``-device help`` output."""
+    return frozenset(_DEVICE_LINE.findall(text))
+
+
+def parse_version(text: str) -> tuple[int, int, int] | None:
+    """(major, minor, micro) from ``--version`` output."""
+    match = _VERSION.search(text)
+    if match is None:
+        return None
+    return int(match[1]), int(match[2]), int(match[3] or 0)
+
+
+def probe(emulator: str, runner: Runner, cache: Path | None) -> QemuCaps:
+    """The caps of ``emulator``, from the cache when path, size and mtime still match."""
+    try:
+        st = os.stat(emulator)
+    except OSError as exc:
+        raise HostdevError(f"emulator {emulator} cannot be read: {exc.strerror}",
+                           "install qemu-system-arm or fix <emulator> in the domain XML") from None
+    key = {"format": _CACHE_FORMAT, "path": emulator, "size": st.st_size,
+           "mtime_ns": st.st_mtime_ns}
+    entry = None
+    if cache is not None:
+        entry = cache / (hashlib.sha256(emulator.encode()).hexdigest()[:20] + ".json")
+        try:
+            data = json.loads(entry.read_text())
+            if data.get("key") == key:
+                version = data["version"]
+                return QemuCaps(emulator, (version[0], version[1], version[2]) if version else None,
+                                frozenset(data["devices"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+    caps = QemuCaps(emulator, parse_version(runner([emulator, "--version"])),
+                    parse_device_help(runner([emulator, "-machine", "none", "-device", "help"])))
+    if entry is not None:
+        _store(entry, {"key": key, "version": caps.version, "devices": sorted(caps.devices)})
+    return caps
+
+
+def _store(entry: Path, data: dict[str, object]) -> None:
+    try:
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=entry.parent, prefix=".tmp-")
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f)
+        os.replace(tmp, entry)
+    except OSError:
+        pass  # a cache that cannot be written only costs a re-probe next time
+
+
+def check_vfio_platform(caps: QemuCaps) -> list[str]:
+    """Refuse an emulator without vfio-platform; warnings for one that deprecates it."""
+    version = ".".join(map(str, caps.version)) if caps.version else "of unknown version"
+    if not caps.has_vfio_platform:
+        raise HostdevError(
+            f"QEMU {version} ({caps.emulator}) has no vfio-platform device: "
+            "QEMU 10.2 removed platform-device passthrough",
+            "use a QEMU that still has it: pin QEMU 10.1.x (or 10.0 from Debian "
+            "bookworm-backports / trixie) and point <emulator> at it")
+    if caps.version is not None and (10, 0) <= caps.version[:2] <= (10, 1):
+        return [f"QEMU {version} deprecates vfio-platform (removed in 10.2): keep this QEMU "
+                "pinned to 10.1.x or older for platform-device passthrough"]
+    return []
