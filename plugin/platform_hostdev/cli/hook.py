@@ -48,7 +48,7 @@ def hook_source() -> str:
         files = resources.files("platform_hostdev.hookfiles")
         return (files / "qemu.d" / HOOK_NAME).read_text()
     except (ModuleNotFoundError, FileNotFoundError):
-        return (Path(__file__).resolve().parents[2] / "hooks" / "qemu.d" / HOOK_NAME).read_text()
+        return (Path(__file__).resolve().parents[3] / "hooks" / "qemu.d" / HOOK_NAME).read_text()
 
 
 def _package_paths() -> list[str]:
@@ -57,7 +57,7 @@ def _package_paths() -> list[str]:
     # while apt's python3-lxml and python3-pyudev live in /usr/lib/python3/dist-packages
     paths = [*site.getsitepackages(), sysconfig.get_paths()["purelib"],
              sysconfig.get_paths()["platlib"]]
-    here = str(Path(__file__).resolve().parents[1])  # the directory holding platform_hostdev
+    here = str(Path(__file__).resolve().parents[2])  # the directory holding platform_hostdev
     if here not in paths:
         paths.append(here)
     return list(dict.fromkeys(paths))

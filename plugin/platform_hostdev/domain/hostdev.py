@@ -80,7 +80,7 @@ def _schema_dir() -> Path:
         return Path(str(resources.files("platform_hostdev.xml_schemas")))
     except ModuleNotFoundError:
         # Running from a source tree with PYTHONPATH=plugin: the schemas sit at the top.
-        return Path(__file__).resolve().parents[2] / "xml_schemas"
+        return Path(__file__).resolve().parents[3] / "xml_schemas"
 
 
 @functools.cache
