@@ -52,7 +52,7 @@ from platform_hostdev.cli.hook import render_hook  # noqa: E402
 from platform_hostdev.dt.fdt import parse_dtb  # noqa: E402
 from platform_hostdev.dt.naming import predict_devices  # noqa: E402
 from platform_hostdev.dt.tree import DeviceTree  # noqa: E402
-from platform_hostdev.host.fs import Sysfs  # noqa: E402
+from platform_hostdev.host.fs import HostFs  # noqa: E402
 
 from board.cache import cache_root, content_key, files_digest, publish_dir  # noqa: E402
 from tests.support.domains import synced_domain  # noqa: E402
@@ -250,8 +250,8 @@ def _hook_text(root: str, interpreter: str) -> str:
 
 def bench(rounds: int, devices: int, interpreter: str) -> int:
     root, chosen, built = synthetic_host(devices)
-    sysfs = Sysfs(root)
-    n_devices = sum(len(os.listdir(sysfs.path(f"/sys/bus/{b}/devices")))
+    fs = HostFs(root)
+    n_devices = sum(len(os.listdir(fs.path(f"/sys/bus/{b}/devices")))
                     for b in ("platform", "amba"))
     print(f"synthetic host: {n_devices} devices under {root}"
           + (f" (built in {built:.1f} s)" if built else " (cached)"))

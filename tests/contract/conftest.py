@@ -26,8 +26,8 @@ import pytest
 from platform_hostdev.binding.journal import Journal, JournalRecord
 from platform_hostdev.binding.operations import NOIOMMU_PARAM, Runner, subprocess_runner
 from platform_hostdev.cli import main as cli
-from platform_hostdev.host.attributes import WritableSysfs, read_bool_param
-from platform_hostdev.host.fs import Sysfs
+from platform_hostdev.host.attributes import WritableHostFs, read_bool_param
+from platform_hostdev.host.fs import HostFs
 from platform_hostdev.host.inventory import Inventory, load_inventory
 from platform_hostdev.host.uevents import UdevWaiter, Waiter
 
@@ -56,30 +56,30 @@ class Backend:
     """What a contract test drives: the kernel (fake or real) and the tool's boundaries."""
 
     kind: str                              # "fake" or "board"
-    sysfs: Sysfs
+    fs: HostFs
     waiter_factory: Callable[[], Waiter]
     runner: Runner | None
     extras: dict[str, Any] = field(default_factory=dict)
 
     @property
     def root(self) -> Path:
-        return Path(self.sysfs.root)
+        return Path(self.fs.root)
 
     def journal(self) -> Journal:
-        return Journal(self.sysfs)
+        return Journal(self.fs)
 
     def inventory(self) -> Inventory:
-        return load_inventory(self.sysfs.root)
+        return load_inventory(self.fs.root)
 
     def set_noiommu(self, on: bool) -> None:
-        writer = self.sysfs if isinstance(self.sysfs, WritableSysfs) else \
-            WritableSysfs(self.sysfs.root)
+        writer = self.fs if isinstance(self.fs, WritableHostFs) else \
+            WritableHostFs(self.fs.root)
         writer.write_attr(NOIOMMU_PARAM, "1\n" if on else "0\n")
 
     def cli(self, *argv: str) -> tuple[int, str, str]:
         out, err = io.StringIO(), io.StringIO()
-        ctx = cli.Context(root=str(self.sysfs.root), out=out, err=err,
-                          extras={"sysfs": self.sysfs, "waiter": self.waiter_factory(),
+        ctx = cli.Context(root=str(self.fs.root), out=out, err=err,
+                          extras={"sysfs": self.fs, "waiter": self.waiter_factory(),
                                   **({"runner": self.runner} if self.runner else {})})
         code = cli.main(list(argv), ctx)
         return code, out.getvalue(), err.getvalue()
@@ -101,14 +101,14 @@ def _fake_backend(tmp_path: Path) -> Backend:
 
 
 def _board_backend() -> Backend:
-    sysfs = WritableSysfs("/")
+    fs = WritableHostFs("/")
     missing = []
     if os.geteuid() != 0:
         missing.append("root (sysfs writes)")
     for bus, driver in (("platform", "vfio-platform"), ("amba", "vfio-amba")):
-        if not sysfs.path(f"/sys/bus/{bus}/drivers/{driver}").is_dir():
+        if not fs.path(f"/sys/bus/{bus}/drivers/{driver}").is_dir():
             missing.append(f"the {driver} driver (/sys/bus/{bus}/drivers/{driver})")
-    if read_bool_param(sysfs, NOIOMMU_PARAM) is None:
+    if read_bool_param(fs, NOIOMMU_PARAM) is None:
         missing.append(f"vfio built with no-IOMMU support ({NOIOMMU_PARAM})")
     try:
         import pyudev  # noqa: F401
@@ -116,7 +116,7 @@ def _board_backend() -> Backend:
         missing.append("pyudev (python3-pyudev in the initramfs)")
     if missing:
         pytest.fail("the board lacks what the contract tests need: " + "; ".join(missing))
-    return Backend("board", sysfs, lambda: UdevWaiter(sysfs), subprocess_runner)
+    return Backend("board", fs, lambda: UdevWaiter(fs), subprocess_runner)
 
 
 @pytest.fixture
@@ -126,7 +126,7 @@ def backend(tmp_path: Path) -> Iterator[Backend]:
         yield _fake_backend(tmp_path)
         return
     board = _board_backend()
-    saved = read_bool_param(board.sysfs, NOIOMMU_PARAM)
+    saved = read_bool_param(board.fs, NOIOMMU_PARAM)
     try:
         yield board
     finally:

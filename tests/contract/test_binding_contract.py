@@ -30,14 +30,14 @@ MOVABLE = {
 
 
 def _override_file(backend: Backend, bus: str, name: str) -> str:
-    text = backend.sysfs.read_text(f"/sys/bus/{bus}/devices/{name}/driver_override")
+    text = backend.fs.read_text(f"/sys/bus/{bus}/devices/{name}/driver_override")
     assert text is not None, f"{name} has no driver_override file"
     return text.strip()
 
 
 def _assert_original(backend: Backend, name: str) -> None:
     bus = IDENTITIES[name][0]
-    state = device_state(backend.sysfs, bus, name)
+    state = device_state(backend.fs, bus, name)
     assert state.driver == MOVABLE[name][1]
     assert _override_file(backend, bus, name) == "(null)"
     assert backend.journal().read(name) is None
@@ -61,7 +61,7 @@ def test_detach_reattach(backend: Backend, name: str) -> None:
 
     code, out, err = backend.cli("nodedev-detach", name)
     assert (code, out, err) == (0, f"Device {name} detached\n", "")
-    state = device_state(backend.sysfs, bus, name)
+    state = device_state(backend.fs, bus, name)
     assert state.driver == vfio
     assert _override_file(backend, bus, name) == vfio
     record = backend.journal().read(name)
@@ -69,9 +69,9 @@ def test_detach_reattach(backend: Backend, name: str) -> None:
     assert (record.op, record.step, record.original_driver, record.original_override) == \
         ("detach", "detached", original, None)
     assert state.iommu_group is not None
-    group_name = backend.sysfs.read_text(f"/sys/kernel/iommu_groups/{state.iommu_group}/name")
+    group_name = backend.fs.read_text(f"/sys/kernel/iommu_groups/{state.iommu_group}/name")
     assert (group_name or "").strip() == "vfio-noiommu"
-    node = backend.sysfs.path(f"/dev/vfio/noiommu-{state.iommu_group}")
+    node = backend.fs.path(f"/dev/vfio/noiommu-{state.iommu_group}")
     assert node.exists()
 
     code, out, err = backend.cli("nodedev-detach", name)
@@ -81,7 +81,7 @@ def test_detach_reattach(backend: Backend, name: str) -> None:
     assert code == 0, err
     assert json.loads(out)["driver"] == original
     _assert_original(backend, name)
-    assert device_state(backend.sysfs, bus, name).iommu_group is None
+    assert device_state(backend.fs, bus, name).iommu_group is None
     assert not node.exists()
 
     code, out, err = backend.cli("nodedev-reattach", name)
@@ -122,7 +122,7 @@ def test_recover_after_killed_detach(backend: Backend, name: str, step: str) -> 
     device = backend.inventory().resolve(name)
     journal = backend.journal()
     with pytest.raises(SimulatedKill):
-        detach(backend.sysfs, device, journal, backend.waiter_factory(), backend.runner,
+        detach(backend.fs, device, journal, backend.waiter_factory(), backend.runner,
                on_step=kill_at(step, "detach"))
     left = journal.read(name)
     assert isinstance(left, JournalRecord) and (left.op, left.step) == ("detach", step)
@@ -139,15 +139,15 @@ def test_recover_after_killed_reattach(backend: Backend, step: str) -> None:
     name = "9030000.pl061"
     device = backend.inventory().resolve(name)
     journal = backend.journal()
-    detach(backend.sysfs, device, journal, backend.waiter_factory(), backend.runner)
+    detach(backend.fs, device, journal, backend.waiter_factory(), backend.runner)
     with pytest.raises(SimulatedKill):
-        reattach(backend.sysfs, device, journal, backend.waiter_factory(),
+        reattach(backend.fs, device, journal, backend.waiter_factory(),
                  on_step=kill_at(step, "reattach"))
     assert journal.read(name) is not None
-    actions = recover(backend.sysfs, journal, backend.waiter_factory())
+    actions = recover(backend.fs, journal, backend.waiter_factory())
     assert [(a.device, a.action) for a in actions] == [(name, "restored")]
     _assert_original(backend, name)
-    assert recover(backend.sysfs, journal, backend.waiter_factory()) == []
+    assert recover(backend.fs, journal, backend.waiter_factory()) == []
 
 
 def test_recover_keeps_completed_detach(backend: Backend) -> None:
@@ -172,15 +172,15 @@ def test_journal_written_before_first_write(backend: Backend) -> None:
         on_disk = journal.read(name)
         assert on_disk == record  # every step is on disk before the next write
         seen.append((record.step, os.path.exists(journal.file(name)),
-                     device_state(backend.sysfs, "amba", name).driver,
+                     device_state(backend.fs, "amba", name).driver,
                      _override_file(backend, "amba", name)))
 
-    detach(backend.sysfs, device, journal, backend.waiter_factory(), backend.runner,
+    detach(backend.fs, device, journal, backend.waiter_factory(), backend.runner,
            on_step=hook)
     assert seen == [("planned", True, "pl061_gpio", "(null)"),
                     ("override-written", True, "pl061_gpio", "vfio-amba"),
                     ("unbound", True, None, "vfio-amba"),
                     ("probed", True, "vfio-amba", "vfio-amba"),
                     ("detached", True, "vfio-amba", "vfio-amba")]
-    reattach(backend.sysfs, device, journal, backend.waiter_factory())
+    reattach(backend.fs, device, journal, backend.waiter_factory())
     _assert_original(backend, name)

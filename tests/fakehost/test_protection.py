@@ -5,7 +5,7 @@ import os
 from pathlib import Path
 
 import pytest
-from platform_hostdev.host.fs import Sysfs
+from platform_hostdev.host.fs import HostFs
 from platform_hostdev.host.inventory import Device, load_inventory
 from platform_hostdev.host.protection import HostUseError, host_usage, refuse_if_host_uses
 
@@ -69,7 +69,7 @@ def device(host: FakeHost, name: str) -> Device:
 
 
 def test_console_found_from_every_source(host: FakeHost) -> None:
-    uses = host_usage(host.sysfs, device(host, CONSOLE))
+    uses = host_usage(host.fs, device(host, CONSOLE))
     assert [u.kind for u in uses] == ["console"]
     assert "console=ttyAMA0,115200" in uses[0].detail
     assert "/proc/consoles" in uses[0].detail
@@ -78,7 +78,7 @@ def test_console_found_from_every_source(host: FakeHost) -> None:
 def test_console_from_proc_consoles_alone(host: FakeHost) -> None:
     put(host, "/proc/cmdline", "quiet\n")
     put(host, "/sys/class/tty/console/active", "\n")
-    uses = host_usage(host.sysfs, device(host, CONSOLE))
+    uses = host_usage(host.fs, device(host, CONSOLE))
     assert [u.kind for u in uses] == ["console"]
 
 
@@ -86,16 +86,16 @@ def test_earlycon_by_address_and_by_stdout_path(host: FakeHost) -> None:
     for path in ("/proc/consoles", "/sys/class/tty/console/active"):
         host.path(path).unlink()
     put(host, "/proc/cmdline", "earlycon=pl011,mmio32,0x9000000\n")
-    assert "earlycon=pl011" in host_usage(host.sysfs, device(host, CONSOLE))[0].detail
+    assert "earlycon=pl011" in host_usage(host.fs, device(host, CONSOLE))[0].detail
     put(host, "/proc/cmdline", "earlycon\n")  # QEMU virt: /chosen/stdout-path = /pl011@9000000
-    assert host_usage(host.sysfs, device(host, CONSOLE))[0].detail.startswith(
+    assert host_usage(host.fs, device(host, CONSOLE))[0].detail.startswith(
         "is the host console (earlycon)")
     put(host, "/proc/cmdline", "earlycon=pl011,0x9030000\n")
-    assert host_usage(host.sysfs, device(host, CONSOLE)) == []
+    assert host_usage(host.fs, device(host, CONSOLE)) == []
 
 
 def test_root_filesystem_through_partition_and_swap(host: FakeHost) -> None:
-    uses = host_usage(host.sysfs, device(host, DISK))
+    uses = host_usage(host.fs, device(host, DISK))
     assert [u.kind for u in uses] == ["mount", "swap"]
     assert "mounted on /" in uses[0].detail and "unmount /" in uses[0].fix
     assert uses[1].fix == "swapoff /dev/vda3 first"
@@ -104,7 +104,7 @@ def test_root_filesystem_through_partition_and_swap(host: FakeHost) -> None:
 def test_mounts_without_mountinfo_by_source(host: FakeHost) -> None:
     host.path("/proc/self/mountinfo").unlink()
     put(host, "/proc/mounts", "/dev/vda2 /srv\\040data ext4 rw 0 0\nproc /proc proc rw 0 0\n")
-    uses = host_usage(host.sysfs, device(host, DISK))
+    uses = host_usage(host.fs, device(host, DISK))
     assert "mounted on /srv data" in uses[0].detail
 
 
@@ -113,24 +113,24 @@ def test_device_mapper_followed_to_its_disk(host: FakeHost) -> None:
     host.path("/sys/devices/virtual/block/dm-0/slaves").mkdir(parents=True)
     link(host, "/sys/dev/block/253:0", "/sys/devices/virtual/block/dm-0")
     link(host, "/sys/devices/virtual/block/dm-0/slaves/vda2", "/sys/class/block/vda2")
-    uses = host_usage(host.sysfs, device(host, DISK))
+    uses = host_usage(host.fs, device(host, DISK))
     assert uses[0].kind == "mount" and "/home" in uses[0].detail
 
 
 def test_default_route_interface(host: FakeHost) -> None:
-    uses = host_usage(host.sysfs, device(host, NIC))
+    uses = host_usage(host.fs, device(host, NIC))
     assert [(u.kind, u.fix) for u in uses] == [("network", "move the default route off eth0 first")]
 
 
 def test_free_device_has_no_uses(host: FakeHost) -> None:
-    assert host_usage(host.sysfs, device(host, FREE)) == []
-    assert refuse_if_host_uses(host.sysfs, device(host, FREE), force=False) == []
+    assert host_usage(host.fs, device(host, FREE)) == []
+    assert refuse_if_host_uses(host.fs, device(host, FREE), force=False) == []
 
 
 def test_refusal_message_and_fix_change_nothing(host: FakeHost) -> None:
     before = tree_state(host.root)
     with pytest.raises(HostUseError) as caught:
-        refuse_if_host_uses(host.sysfs, device(host, CONSOLE), force=False)
+        refuse_if_host_uses(host.fs, device(host, CONSOLE), force=False)
     assert caught.value.what == ("9000000.pl011 is the host console (console=ttyAMA0,115200, "
                                  "/sys/class/tty/console/active, /proc/consoles): detaching it "
                                  "cuts off the console")
@@ -140,13 +140,13 @@ def test_refusal_message_and_fix_change_nothing(host: FakeHost) -> None:
 
 
 def test_force_returns_the_uses(host: FakeHost) -> None:
-    uses = refuse_if_host_uses(host.sysfs, device(host, DISK), force=True)
+    uses = refuse_if_host_uses(host.fs, device(host, DISK), force=True)
     assert len(uses) == 2
 
 
 def test_bare_host_without_proc_files(tmp_path: Path, virt_dtb: Path) -> None:
     bare = build_fake_host(tmp_path / "bare", virt_dtb)
-    assert host_usage(Sysfs(bare.root), device(bare, CONSOLE)) == []
+    assert host_usage(HostFs(bare.root), device(bare, CONSOLE)) == []
 
 
 def test_nodedev_detach_refuses_the_console(host: FakeHost) -> None:

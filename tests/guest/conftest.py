@@ -32,7 +32,7 @@ if not _inside_board():
 
 
 @pytest.fixture(scope="session")
-def sysfs() -> Path:
+def fs() -> Path:
     """The guest's real /sys."""
     return Path("/sys")
 

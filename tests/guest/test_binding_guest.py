@@ -17,7 +17,7 @@ import textwrap
 import pytest
 from platform_hostdev.binding.journal import Journal
 from platform_hostdev.binding.operations import device_state, reattach, recover
-from platform_hostdev.host.attributes import WritableSysfs
+from platform_hostdev.host.attributes import WritableHostFs
 from platform_hostdev.host.inventory import load_inventory
 from platform_hostdev.host.uevents import UdevWaiter
 
@@ -25,13 +25,13 @@ PL061 = "9030000.pl061"
 _KILLER = textwrap.dedent("""
     import os, signal, sys
     from platform_hostdev.binding.operations import detach, subprocess_runner
-    from platform_hostdev.host.fs import Sysfs
+    from platform_hostdev.host.fs import HostFs
     from platform_hostdev.host.inventory import load_inventory
     from platform_hostdev.binding.journal import Journal
     from platform_hostdev.host.uevents import UdevWaiter
 
     step = sys.argv[1]
-    sysfs = Sysfs("/")
+    sysfs = HostFs("/")
     device = load_inventory("/").resolve(sys.argv[2])
 
     def hook(record):
@@ -44,45 +44,45 @@ _KILLER = textwrap.dedent("""
 
 
 @pytest.fixture
-def live() -> WritableSysfs:
-    sysfs = WritableSysfs("/")
-    assert device_state(sysfs, "amba", PL061).driver == "pl061_gpio", "board not pristine"
-    assert Journal(sysfs).devices() == []
-    return sysfs
+def live() -> WritableHostFs:
+    fs = WritableHostFs("/")
+    assert device_state(fs, "amba", PL061).driver == "pl061_gpio", "board not pristine"
+    assert Journal(fs).devices() == []
+    return fs
 
 
 @pytest.mark.parametrize("step", ["override-written", "unbound", "probed"])
-def test_sigkill_between_steps_then_recover(live: WritableSysfs, step: str) -> None:
-    sysfs = live
+def test_sigkill_between_steps_then_recover(live: WritableHostFs, step: str) -> None:
+    fs = live
     run = subprocess.run([sys.executable, "-c", _KILLER, step, PL061],
                          capture_output=True, text=True, timeout=120, check=False)
     assert run.returncode == -signal.SIGKILL, run.stderr
-    record = Journal(sysfs).read(PL061)
+    record = Journal(fs).read(PL061)
     assert record is not None and record.step == step
     expected_driver = {"override-written": "pl061_gpio", "unbound": None,
                        "probed": "vfio-amba"}[step]
-    assert device_state(sysfs, "amba", PL061).driver == expected_driver
+    assert device_state(fs, "amba", PL061).driver == expected_driver
 
-    actions = recover(sysfs, Journal(sysfs), UdevWaiter(sysfs))
+    actions = recover(fs, Journal(fs), UdevWaiter(fs))
     assert [(a.device, a.action) for a in actions] == [(PL061, "restored")]
-    state = device_state(sysfs, "amba", PL061)
+    state = device_state(fs, "amba", PL061)
     assert (state.driver, state.override) == ("pl061_gpio", None)
-    assert Journal(sysfs).devices() == []
-    assert recover(sysfs, Journal(sysfs), UdevWaiter(sysfs)) == []
+    assert Journal(fs).devices() == []
+    assert recover(fs, Journal(fs), UdevWaiter(fs)) == []
 
 
-def test_kernel_uevents_reach_the_waiter(live: WritableSysfs) -> None:
-    sysfs = live
+def test_kernel_uevents_reach_the_waiter(live: WritableHostFs) -> None:
+    fs = live
     base = f"/sys/bus/amba/devices/{PL061}"
-    with UdevWaiter(sysfs).watch("amba", PL061) as watch:
-        sysfs.write_attr(base + "/driver_override", "vfio-amba\n")
-        sysfs.write_attr("/sys/bus/amba/drivers/pl061_gpio/unbind", PL061)
+    with UdevWaiter(fs).watch("amba", PL061) as watch:
+        fs.write_attr(base + "/driver_override", "vfio-amba\n")
+        fs.write_attr("/sys/bus/amba/drivers/pl061_gpio/unbind", PL061)
         watch.wait("unbind", lambda: "unbind" in watch.seen, timeout=10)
-        sysfs.write_attr("/sys/bus/amba/drivers_probe", PL061)
+        fs.write_attr("/sys/bus/amba/drivers_probe", PL061)
         watch.wait("bind", lambda: "bind" in watch.seen, timeout=10)
-    assert device_state(sysfs, "amba", PL061).driver == "vfio-amba"
+    assert device_state(fs, "amba", PL061).driver == "vfio-amba"
     # bound by hand, no journal: reattach clears the override and takes whatever binds
     device = load_inventory("/").resolve(PL061)
-    result = reattach(sysfs, device, Journal(sysfs), UdevWaiter(sysfs))
+    result = reattach(fs, device, Journal(fs), UdevWaiter(fs))
     assert (result.driver, result.original_known) == ("pl061_gpio", False)
-    assert device_state(sysfs, "amba", PL061).override is None
+    assert device_state(fs, "amba", PL061).override is None

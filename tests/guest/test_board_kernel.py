@@ -12,38 +12,38 @@ from pathlib import Path
 import pytest
 
 
-def test_virtio_mmio_transport_is_a_dt_platform_device(sysfs: Path) -> None:
-    device = sysfs / "bus/platform/devices/a000000.virtio_mmio"
+def test_virtio_mmio_transport_is_a_dt_platform_device(fs: Path) -> None:
+    device = fs / "bus/platform/devices/a000000.virtio_mmio"
     assert device.is_dir()
     of_node = device / "of_node"
     assert of_node.is_symlink()
     assert os.path.realpath(of_node) == os.path.realpath(
-        sysfs / "firmware/devicetree/base/virtio_mmio@a000000"
+        fs / "firmware/devicetree/base/virtio_mmio@a000000"
     )
 
 
-def test_fw_cfg_is_a_platform_device(sysfs: Path) -> None:
-    assert (sysfs / "bus/platform/devices/9020000.fw-cfg").is_dir()
+def test_fw_cfg_is_a_platform_device(fs: Path) -> None:
+    assert (fs / "bus/platform/devices/9020000.fw-cfg").is_dir()
 
 
 @pytest.mark.parametrize("name", ["9030000.pl061", "9010000.pl031"])
-def test_primecells_are_amba_devices(sysfs: Path, name: str) -> None:
-    assert (sysfs / "bus/amba/devices" / name).is_dir()
+def test_primecells_are_amba_devices(fs: Path, name: str) -> None:
+    assert (fs / "bus/amba/devices" / name).is_dir()
 
 
 @pytest.mark.parametrize("module", ["vfio", "vfio_platform", "vfio_amba"])
-def test_vfio_modules_loaded(sysfs: Path, module: str) -> None:
-    assert (sysfs / "module" / module).is_dir()
+def test_vfio_modules_loaded(fs: Path, module: str) -> None:
+    assert (fs / "module" / module).is_dir()
     assert module in Path("/proc/modules").read_text().split()
 
 
-def test_vfio_noiommu_mode_enabled(sysfs: Path) -> None:
-    param = sysfs / "module/vfio/parameters/enable_unsafe_noiommu_mode"
+def test_vfio_noiommu_mode_enabled(fs: Path) -> None:
+    param = fs / "module/vfio/parameters/enable_unsafe_noiommu_mode"
     assert param.read_text().strip() == "Y"
 
 
-def test_vfio_platform_needs_no_reset_handler(sysfs: Path) -> None:
-    param = sysfs / "module/vfio_platform/parameters/reset_required"
+def test_vfio_platform_needs_no_reset_handler(fs: Path) -> None:
+    param = fs / "module/vfio_platform/parameters/reset_required"
     assert param.read_text().strip() == "N"
 
 

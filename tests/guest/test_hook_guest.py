@@ -36,7 +36,7 @@ from platform_hostdev.binding.ownership import Owners
 from platform_hostdev.cli.hook import render_hook
 from platform_hostdev.guestdt.store import STATE_DIR
 from platform_hostdev.hook.qemu import HOOK_CONFIG
-from platform_hostdev.host.fs import Sysfs
+from platform_hostdev.host.fs import HostFs
 
 from tests.support.domains import synced_domain
 
@@ -52,11 +52,11 @@ _KILL_AT_STEP = textwrap.dedent("""
     import os, signal, sys
     from platform_hostdev.hook.qemu import HookEnv, _config, dispatch
     from platform_hostdev.binding.operations import subprocess_runner
-    from platform_hostdev.host.fs import Sysfs
+    from platform_hostdev.host.fs import HostFs
     from platform_hostdev.host.uevents import default_waiter
 
     wanted = sys.argv[1]
-    sysfs = Sysfs("/")
+    sysfs = HostFs("/")
 
     def step(what):
         if what == wanted:
@@ -105,15 +105,15 @@ def _account_id(path: Path) -> int:
 
 def _pristine() -> list[str]:
     """What differs from the board's state at boot (virtio unbound, pl061 on pl061_gpio)."""
-    sysfs = Sysfs("/")
+    fs = HostFs("/")
     problems = []
     for bus, name, driver in (("platform", VIRTIO, None), ("amba", PL061, "pl061_gpio")):
-        state = device_state(sysfs, bus, name)
+        state = device_state(fs, bus, name)
         if (state.driver, state.override) != (driver, None):
             problems.append(f"{name} on {state.driver} (override {state.override}), "
                             f"expected {driver}")
-    problems += [f"ownership record {r.device} ({r.domain})" for r in Owners(sysfs).all()]
-    problems += [f"journal {d}" for d in Journal(sysfs).devices()]
+    problems += [f"ownership record {r.device} ({r.domain})" for r in Owners(fs).all()]
+    problems += [f"journal {d}" for d in Journal(fs).devices()]
     return problems
 
 
@@ -195,7 +195,7 @@ def recover() -> subprocess.CompletedProcess[str]:
 
 
 def noiommu_node(name: str) -> Path:
-    group = Sysfs("/").link_name(f"/sys/bus/platform/devices/{name}/iommu_group")
+    group = HostFs("/").link_name(f"/sys/bus/platform/devices/{name}/iommu_group")
     assert group is not None, f"{name} has no IOMMU group"
     return Path(f"/dev/vfio/noiommu-{group}")
 
@@ -205,23 +205,23 @@ def test_prepare_binds_and_hands_over_then_release_gives_back(board: Board,
     xml = domain_xml("vm1", [VIRTIO], domains)
     done = hook_call(board, "vm1", "prepare", xml)
     assert (done.returncode, done.stderr) == (0, "")
-    state = device_state(Sysfs("/"), "platform", VIRTIO)
+    state = device_state(HostFs("/"), "platform", VIRTIO)
     assert state.driver == "vfio-platform"
     node = noiommu_node(VIRTIO)
     assert node.exists()
     st = node.stat()
     assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == (board.uid, board.gid, 0o660)
-    record = Owners(Sysfs("/")).read(VIRTIO)
+    record = Owners(HostFs("/")).read(VIRTIO)
     assert record is not None and (record.domain, record.state) == ("vm1", "prepared")
     assert record.detached_by_us and record.node == str(node)
 
     done = hook_call(board, "vm1", "release", xml)
     assert (done.returncode, done.stderr) == (0, "")
-    state = device_state(Sysfs("/"), "platform", VIRTIO)
+    state = device_state(HostFs("/"), "platform", VIRTIO)
     assert (state.driver, state.override) == (None, None)
     assert Path(f"/sys/bus/platform/devices/{VIRTIO}/driver_override").read_text() == "(null)\n"
     assert not node.exists()  # the no-IOMMU node goes with the vfio binding
-    assert Owners(Sysfs("/")).all() == [] and Journal(Sysfs("/")).devices() == []
+    assert Owners(HostFs("/")).all() == [] and Journal(HostFs("/")).devices() == []
 
 
 def test_second_domain_is_refused_while_the_first_holds_the_device(board: Board,
@@ -233,10 +233,10 @@ def test_second_domain_is_refused_while_the_first_holds_the_device(board: Board,
     assert done.returncode == 1
     assert f"device {VIRTIO} is in use by domain vm1" in done.stderr, done.stderr
     assert "hint:" in done.stderr and "Traceback" not in done.stderr
-    assert device_state(Sysfs("/"), "platform", VIRTIO).driver == "vfio-platform"
-    assert [r.domain for r in Owners(Sysfs("/")).all()] == ["vm1"]
+    assert device_state(HostFs("/"), "platform", VIRTIO).driver == "vfio-platform"
+    assert [r.domain for r in Owners(HostFs("/")).all()] == ["vm1"]
     assert hook_call(board, "vm2", "release", second).returncode == 0  # not vm2's device
-    assert device_state(Sysfs("/"), "platform", VIRTIO).driver == "vfio-platform"
+    assert device_state(HostFs("/"), "platform", VIRTIO).driver == "vfio-platform"
     assert hook_call(board, "vm1", "release", first).returncode == 0
 
 
@@ -246,28 +246,28 @@ def test_amba_device_is_refused_and_stays_on_its_driver(board: Board,
     assert done.returncode == 1
     assert f"{PL061} is an AMBA device" in done.stderr, done.stderr
     assert "vfio-platform refuses vfio-amba devices" in done.stderr
-    state = device_state(Sysfs("/"), "amba", PL061)
+    state = device_state(HostFs("/"), "amba", PL061)
     assert (state.driver, state.override) == ("pl061_gpio", None)
-    assert Owners(Sysfs("/")).all() == []
+    assert Owners(HostFs("/")).all() == []
 
 
 def _killed_prepare_recovers(board: Board, xml: bytes, argv: list[str]) -> str:
     """After a killed prepare, ``recover`` (or, if the work was all done, release) gives the
     device back; returns what the kill hit, for the report."""
-    sysfs = Sysfs("/")
-    record = Owners(sysfs).read(VIRTIO)
-    step = Journal(sysfs).read(VIRTIO)
-    outcome = (f"killed with {VIRTIO} on {device_state(sysfs, 'platform', VIRTIO).driver}, "
+    fs = HostFs("/")
+    record = Owners(fs).read(VIRTIO)
+    step = Journal(fs).read(VIRTIO)
+    outcome = (f"killed with {VIRTIO} on {device_state(fs, 'platform', VIRTIO).driver}, "
                f"record {record.state if record else None}, "
                f"journal {step.step if step else None}")
     done = recover()
     assert done.returncode == 0, done.stdout + done.stderr
-    record = Owners(Sysfs("/")).read(VIRTIO)
+    record = Owners(HostFs("/")).read(VIRTIO)
     if record is not None:
         # killed after the last record said "prepared": a finished prepare, legitimately
         # owned within the start grace period; libvirt's release gives it back
         assert record.state == "prepared", record
-        assert device_state(Sysfs("/"), "platform", VIRTIO).driver == "vfio-platform"
+        assert device_state(HostFs("/"), "platform", VIRTIO).driver == "vfio-platform"
         assert hook_call(board, "vm1", "release", xml).returncode == 0
         outcome += ", released"
     assert _pristine() == [], (argv, done.stdout)
@@ -283,8 +283,8 @@ def test_sigkill_at_a_hook_step_then_recover(board: Board, domains: list[tuple[s
                           "-"], input=xml, capture_output=True, timeout=180, check=False)
     assert run.returncode == -signal.SIGKILL, run.stderr.decode()
     if step.endswith(":detached") or step.endswith(":node"):
-        assert device_state(Sysfs("/"), "platform", VIRTIO).driver == "vfio-platform"
-    record = Owners(Sysfs("/")).read(VIRTIO)
+        assert device_state(HostFs("/"), "platform", VIRTIO).driver == "vfio-platform"
+    record = Owners(HostFs("/")).read(VIRTIO)
     assert record is not None and record.state == "preparing"
     assert _killed_prepare_recovers(board, xml, [step]).startswith("killed")
 

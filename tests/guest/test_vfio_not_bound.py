@@ -10,7 +10,7 @@ import os
 
 import pytest
 from platform_hostdev.cli.main import Context, main
-from platform_hostdev.host.fs import Sysfs
+from platform_hostdev.host.fs import HostFs
 
 PL061 = "9030000.pl061"
 
@@ -19,7 +19,7 @@ def test_not_bound_is_exit_1_with_the_detach_hint() -> None:
     if not os.path.exists("/run/platform-hostdev-board"):
         pytest.fail("guest tests need the emulated board: run them through "
                     "'python3 -m board run -- python3 -m pytest tests/guest'", pytrace=False)
-    assert Sysfs("/").link_name(f"/sys/bus/amba/devices/{PL061}/driver") == "pl061_gpio"
+    assert HostFs("/").link_name(f"/sys/bus/amba/devices/{PL061}/driver") == "pl061_gpio"
     out, err = io.StringIO(), io.StringIO()
     assert main(["inspect", PL061], Context(out=out, err=err)) == 1
     assert "bound to pl061_gpio, not vfio-amba" in err.getvalue()

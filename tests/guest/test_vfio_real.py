@@ -22,7 +22,7 @@ import pytest
 from platform_hostdev.binding import operations as binding
 from platform_hostdev.binding.journal import Journal
 from platform_hostdev.cli.main import Context, main
-from platform_hostdev.host.fs import Sysfs
+from platform_hostdev.host.fs import HostFs
 from platform_hostdev.host.inventory import Device, load_inventory
 from platform_hostdev.host.uevents import default_waiter
 from platform_hostdev.vfio import client as vfio
@@ -75,7 +75,7 @@ def open_text(path: str) -> str | None:
 
 
 def driver_of(case: Case) -> str | None:
-    return Sysfs("/").link_name(f"/sys/bus/{case.bus}/devices/{case.name}/driver")
+    return HostFs("/").link_name(f"/sys/bus/{case.bus}/devices/{case.name}/driver")
 
 
 def device(name: str) -> Device:
@@ -86,15 +86,15 @@ def device(name: str) -> Device:
 def on_vfio(request: pytest.FixtureRequest) -> Iterator[Case]:
     """The case's device bound to its vfio driver; given back afterwards."""
     case: Case = request.param
-    sysfs = Sysfs("/")
+    fs = HostFs("/")
     assert driver_of(case) == case.original, f"{case.name} does not start on {case.original}"
-    journal, waiter = Journal(sysfs), default_waiter(sysfs)
-    binding.detach(sysfs, device(case.name), journal, waiter)
+    journal, waiter = Journal(fs), default_waiter(fs)
+    binding.detach(fs, device(case.name), journal, waiter)
     try:
         assert driver_of(case) == case.driver
         yield case
     finally:
-        binding.reattach(sysfs, device(case.name), journal, waiter)
+        binding.reattach(fs, device(case.name), journal, waiter)
         assert driver_of(case) == case.original, f"{case.name} was not given back"
 
 
@@ -102,7 +102,7 @@ def test_view_through_the_client(on_vfio: Case) -> None:
     case = on_vfio
     dev = device(case.name)
     fds_before = len(os.listdir("/proc/self/fd"))
-    view = vfio.query(Sysfs("/"), dev)
+    view = vfio.query(HostFs("/"), dev)
     assert len(os.listdir("/proc/self/fd")) == fds_before, "the client leaked an fd"
     assert view.api_version == 0
     assert view.iommu_type == "NOIOMMU"
@@ -140,12 +140,12 @@ def test_inspect_text(on_vfio: Case) -> None:
 
 def test_group_held_elsewhere_is_busy(on_vfio: Case) -> None:
     """The kernel allows one open of a group: a second client gets EBUSY, mapped clearly."""
-    sysfs = Sysfs("/")
+    fs = HostFs("/")
     dev = device(on_vfio.name)
-    ref = vfio.find_group(sysfs, dev)
-    with vfio.Group.open(sysfs, vfio.OsSyscalls(), ref):
+    ref = vfio.find_group(fs, dev)
+    with vfio.Group.open(fs, vfio.OsSyscalls(), ref):
         with pytest.raises(vfio.VfioBusyError) as info:
-            vfio.query(sysfs, dev)
+            vfio.query(fs, dev)
     assert ref.node in info.value.what
-    assert vfio.query(sysfs, dev).info.num_regions == 1   # free again once closed
+    assert vfio.query(fs, dev).info.num_regions == 1   # free again once closed
 

@@ -35,7 +35,7 @@ from typing import Literal
 from platform_hostdev.dt.fdt import RawNode
 from platform_hostdev.dt.naming import PredictedDevice, predict_devices
 from platform_hostdev.dt.tree import DeviceTree, Node
-from platform_hostdev.host.fs import BUSES, Sysfs
+from platform_hostdev.host.fs import BUSES, HostFs
 
 __all__ = [
     "FakeHost",
@@ -90,7 +90,7 @@ class FakeHost:
 
     root: Path
     tree: DeviceTree
-    sysfs: Sysfs
+    fs: HostFs
     layout: SysfsLayout
     devices: dict[str, Path] = field(default_factory=dict)      # name -> device dir
     host_paths: dict[str, str] = field(default_factory=dict)    # name -> /sys/devices/...
@@ -102,7 +102,7 @@ class FakeHost:
     # -- look-ups ---------------------------------------------------------------
     def path(self, host_path: str) -> Path:
         """The real path under the root of a host path such as /sys/bus/platform."""
-        return self.sysfs.path(host_path)
+        return self.fs.path(host_path)
 
     def device_dir(self, name: str) -> Path:
         return self.devices[name]
@@ -197,7 +197,7 @@ def build_fake_host(root: Path, dtb: Path | None = None, *, tree: DeviceTree | N
             raise ValueError("give a dtb or a tree")
         tree = DeviceTree.from_dtb(dtb)
     layout = SysfsLayout()
-    host = FakeHost(Path(root), tree, Sysfs(root), layout)
+    host = FakeHost(Path(root), tree, HostFs(root), layout)
     write_devicetree(host.path(layout.DT_BASE), tree)
     for bus in BUSES:
         base = host.path(layout.bus(bus))

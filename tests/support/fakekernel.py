@@ -1,6 +1,6 @@
 """A fake kernel: acts on sysfs writes under a fake host's root as Linux 6.12 does.
 
-:class:`FakeKernel` is a :class:`~platform_hostdev.host.attributes.WritableSysfs`
+:class:`FakeKernel` is a :class:`~platform_hostdev.host.attributes.WritableHostFs`
 over a :class:`~tests.support.fakehost.FakeHost`; the code under test writes
 through it exactly as it writes to the real sysfs. Each rule below mirrors the
 kernel source (6.12) or a fact in /work/shared/reference/kernel.md:
@@ -54,7 +54,7 @@ import subprocess
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 
-from platform_hostdev.host.attributes import AttributeWriteError, WritableSysfs
+from platform_hostdev.host.attributes import AttributeWriteError, WritableHostFs
 from platform_hostdev.host.kmsg import format_record
 from platform_hostdev.host.uevents import SynchronousWaiter
 
@@ -98,7 +98,7 @@ def _sysfs_streq(value: str) -> str:
     return value[:-1] if value.endswith("\n") else value
 
 
-class FakeKernel(WritableSysfs):
+class FakeKernel(WritableHostFs):
     """The kernel side of a fake host: sysfs writes change its tree as Linux would."""
 
     def __init__(self, host: FakeHost, *, drivers: Mapping[str, str] | None = None,

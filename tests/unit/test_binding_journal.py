@@ -12,7 +12,7 @@ from platform_hostdev.binding.journal import (
     JournalError,
     JournalRecord,
 )
-from platform_hostdev.host.fs import Sysfs
+from platform_hostdev.host.fs import HostFs
 from platform_hostdev.host.statefiles import atomic_write
 from pytest_mock import MockerFixture
 
@@ -25,7 +25,7 @@ def _record(**changes: object) -> JournalRecord:
 
 
 def test_round_trip_under_root(tmp_path: Path) -> None:
-    journal = Journal(Sysfs(tmp_path))
+    journal = Journal(HostFs(tmp_path))
     record = _record()
     journal.write(record)
     assert journal.file("9030000.pl061") == tmp_path / "run/platform-hostdev/9030000.pl061.json"
@@ -40,7 +40,7 @@ def test_round_trip_under_root(tmp_path: Path) -> None:
 
 
 def test_write_is_temp_then_rename_without_fsync(tmp_path: Path, mocker: MockerFixture) -> None:
-    journal = Journal(Sysfs(tmp_path))
+    journal = Journal(HostFs(tmp_path))
     journal.write(_record())
     calls: list[str] = []
     real_fsync, real_replace = os.fsync, os.replace
@@ -81,7 +81,7 @@ def test_durable_write_fsyncs_file_then_directory(tmp_path: Path, mocker: Mocker
 
 
 def test_crash_before_rename_keeps_old_record(tmp_path: Path, mocker: MockerFixture) -> None:
-    journal = Journal(Sysfs(tmp_path))
+    journal = Journal(HostFs(tmp_path))
     journal.write(_record())
     mocker.patch("platform_hostdev.binding.journal.os.replace", side_effect=OSError(28, "No space"))
     with pytest.raises(OSError):
@@ -101,7 +101,7 @@ def test_crash_before_rename_keeps_old_record(tmp_path: Path, mocker: MockerFixt
     (json.dumps({**_record().to_json(), "original_driver": 3}), "original_driver"),
 ])
 def test_corrupt_journal_is_a_clear_error(tmp_path: Path, content: str, problem: str) -> None:
-    journal = Journal(Sysfs(tmp_path))
+    journal = Journal(HostFs(tmp_path))
     journal.path.mkdir(parents=True)
     journal.file("9030000.pl061").write_text(content)
     with pytest.raises(JournalError) as caught:
@@ -114,7 +114,7 @@ def test_corrupt_journal_is_a_clear_error(tmp_path: Path, content: str, problem:
 
 
 def test_record_of_another_device_is_refused(tmp_path: Path) -> None:
-    journal = Journal(Sysfs(tmp_path))
+    journal = Journal(HostFs(tmp_path))
     journal.write(_record())
     os.rename(journal.file("9030000.pl061"), journal.file("9010000.pl031"))
     with pytest.raises(JournalError, match="describes device '9030000.pl061'"):
@@ -123,8 +123,8 @@ def test_record_of_another_device_is_refused(tmp_path: Path) -> None:
 
 def test_lock_busy_gives_up_after_timeout(tmp_path: Path) -> None:
     ticks = iter(range(100))
-    holder = Journal(Sysfs(tmp_path))
-    waiter = Journal(Sysfs(tmp_path), clock=lambda: float(next(ticks)), sleep=lambda _: None)
+    holder = Journal(HostFs(tmp_path))
+    waiter = Journal(HostFs(tmp_path), clock=lambda: float(next(ticks)), sleep=lambda _: None)
     with holder.locked():
         with pytest.raises(JournalBusyError, match="holds /run/platform-hostdev/.lock"):
             with waiter.locked(timeout=3):

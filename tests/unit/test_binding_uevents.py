@@ -7,7 +7,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from platform_hostdev.host.fs import Sysfs
+from platform_hostdev.host.fs import HostFs
 from platform_hostdev.host.uevents import SynchronousWaiter, UdevWaiter, UeventTimeoutError
 from pytest_mock import MockerFixture
 
@@ -40,7 +40,7 @@ def test_monitor_started_before_the_write(tmp_path: Path, mocker: MockerFixture,
         (tmp_path / "run/udev/control").touch()
     pyudev = _fake_pyudev(mocker, [])
     monitor = pyudev.Monitor.from_netlink.return_value
-    with UdevWaiter(Sysfs(tmp_path)).watch("amba", "9030000.pl061"):
+    with UdevWaiter(HostFs(tmp_path)).watch("amba", "9030000.pl061"):
         # inside the block is where the caller writes: the monitor must already listen
         assert monitor.start.called
     assert pyudev.Monitor.from_netlink.call_args.kwargs == {"source": source}
@@ -49,7 +49,7 @@ def test_monitor_started_before_the_write(tmp_path: Path, mocker: MockerFixture,
 
 def test_done_already_needs_no_event(tmp_path: Path, mocker: MockerFixture) -> None:
     pyudev = _fake_pyudev(mocker, [])
-    with UdevWaiter(Sysfs(tmp_path)).watch("platform", "a000000.virtio_mmio") as watch:
+    with UdevWaiter(HostFs(tmp_path)).watch("platform", "a000000.virtio_mmio") as watch:
         watch.wait("bind", lambda: True, timeout=5)
     pyudev.Monitor.from_netlink.return_value.poll.assert_not_called()
 
@@ -67,7 +67,7 @@ def test_waits_for_own_bind_event(tmp_path: Path, mocker: MockerFixture) -> None
             bound["now"] = True
         return bound["now"]
 
-    with UdevWaiter(Sysfs(tmp_path)).watch("platform", "a000000.virtio_mmio") as watch:
+    with UdevWaiter(HostFs(tmp_path)).watch("platform", "a000000.virtio_mmio") as watch:
         watch.wait("bind", done, timeout=5)
         assert watch.seen == ["bind"]
     assert poll.call_count == 3
@@ -83,7 +83,7 @@ def test_timeout_is_a_clear_error(tmp_path: Path, mocker: MockerFixture) -> None
         return None
 
     poll.side_effect = slow_poll
-    waiter = UdevWaiter(Sysfs(tmp_path), clock=clock)
+    waiter = UdevWaiter(HostFs(tmp_path), clock=clock)
     with waiter.watch("amba", "9030000.pl061") as watch:
         with pytest.raises(UeventTimeoutError) as caught:
             watch.wait("bind", lambda: False, timeout=2.5)

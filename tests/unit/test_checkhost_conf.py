@@ -10,7 +10,7 @@ from platform_hostdev.checkhost.conf import (
     qemu_conf_checks,
 )
 from platform_hostdev.checkhost.model import FAIL, PASS, WARN, Check, exit_code
-from platform_hostdev.host.fs import Sysfs
+from platform_hostdev.host.fs import HostFs
 
 STOCK = """\
 # Master configuration file for the QEMU driver.
@@ -63,8 +63,8 @@ def test_syntax_errors_name_the_line(text: str, line: int, problem: str) -> None
 
 
 def test_acl_unset_means_defaults_and_fix_keeps_them(tmp_path: object) -> None:
-    sysfs = Sysfs(str(tmp_path))
-    checks = qemu_conf_checks(sysfs, QemuConf({}, False), ["3"], for_domain=True)
+    fs = HostFs(str(tmp_path))
+    checks = qemu_conf_checks(fs, QemuConf({}, False), ["3"], for_domain=True)
     acl = next(c for c in checks if c.check == "qemu.conf cgroup_device_acl")
     assert acl.status == FAIL
     assert "/dev/vfio/vfio, /dev/vfio/3 missing from libvirt's default list" in acl.finding
@@ -74,19 +74,19 @@ def test_acl_unset_means_defaults_and_fix_keeps_them(tmp_path: object) -> None:
 
 def test_acl_replacing_defaults_is_a_warning(tmp_path: object) -> None:
     conf = QemuConf({"cgroup_device_acl": ["/dev/vfio/vfio", "/dev/vfio/3", "/dev/foo"]}, True)
-    checks = qemu_conf_checks(Sysfs(str(tmp_path)), conf, ["3"], for_domain=True)
+    checks = qemu_conf_checks(HostFs(str(tmp_path)), conf, ["3"], for_domain=True)
     acl = checks[0]
     assert acl.status == WARN and "lacks /dev/null" in acl.finding
     assert '"/dev/foo"' in acl.fix  # the user's own entries are kept
 
 
 def test_acl_without_domain_only_warns(tmp_path: object) -> None:
-    checks = qemu_conf_checks(Sysfs(str(tmp_path)), QemuConf({}, False), [], for_domain=False)
+    checks = qemu_conf_checks(HostFs(str(tmp_path)), QemuConf({}, False), [], for_domain=False)
     assert checks[0].status == WARN
 
 
 def test_bad_namespaces_value_fails(tmp_path: object) -> None:
-    checks = qemu_conf_checks(Sysfs(str(tmp_path)), QemuConf({"namespaces": "mount"}, True), [],
+    checks = qemu_conf_checks(HostFs(str(tmp_path)), QemuConf({"namespaces": "mount"}, True), [],
                               for_domain=False)
     assert next(c for c in checks if c.check == "qemu.conf namespaces").status == FAIL
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from platform_hostdev.errors import HostdevError
-from platform_hostdev.host.fs import Sysfs
+from platform_hostdev.host.fs import HostFs
 from platform_hostdev.host.inventory import Device
 from platform_hostdev.vfio import client as vfio
 
@@ -99,14 +99,14 @@ def test_iommu_model_arguments() -> None:
 
 def test_noiommu_group_node(tmp_path: Path) -> None:
     vfio_sysfs(tmp_path, "platform", VIRTIO.name, "vfio-platform", "0")
-    ref = vfio.find_group(Sysfs(tmp_path), VIRTIO)
+    ref = vfio.find_group(HostFs(tmp_path), VIRTIO)
     assert ref == vfio.GroupRef("0", True, "/dev/vfio/noiommu-0")
     assert ref.unsafe
 
 
 def test_iommu_group_node(tmp_path: Path) -> None:
     vfio_sysfs(tmp_path, "amba", PL061.name, "vfio-amba", "7", group_name=None)
-    ref = vfio.find_group(Sysfs(tmp_path), PL061)
+    ref = vfio.find_group(HostFs(tmp_path), PL061)
     assert ref == vfio.GroupRef("7", False, "/dev/vfio/7")
     assert not ref.unsafe
 
@@ -115,7 +115,7 @@ def test_iommu_group_node(tmp_path: Path) -> None:
 def test_not_bound_to_vfio_says_to_detach(tmp_path: Path, driver: str | None) -> None:
     vfio_sysfs(tmp_path, "platform", VIRTIO.name, driver, "0")
     with pytest.raises(vfio.NotBoundError) as info:
-        vfio.find_group(Sysfs(tmp_path), VIRTIO)
+        vfio.find_group(HostFs(tmp_path), VIRTIO)
     assert f"platform-hostdev nodedev-detach {VIRTIO.name}" in info.value.fix
     assert (driver or "not bound to any driver") in info.value.what
 
@@ -123,20 +123,20 @@ def test_not_bound_to_vfio_says_to_detach(tmp_path: Path, driver: str | None) ->
 def test_bound_without_group(tmp_path: Path) -> None:
     vfio_sysfs(tmp_path, "platform", VIRTIO.name, "vfio-platform", None)
     with pytest.raises(vfio.NotBoundError, match="no iommu_group"):
-        vfio.find_group(Sysfs(tmp_path), VIRTIO)
+        vfio.find_group(HostFs(tmp_path), VIRTIO)
 
 
 # ---------------------------------------------------------------- the whole query
 
 def _host(tmp_path: Path, members: dict[str, str | None] | None = None,
-          **fake: Any) -> tuple[Sysfs, FakeVfio]:
+          **fake: Any) -> tuple[HostFs, FakeVfio]:
     vfio_sysfs(tmp_path, "platform", VIRTIO.name, "vfio-platform", "0", members=members)
-    return Sysfs(tmp_path), FakeVfio(device=VIRTIO.name, root=str(tmp_path), **fake)
+    return HostFs(tmp_path), FakeVfio(device=VIRTIO.name, root=str(tmp_path), **fake)
 
 
 def test_query_reads_device_regions_and_irqs(tmp_path: Path) -> None:
-    sysfs, fake = _host(tmp_path)
-    view = vfio.query(sysfs, VIRTIO, fake)
+    fs, fake = _host(tmp_path)
+    view = vfio.query(fs, VIRTIO, fake)
     assert view.info == vfio.DeviceInfo(0x4, 1, 1, 0)
     assert view.info.flag_names == ["PLATFORM"]
     assert view.regions == (vfio.RegionInfo(0, 0x3, 0x200, 0),)
@@ -147,18 +147,18 @@ def test_query_reads_device_regions_and_irqs(tmp_path: Path) -> None:
 
 
 def test_query_several_regions_offsets(tmp_path: Path) -> None:
-    sysfs, fake = _host(tmp_path, regions=[FakeRegion(0x7, 0x1000), FakeRegion(0x3, 0x20)],
+    fs, fake = _host(tmp_path, regions=[FakeRegion(0x7, 0x1000), FakeRegion(0x3, 0x20)],
                         irqs=[FakeIrq(0x7), FakeIrq(0x1)])
-    view = vfio.query(sysfs, VIRTIO, fake)
+    view = vfio.query(fs, VIRTIO, fake)
     assert [(r.size, r.offset, r.mmap) for r in view.regions] == [
         (0x1000, 0, True), (0x20, 1 << 40, False)]
     assert [i.automasked for i in view.irqs] == [True, False]
 
 
 def test_call_order(tmp_path: Path, mocker: Any) -> None:
-    sysfs, fake = _host(tmp_path)
+    fs, fake = _host(tmp_path)
     spy = mocker.spy(fake, "ioctl")
-    vfio.query(sysfs, VIRTIO, fake)
+    vfio.query(fs, VIRTIO, fake)
     names = [c[0] for c in fake.calls]
     order = ["open", "GROUP_SET_CONTAINER", "SET_IOMMU", "GROUP_GET_DEVICE_FD"]
     positions = [names.index(n) for n in order]
@@ -181,22 +181,22 @@ def test_call_order(tmp_path: Path, mocker: Any) -> None:
 
 
 def test_real_groups_use_type1v2_then_type1(tmp_path: Path) -> None:
-    sysfs = Sysfs(tmp_path)
+    fs = HostFs(tmp_path)
     vfio_sysfs(tmp_path, "platform", VIRTIO.name, "vfio-platform", "3", group_name=None)
     fake = FakeVfio(root=str(tmp_path), group_node="/dev/vfio/3", extensions=frozenset({1}))
-    view = vfio.query(sysfs, VIRTIO, fake)
+    view = vfio.query(fs, VIRTIO, fake)
     assert view.iommu_type == "TYPE1"
     assert not view.group.noiommu
     fake2 = FakeVfio(root=str(tmp_path), group_node="/dev/vfio/3", extensions=frozenset({1, 3}))
-    assert vfio.query(sysfs, VIRTIO, fake2).iommu_type == "TYPE1v2"
+    assert vfio.query(fs, VIRTIO, fake2).iommu_type == "TYPE1v2"
 
 
 def test_get_device_fd_before_set_iommu_is_refused_by_the_fake(tmp_path: Path) -> None:
     """The fake enforces the kernel's order, so the order test above can fail."""
-    sysfs, fake = _host(tmp_path)
-    ref = vfio.find_group(sysfs, VIRTIO)
-    with vfio.Container.open(sysfs, fake) as container, \
-            vfio.Group.open(sysfs, fake, ref) as group:
+    fs, fake = _host(tmp_path)
+    ref = vfio.find_group(fs, VIRTIO)
+    with vfio.Container.open(fs, fake) as container, \
+            vfio.Group.open(fs, fake, ref) as group:
         group.set_container(container)
         with pytest.raises(vfio.VfioError, match="GROUP_GET_DEVICE_FD.*Invalid argument"):
             group.device(VIRTIO.name)
@@ -206,9 +206,9 @@ def test_get_device_fd_before_set_iommu_is_refused_by_the_fake(tmp_path: Path) -
 # ---------------------------------------------------------------- errors
 
 def test_no_container_node_says_to_load_vfio(tmp_path: Path) -> None:
-    sysfs, fake = _host(tmp_path, open_errors={"/dev/vfio/vfio": errno.ENOENT})
+    fs, fake = _host(tmp_path, open_errors={"/dev/vfio/vfio": errno.ENOENT})
     with pytest.raises(vfio.VfioError) as info:
-        vfio.query(sysfs, VIRTIO, fake)
+        vfio.query(fs, VIRTIO, fake)
     assert "/dev/vfio/vfio does not exist" in info.value.what
     assert "modprobe vfio" in info.value.fix
     assert info.value.errno == errno.ENOENT
@@ -216,42 +216,42 @@ def test_no_container_node_says_to_load_vfio(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("code", [errno.EACCES, errno.EPERM])
 def test_noiommu_permission_denied_names_cap_sys_rawio(tmp_path: Path, code: int) -> None:
-    sysfs, fake = _host(tmp_path, open_errors={"/dev/vfio/noiommu-0": code})
+    fs, fake = _host(tmp_path, open_errors={"/dev/vfio/noiommu-0": code})
     with pytest.raises(vfio.VfioPermissionError) as info:
-        vfio.query(sysfs, VIRTIO, fake)
+        vfio.query(fs, VIRTIO, fake)
     assert "permission denied opening /dev/vfio/noiommu-0" in info.value.what
     assert "CAP_SYS_RAWIO" in info.value.fix and "root" in info.value.fix
     assert not fake.open_fds
 
 
 def test_group_busy(tmp_path: Path) -> None:
-    sysfs, fake = _host(tmp_path, open_errors={"/dev/vfio/noiommu-0": errno.EBUSY})
+    fs, fake = _host(tmp_path, open_errors={"/dev/vfio/noiommu-0": errno.EBUSY})
     with pytest.raises(vfio.VfioBusyError) as info:
-        vfio.query(sysfs, VIRTIO, fake)
+        vfio.query(fs, VIRTIO, fake)
     assert "busy" in info.value.what and "iommu group 0" in info.value.what
     assert "fuser" in info.value.fix
 
 
 def test_device_busy(tmp_path: Path) -> None:
-    sysfs, fake = _host(tmp_path, ioctl_errors={"GROUP_GET_DEVICE_FD": errno.EBUSY})
+    fs, fake = _host(tmp_path, ioctl_errors={"GROUP_GET_DEVICE_FD": errno.EBUSY})
     with pytest.raises(vfio.VfioBusyError, match="in use"):
-        vfio.query(sysfs, VIRTIO, fake)
+        vfio.query(fs, VIRTIO, fake)
     assert not fake.open_fds
 
 
 def test_group_node_vanished(tmp_path: Path) -> None:
-    sysfs, fake = _host(tmp_path, open_errors={"/dev/vfio/noiommu-0": errno.ENOENT})
+    fs, fake = _host(tmp_path, open_errors={"/dev/vfio/noiommu-0": errno.ENOENT})
     with pytest.raises(vfio.NotBoundError) as info:
-        vfio.query(sysfs, VIRTIO, fake)
+        vfio.query(fs, VIRTIO, fake)
     assert "nodedev-detach" in info.value.fix
 
 
 def test_group_not_viable_names_the_other_devices_and_drivers(tmp_path: Path) -> None:
-    sysfs, fake = _host(tmp_path, viable=False,
+    fs, fake = _host(tmp_path, viable=False,
                         members={"ff0e0000.ethernet": "macb", "ff0f0000.mdio": None,
                                  "ff0d0000.dma": "vfio-platform"})
     with pytest.raises(vfio.GroupNotViableError) as info:
-        vfio.query(sysfs, VIRTIO, fake)
+        vfio.query(fs, VIRTIO, fake)
     assert "ff0e0000.ethernet (macb)" in info.value.what
     assert "ff0f0000.mdio" not in info.value.what      # no driver: does not block
     assert "ff0d0000.dma" not in info.value.what       # already on vfio
@@ -261,16 +261,16 @@ def test_group_not_viable_names_the_other_devices_and_drivers(tmp_path: Path) ->
 
 
 def test_noiommu_model_missing(tmp_path: Path) -> None:
-    sysfs, fake = _host(tmp_path, extensions=frozenset({1, 3}))
+    fs, fake = _host(tmp_path, extensions=frozenset({1, 3}))
     with pytest.raises(vfio.VfioError) as info:
-        vfio.query(sysfs, VIRTIO, fake)
+        vfio.query(fs, VIRTIO, fake)
     assert "enable_unsafe_noiommu_mode=1" in info.value.fix
 
 
 def test_set_container_permission(tmp_path: Path) -> None:
-    sysfs, fake = _host(tmp_path, ioctl_errors={"GROUP_SET_CONTAINER": errno.EPERM})
+    fs, fake = _host(tmp_path, ioctl_errors={"GROUP_SET_CONTAINER": errno.EPERM})
     with pytest.raises(vfio.VfioPermissionError, match="GROUP_SET_CONTAINER"):
-        vfio.query(sysfs, VIRTIO, fake)
+        vfio.query(fs, VIRTIO, fake)
 
 
 def test_every_vfio_error_is_a_user_error() -> None:
@@ -281,8 +281,8 @@ def test_every_vfio_error_is_a_user_error() -> None:
 
 def test_no_region_is_ever_read_or_mapped(tmp_path: Path, mocker: Any) -> None:
     """The client only asks; os.read/pread/mmap on a device fd would be a defect."""
-    sysfs, fake = _host(tmp_path)
+    fs, fake = _host(tmp_path)
     reads = [mocker.patch("os." + name) for name in ("read", "pread", "write", "pwrite")]
     mmap = mocker.patch("mmap.mmap")
-    vfio.query(sysfs, VIRTIO, fake)
+    vfio.query(fs, VIRTIO, fake)
     assert not any(m.called for m in reads) and not mmap.called

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from platform_hostdev.errors import HostdevError
-from platform_hostdev.host.fs import Sysfs
+from platform_hostdev.host.fs import HostFs
 from platform_hostdev.host.statefiles import atomic_write, exclusive_lock
 
 __all__ = [
@@ -112,17 +112,17 @@ class JournalRecord(NamedTuple):
 class Journal:
     """The journal directory under a host root."""
 
-    def __init__(self, sysfs: Sysfs, directory: str = JOURNAL_DIR,
+    def __init__(self, fs: HostFs, directory: str = JOURNAL_DIR,
                  clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] = time.sleep) -> None:
-        self.sysfs = sysfs
+        self.fs = fs
         self.directory = directory
         self._clock = clock
         self._sleep = sleep
 
     @property
     def path(self) -> Path:
-        return self.sysfs.path(self.directory)
+        return self.fs.path(self.directory)
 
     def file(self, device: str) -> Path:
         return self.path / f"{device}.json"

@@ -58,8 +58,8 @@ from platform_hostdev.binding.preflight import (
     vfio_holders,
 )
 from platform_hostdev.errors import HostdevError, HostError
-from platform_hostdev.host.attributes import AttributeWriteError, WritableSysfs, writable
-from platform_hostdev.host.fs import Sysfs
+from platform_hostdev.host.attributes import AttributeWriteError, WritableHostFs, writable
+from platform_hostdev.host.fs import HostFs
 from platform_hostdev.host.kmsg import KernelLog, probe_failure
 from platform_hostdev.host.uevents import UeventTimeoutError, Waiter, Watch
 
@@ -145,9 +145,9 @@ class RecoverAction(NamedTuple):
 class _Mover:
     """The writes of one operation on one device, with journal updates and waits."""
 
-    def __init__(self, sysfs: WritableSysfs, journal: Journal, record: JournalRecord,
+    def __init__(self, fs: WritableHostFs, journal: Journal, record: JournalRecord,
                  watch: Watch, log: KernelLog, on_step: StepHook | None, timeout: float) -> None:
-        self.sysfs = sysfs
+        self.fs = fs
         self.journal = journal
         self.record = record
         self.watch = watch
@@ -162,7 +162,7 @@ class _Mover:
         return self.record.device
 
     def state(self) -> DeviceState:
-        return device_state(self.sysfs, self.record.bus, self.name)
+        return device_state(self.fs, self.record.bus, self.name)
 
     def step(self, step: str, op: str | None = None) -> None:
         self.record = self.record.at(step, op)
@@ -172,7 +172,7 @@ class _Mover:
 
     def write(self, host_path: str, value: str) -> None:
         try:
-            self.sysfs.write_attr(host_path, value)
+            self.fs.write_attr(host_path, value)
         except AttributeWriteError as exc:
             raise HostError(
                 f"writing {value.strip()!r} to {host_path} failed: {exc.strerror} "
@@ -238,7 +238,7 @@ def _restore(mover: _Mover, op: str, steps: bool) -> DeviceState:
 
 # ---------------------------------------------------------------- operations
 
-def detach(sysfs: Sysfs, device: Target, journal: Journal, waiter: Waiter,
+def detach(fs: HostFs, device: Target, journal: Journal, waiter: Waiter,
            runner: Runner | None = None, force: bool = False, *,
            on_step: StepHook | None = None, timeout: float = DEFAULT_TIMEOUT) -> DetachResult:
     """Bind ``device`` to its vfio driver; roll back and raise BindingError on failure.
@@ -251,12 +251,12 @@ def detach(sysfs: Sysfs, device: Target, journal: Journal, waiter: Waiter,
     if bus not in VFIO_DRIVERS:
         raise BindingError(f"{name} is on bus {bus!r}", "only platform and amba devices")
     vfio = VFIO_DRIVERS[bus]
-    if not sysfs.path(device_dir(bus, name)).exists():
+    if not fs.path(device_dir(bus, name)).exists():
         raise HostError(f"{bus} device {name} is not in sysfs ({device_dir(bus, name)})",
                         "it was removed since the scan; run nodedev-list")
     with journal.locked():
         previous = journal.read(name)
-        state = device_state(sysfs, bus, name)
+        state = device_state(fs, bus, name)
         if previous is not None and not previous.complete_detach:
             raise InterruptedOperationError(
                 f"an interrupted {previous.op} of {name} left {journal.host_file(name)} "
@@ -268,10 +268,10 @@ def detach(sysfs: Sysfs, device: Target, journal: Journal, waiter: Waiter,
                 f"nothing to do; 'platform-hostdev nodedev-reattach {name}' gives it back")
         if previous is not None:  # a detach record, but the device left vfio without us
             journal.remove(name)
-        ensure_vfio_driver(sysfs, bus, runner)
+        ensure_vfio_driver(fs, bus, runner)
         if not force:
-            check_iommu(sysfs, name, state)
-            check_reset(sysfs, device)
+            check_iommu(fs, name, state)
+            check_reset(fs, device)
         record = JournalRecord(
             device=name, bus=bus, op="detach", step="planned", vfio_driver=vfio,
             original_driver=state.driver, original_override=state.override,
@@ -279,8 +279,8 @@ def detach(sysfs: Sysfs, device: Target, journal: Journal, waiter: Waiter,
         journal.write(record)
         if on_step is not None:
             on_step(record)
-        with waiter.watch(bus, name) as watch, KernelLog(sysfs) as log:
-            mover = _Mover(writable(sysfs), journal, record, watch, log, on_step, timeout)
+        with waiter.watch(bus, name) as watch, KernelLog(fs) as log:
+            mover = _Mover(writable(fs), journal, record, watch, log, on_step, timeout)
             try:
                 mover.set_override(vfio)
                 mover.step("override-written")
@@ -291,7 +291,7 @@ def detach(sysfs: Sysfs, device: Target, journal: Journal, waiter: Waiter,
                 mover.step("probed")
                 after = mover.state()
                 if after.driver != vfio:
-                    raise explain_probe_failure(sysfs, device, mover.messages, after)
+                    raise explain_probe_failure(fs, device, mover.messages, after)
                 mover.step("detached")
             except (Exception, KeyboardInterrupt) as failure:
                 # Not BaseException: SystemExit/GeneratorExit are not interruptions of
@@ -300,7 +300,7 @@ def detach(sysfs: Sysfs, device: Target, journal: Journal, waiter: Waiter,
                 raise
     return DetachResult(device=name, bus=bus, driver=vfio, original_driver=state.driver,
                         original_override=state.override, iommu_group=after.iommu_group,
-                        noiommu=is_noiommu(sysfs, after.iommu_group))
+                        noiommu=is_noiommu(fs, after.iommu_group))
 
 
 def _roll_back(mover: _Mover, failure: Exception | KeyboardInterrupt) -> None:
@@ -315,7 +315,7 @@ def _roll_back(mover: _Mover, failure: Exception | KeyboardInterrupt) -> None:
     mover.journal.remove(mover.name)
 
 
-def reattach(sysfs: Sysfs, device: Target, journal: Journal, waiter: Waiter,
+def reattach(fs: HostFs, device: Target, journal: Journal, waiter: Waiter,
              runner: Runner | None = None, *, on_step: StepHook | None = None,
              timeout: float = DEFAULT_TIMEOUT) -> ReattachResult:
     """Give a detached device back to its original driver; remove its journal record."""
@@ -324,7 +324,7 @@ def reattach(sysfs: Sysfs, device: Target, journal: Journal, waiter: Waiter,
     vfio = VFIO_DRIVERS.get(bus, "vfio")
     with journal.locked():
         record = journal.read(name)
-        state = device_state(sysfs, bus, name)
+        state = device_state(fs, bus, name)
         if record is not None and not record.complete_detach and record.op == "detach":
             raise InterruptedOperationError(
                 f"an interrupted detach of {name} left {journal.host_file(name)} "
@@ -339,7 +339,7 @@ def reattach(sysfs: Sysfs, device: Target, journal: Journal, waiter: Waiter,
                 original_driver=None, original_override=None, original_known=False,
                 pid=os.getpid(), started=time.time())
         if state.iommu_group is not None and state.driver == vfio:
-            holders = vfio_holders(sysfs, state.iommu_group)
+            holders = vfio_holders(fs, state.iommu_group)
             if holders:
                 users = ", ".join(f"{comm} (pid {pid})" for pid, comm in holders)
                 raise DeviceInUseError(
@@ -350,8 +350,8 @@ def reattach(sysfs: Sysfs, device: Target, journal: Journal, waiter: Waiter,
         journal.write(record)
         if on_step is not None:
             on_step(record)
-        with waiter.watch(bus, name) as watch, KernelLog(sysfs) as log:
-            mover = _Mover(writable(sysfs), journal, record, watch, log, on_step, timeout)
+        with waiter.watch(bus, name) as watch, KernelLog(fs) as log:
+            mover = _Mover(writable(fs), journal, record, watch, log, on_step, timeout)
             final = _restore(mover, "reattach", steps=True)
         journal.remove(name)
     return ReattachResult(device=name, bus=bus, driver=final.driver,
@@ -359,7 +359,7 @@ def reattach(sysfs: Sysfs, device: Target, journal: Journal, waiter: Waiter,
                           original_known=record.original_known)
 
 
-def recover(sysfs: Sysfs, journal: Journal, waiter: Waiter, *,
+def recover(fs: HostFs, journal: Journal, waiter: Waiter, *,
             timeout: float = DEFAULT_TIMEOUT) -> list[RecoverAction]:
     """Restore every device an interrupted detach/reattach left half-way; idempotent.
 
@@ -376,7 +376,7 @@ def recover(sysfs: Sysfs, journal: Journal, waiter: Waiter, *,
                 continue
             if record is None:
                 continue
-            state = device_state(sysfs, record.bus, name)
+            state = device_state(fs, record.bus, name)
             if record.complete_detach:
                 if state.driver == record.vfio_driver:
                     actions.append(RecoverAction(name, "kept", f"detached to {state.driver}"))
@@ -387,8 +387,8 @@ def recover(sysfs: Sysfs, journal: Journal, waiter: Waiter, *,
                         f"no longer bound to {record.vfio_driver} "
                         f"(driver: {state.driver or 'none'})"))
                 continue
-            with waiter.watch(record.bus, name) as watch, KernelLog(sysfs) as log:
-                mover = _Mover(writable(sysfs), journal, record, watch, log, None, timeout)
+            with waiter.watch(record.bus, name) as watch, KernelLog(fs) as log:
+                mover = _Mover(writable(fs), journal, record, watch, log, None, timeout)
                 try:
                     final = _restore(mover, record.op, steps=False)
                 except HostdevError as exc:

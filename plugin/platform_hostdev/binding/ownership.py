@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from platform_hostdev.errors import HostdevError
-from platform_hostdev.host.fs import Sysfs
+from platform_hostdev.host.fs import HostFs
 from platform_hostdev.host.statefiles import atomic_write, exclusive_lock
 
 __all__ = ["OwnerRecord", "Owners", "OwnersBusyError", "OWNERS_DIR", "START_GRACE"]
@@ -71,12 +71,12 @@ class OwnerRecord(NamedTuple):
 
 
 class Owners:
-    """The ownership records of a host (rooted through Sysfs)."""
+    """The ownership records of a host (rooted through HostFs)."""
 
-    def __init__(self, sysfs: Sysfs, clock: Callable[[], float] = time.time,
+    def __init__(self, fs: HostFs, clock: Callable[[], float] = time.time,
                  grace: float = START_GRACE) -> None:
-        self.sysfs = sysfs
-        self.directory = sysfs.path(OWNERS_DIR)
+        self.fs = fs
+        self.directory = fs.path(OWNERS_DIR)
         self.clock = clock
         self.grace = grace
 
@@ -129,11 +129,11 @@ class Owners:
         """libvirt's pid file for the domain names a live QEMU process."""
         if "/" in domain or domain.startswith("."):
             return False
-        text = self.sysfs.read_text(f"{LIBVIRT_RUN}/{domain}.pid")
+        text = self.fs.read_text(f"{LIBVIRT_RUN}/{domain}.pid")
         if not text or not text.strip().isdigit():
             return False
         pid = text.strip()
-        cmdline = self.sysfs.read_text(f"/proc/{pid}/cmdline") or ""
+        cmdline = self.fs.read_text(f"/proc/{pid}/cmdline") or ""
         return "qemu" in cmdline
 
     def is_live(self, record: OwnerRecord) -> bool:

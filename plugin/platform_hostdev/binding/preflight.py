@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from platform_hostdev.errors import HostdevError
 from platform_hostdev.host.attributes import read_bool_param
-from platform_hostdev.host.fs import Sysfs, is_noiommu
+from platform_hostdev.host.fs import HostFs, is_noiommu
 from platform_hostdev.host.kmsg import probe_failure
 
 __all__ = [
@@ -126,22 +126,22 @@ def device_dir(bus: str, name: str) -> str:
     return f"/sys/bus/{bus}/devices/{name}"
 
 
-def device_state(sysfs: Sysfs, bus: str, name: str) -> DeviceState:
+def device_state(fs: HostFs, bus: str, name: str) -> DeviceState:
     """Driver, driver_override and IOMMU group of a device, read now."""
     ddir = device_dir(bus, name)
-    override = sysfs.read_text(ddir + "/driver_override")
+    override = fs.read_text(ddir + "/driver_override")
     value = override.strip() if override is not None else None
     return DeviceState(
-        driver=sysfs.link_name(ddir + "/driver"),
+        driver=fs.link_name(ddir + "/driver"),
         override=None if value in (None, "", "(null)") else value,
-        iommu_group=sysfs.link_name(ddir + "/iommu_group"),
+        iommu_group=fs.link_name(ddir + "/iommu_group"),
     )
 
 
-def ensure_vfio_driver(sysfs: Sysfs, bus: str, runner: Runner | None) -> None:
+def ensure_vfio_driver(fs: HostFs, bus: str, runner: Runner | None) -> None:
     driver, module = VFIO_DRIVERS[bus], VFIO_MODULES[bus]
     drivers_dir = f"/sys/bus/{bus}/drivers/{driver}"
-    if sysfs.path(drivers_dir).is_dir():
+    if fs.path(drivers_dir).is_dir():
         return
     detail = "no modprobe attempted (no process runner)"
     if runner is not None:
@@ -152,7 +152,7 @@ def ensure_vfio_driver(sysfs: Sysfs, bus: str, runner: Runner | None) -> None:
         except (OSError, subprocess.SubprocessError) as exc:
             detail = f"modprobe {module} could not run: {exc}"
         else:
-            if done.returncode == 0 and sysfs.path(drivers_dir).is_dir():
+            if done.returncode == 0 and fs.path(drivers_dir).is_dir():
                 return
             detail = (f"modprobe {module} exited {done.returncode}"
                       + (f": {done.stderr.strip()}" if done.stderr and done.stderr.strip() else ""))
@@ -165,10 +165,10 @@ def ensure_vfio_driver(sysfs: Sysfs, bus: str, runner: Runner | None) -> None:
         "VFIO_NOIOMMU): use a kernel that has them or build the modules out of tree")
 
 
-def check_iommu(sysfs: Sysfs, name: str, state: DeviceState) -> None:
+def check_iommu(fs: HostFs, name: str, state: DeviceState) -> None:
     if state.iommu_group is not None:
         return
-    noiommu = read_bool_param(sysfs, NOIOMMU_PARAM)
+    noiommu = read_bool_param(fs, NOIOMMU_PARAM)
     if noiommu:
         return
     if noiommu is None:
@@ -184,29 +184,29 @@ def check_iommu(sysfs: Sysfs, name: str, state: DeviceState) -> None:
         "put the device behind an enabled IOMMU (an 'iommus' property to an SMMU); " + tail)
 
 
-def kernel_release(sysfs: Sysfs) -> str | None:
-    text = sysfs.read_text("/proc/sys/kernel/osrelease")
+def kernel_release(fs: HostFs) -> str | None:
+    text = fs.read_text("/proc/sys/kernel/osrelease")
     return text.strip() if text else None
 
 
-def has_reset_handler(sysfs: Sysfs, compatible: str) -> bool:
+def has_reset_handler(fs: HostFs, compatible: str) -> bool:
     """Whether a vfio-reset:<compatible> module alias exists (loadable or built in)."""
-    release = kernel_release(sysfs)
+    release = kernel_release(fs)
     if not release:
         return False
     needle = f"alias vfio-reset:{compatible} "
     for table in ("modules.alias", "modules.builtin.alias"):
-        text = sysfs.read_text(f"/lib/modules/{release}/{table}") or ""
+        text = fs.read_text(f"/lib/modules/{release}/{table}") or ""
         if any(line.startswith(needle) for line in text.splitlines()):
             return True
     return False
 
 
-def check_reset(sysfs: Sysfs, target: Target) -> None:
-    if target.bus != "platform" or read_bool_param(sysfs, RESET_REQUIRED_PARAM) is not True:
+def check_reset(fs: HostFs, target: Target) -> None:
+    if target.bus != "platform" or read_bool_param(fs, RESET_REQUIRED_PARAM) is not True:
         return
     first = target.compatible[0] if target.compatible else ""
-    if first and has_reset_handler(sysfs, first):
+    if first and has_reset_handler(fs, first):
         return
     raise ResetRequiredError(
         f"vfio-platform requires a reset handler (reset_required=1) and there is none for "
@@ -218,10 +218,10 @@ def check_reset(sysfs: Sysfs, target: Target) -> None:
         "so its state and any DMA it has set up carry over")
 
 
-def vfio_holders(sysfs: Sysfs, group: str) -> list[tuple[int, str]]:
+def vfio_holders(fs: HostFs, group: str) -> list[tuple[int, str]]:
     """(pid, command) of processes with /dev/vfio/<group> or noiommu-<group> open."""
     nodes = {f"/dev/vfio/{group}", f"/dev/vfio/noiommu-{group}"}
-    proc = sysfs.path("/proc")
+    proc = fs.path("/proc")
     holders = []
     try:
         pids = [int(p) for p in os.listdir(proc) if p.isdigit()]
@@ -234,22 +234,22 @@ def vfio_holders(sysfs: Sysfs, group: str) -> list[tuple[int, str]]:
         except OSError:
             continue
         if targets & nodes:
-            comm = (sysfs.read_text(f"/proc/{pid}/comm") or "?").strip()
+            comm = (fs.read_text(f"/proc/{pid}/comm") or "?").strip()
             holders.append((pid, comm))
     return holders
 
 
 
-def explain_probe_failure(sysfs: Sysfs, target: Target, messages: list[str],
+def explain_probe_failure(fs: HostFs, target: Target, messages: list[str],
                            state: DeviceState) -> ProbeFailedError:
     vfio = VFIO_DRIVERS[target.bus]
     failure = probe_failure(messages, target.name)
     err = failure[1] if failure else None
     logged = f"kernel: probe with driver {vfio} failed with error -{err}" if err else \
         "the kernel log gave no reason"
-    reset_required = read_bool_param(sysfs, RESET_REQUIRED_PARAM) and target.bus == "platform"
+    reset_required = read_bool_param(fs, RESET_REQUIRED_PARAM) and target.bus == "platform"
     no_reset_line = any("No reset function found" in m and target.name in m for m in messages)
-    release = kernel_release(sysfs) or ""
+    release = kernel_release(fs) or ""
     if no_reset_line or (err == errno.ENOENT and reset_required):
         what = f"{vfio} refused {target.name}: no reset handler and reset_required=1 ({logged})"
         fix = ("load vfio-platform with reset_required=0 (risk: the device is not reset between "
@@ -260,7 +260,7 @@ def explain_probe_failure(sysfs: Sysfs, target: Target, messages: list[str],
                 f"({logged}): the vfio-platform reset bug of Debian 6.1 kernels{hint}")
         fix = "use a 6.12 or newer kernel (the bug is fixed there)"
     elif err == errno.EINVAL or (err is None and state.iommu_group is None
-                                 and not read_bool_param(sysfs, NOIOMMU_PARAM)):
+                                 and not read_bool_param(fs, NOIOMMU_PARAM)):
         what = (f"{vfio} refused {target.name}: it has no IOMMU group and vfio's no-IOMMU "
                 f"mode is off ({logged})")
         fix = ("put the device behind an IOMMU, or for tests only: echo 1 > "

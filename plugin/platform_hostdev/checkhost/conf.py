@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from platform_hostdev.checkhost.model import FAIL, PASS, WARN, Check
 from platform_hostdev.errors import HostdevError
-from platform_hostdev.host.fs import Sysfs
+from platform_hostdev.host.fs import HostFs
 from platform_hostdev.host.qemuconf import (
     DEFAULT_GROUP,
     DEFAULT_USER,
@@ -55,9 +55,9 @@ class QemuConf:
     error: HostdevError | None = None
 
 
-def load_qemu_conf(sysfs: Sysfs) -> QemuConf:
+def load_qemu_conf(fs: HostFs) -> QemuConf:
     """/etc/libvirt/qemu.conf below the host root (empty settings when missing or broken)."""
-    text = sysfs.read_text(QEMU_CONF)
+    text = fs.read_text(QEMU_CONF)
     if text is None:
         return QemuConf({}, False)
     try:
@@ -70,7 +70,7 @@ def _acl_line(entries: Sequence[str]) -> str:
     return "cgroup_device_acl = [ " + ", ".join(f'"{e}"' for e in entries) + " ]"
 
 
-def qemu_conf_checks(sysfs: Sysfs, conf: QemuConf, groups: Sequence[str],
+def qemu_conf_checks(fs: HostFs, conf: QemuConf, groups: Sequence[str],
                      for_domain: bool) -> list[Check]:
     """cgroup_device_acl, namespaces and user/group for the VFIO groups a domain needs."""
     if conf.error is not None:
@@ -102,7 +102,7 @@ def qemu_conf_checks(sysfs: Sysfs, conf: QemuConf, groups: Sequence[str],
         checks.append(Check("qemu.conf cgroup_device_acl", PASS,
                             f"holds {', '.join(needed)} and libvirt's defaults"))
     checks.append(_namespaces_check(settings.get("namespaces")))
-    checks.append(_owner_check(sysfs, settings))
+    checks.append(_owner_check(fs, settings))
     return checks
 
 
@@ -118,11 +118,11 @@ def _namespaces_check(value: ConfValue | None) -> Check:
                  "accepts", 'use namespaces = [ "mount" ] (the default) or namespaces = [ ]')
 
 
-def _owner_check(sysfs: Sysfs, settings: dict[str, ConfValue]) -> Check:
+def _owner_check(fs: HostFs, settings: dict[str, ConfValue]) -> Check:
     user = str(settings.get("user", DEFAULT_USER))
     group = str(settings.get("group", DEFAULT_GROUP))
     try:
-        qemu_ids(sysfs, dict(settings))
+        qemu_ids(fs, dict(settings))
     except HostdevError as exc:
         return Check("qemu.conf user/group", FAIL, f"{exc.what}: the hook cannot hand "
                      "/dev/vfio/N over to QEMU", exc.fix)
@@ -144,11 +144,11 @@ def _covers(rule_path: str, rule_perms: str, path: str, perms: str) -> bool:
     return False
 
 
-def _apparmor_rules(sysfs: Sysfs) -> list[tuple[str, str]]:
-    texts = [sysfs.read_text(APPARMOR_LOCAL) or ""]
-    dropin = sysfs.path(_APPARMOR_DROPIN)
+def _apparmor_rules(fs: HostFs) -> list[tuple[str, str]]:
+    texts = [fs.read_text(APPARMOR_LOCAL) or ""]
+    dropin = fs.path(_APPARMOR_DROPIN)
     if dropin.is_dir():
-        texts += [sysfs.read_text(f"{_APPARMOR_DROPIN}/{f.name}") or ""
+        texts += [fs.read_text(f"{_APPARMOR_DROPIN}/{f.name}") or ""
                   for f in sorted(dropin.iterdir()) if f.is_file()]
     rules = []
     for text in texts:
@@ -159,15 +159,15 @@ def _apparmor_rules(sysfs: Sysfs) -> list[tuple[str, str]]:
     return rules
 
 
-def security_checks(sysfs: Sysfs, conf: QemuConf) -> list[Check]:
+def security_checks(fs: HostFs, conf: QemuConf) -> list[Check]:
     """AppArmor rules for QEMU's VFIO and sysfs access, or the SELinux labelling note."""
     if conf.settings.get("security_driver") == "none":
         return [Check("security driver", PASS, 'qemu.conf security_driver = "none": QEMU is '
                       "not confined")]
     checks = []
-    apparmor = (sysfs.read_text("/sys/module/apparmor/parameters/enabled") or "").strip()
+    apparmor = (fs.read_text("/sys/module/apparmor/parameters/enabled") or "").strip()
     if apparmor[:1] in ("Y", "y"):
-        rules = _apparmor_rules(sysfs)
+        rules = _apparmor_rules(fs)
         missing = [(p, m) for p, m in APPARMOR_RULES
                    if not any(_covers(rp, rm, p, m) for rp, rm in rules)]
         if missing:
@@ -180,7 +180,7 @@ def security_checks(sysfs: Sysfs, conf: QemuConf) -> list[Check]:
         else:
             checks.append(Check("AppArmor", PASS, f"enabled; {APPARMOR_LOCAL} allows the VFIO "
                                 "nodes and the sysfs/devicetree reads QEMU does"))
-    enforce = sysfs.read_text("/sys/fs/selinux/enforce")
+    enforce = fs.read_text("/sys/fs/selinux/enforce")
     if enforce is not None and enforce.strip() == "1":
         checks.append(Check(
             "SELinux", WARN, "enforcing: libvirt relabels /dev/vfio/N only for its own "

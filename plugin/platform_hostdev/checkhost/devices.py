@@ -28,7 +28,7 @@ from platform_hostdev.domain.translate import backward, platform_hostdev_element
 from platform_hostdev.domain.validate import check_domain, resolve_hostdevs
 from platform_hostdev.errors import HostdevError
 from platform_hostdev.host.attributes import read_bool_param
-from platform_hostdev.host.fs import Sysfs, is_noiommu
+from platform_hostdev.host.fs import HostFs, is_noiommu
 from platform_hostdev.host.inventory import Device, Inventory
 from platform_hostdev.host.protection import host_usage
 
@@ -62,7 +62,7 @@ def guest_check(root: etree._Element) -> Check:
     return Check("guest", PASS, "aarch64 'virt' machine booted with a device tree")
 
 
-def device_checks(sysfs: Sysfs, inventory: Inventory,
+def device_checks(fs: HostFs, inventory: Inventory,
                   hostdevs: Sequence[PlatformHostdev]) -> tuple[list[Check], list[str]]:
     """Checks of every requested device, and the IOMMU groups QEMU will open."""
     checks: list[Check] = []
@@ -77,13 +77,13 @@ def device_checks(sysfs: Sysfs, inventory: Inventory,
     members = {device.name for _, device in pairs}
     groups: list[str] = []
     for hostdev, device in pairs:
-        checks += _host_use(sysfs, device)
-        iommu = _iommu(sysfs, device)
+        checks += _host_use(fs, device)
+        iommu = _iommu(fs, device)
         checks.append(iommu)
         if iommu.status == PASS and device.iommu_group is not None:
             groups.append(device.iommu_group)
-            checks.append(_viability(sysfs, device.name, device.iommu_group, members))
-        checks.append(_reset(sysfs, device))
+            checks.append(_viability(fs, device.name, device.iommu_group, members))
+        checks.append(_reset(fs, device))
         if not hostdev.managed and device.driver != VFIO_DRIVERS.get(device.bus):
             checks.append(Check(
                 f"{device.name} unmanaged", FAIL, f"managed='no' but bound to "
@@ -93,8 +93,8 @@ def device_checks(sysfs: Sysfs, inventory: Inventory,
     return checks, list(dict.fromkeys(groups))
 
 
-def _host_use(sysfs: Sysfs, device: Device) -> list[Check]:
-    uses = host_usage(sysfs, device)
+def _host_use(fs: HostFs, device: Device) -> list[Check]:
+    uses = host_usage(fs, device)
     if not uses:
         return [Check(f"{device.name} host use", PASS, "not the console, not under a mounted "
                       "filesystem or swap, not on the default route")]
@@ -102,31 +102,31 @@ def _host_use(sysfs: Sysfs, device: Device) -> list[Check]:
                   f"{u.fix}, or choose another device") for u in uses]
 
 
-def _iommu(sysfs: Sysfs, device: Device) -> Check:
+def _iommu(fs: HostFs, device: Device) -> Check:
     name, group = device.name, device.iommu_group
     fix = ("put the device behind an enabled IOMMU (an 'iommus' property pointing to an SMMU "
            "whose driver is loaded); no-IOMMU mode is for user-space drivers and tests only")
     if group is not None:
-        if is_noiommu(sysfs, group):
+        if is_noiommu(fs, group):
             return Check(f"{name} IOMMU group", FAIL, f"group {group} is a no-IOMMU group: QEMU "
                          "cannot use no-IOMMU groups (it never asks for VFIO_NOIOMMU_IOMMU)", fix)
         return Check(f"{name} IOMMU group", PASS, f"group {group} (/dev/vfio/{group})")
-    if read_bool_param(sysfs, NOIOMMU_PARAM):
+    if read_bool_param(fs, NOIOMMU_PARAM):
         return Check(f"{name} IOMMU group", FAIL, "no IOMMU group; vfio's no-IOMMU mode is on, "
                      "but QEMU cannot use no-IOMMU groups", fix)
     return Check(f"{name} IOMMU group", FAIL, "no IOMMU group (no iommu_group link): vfio "
                  "refuses the device (probe fails with EINVAL)", fix)
 
 
-def _viability(sysfs: Sysfs, name: str, group: str, members: set[str]) -> Check:
+def _viability(fs: HostFs, name: str, group: str, members: set[str]) -> Check:
     directory = f"/sys/kernel/iommu_groups/{group}/devices"
     try:
-        others = sorted(os.listdir(sysfs.path(directory)))
+        others = sorted(os.listdir(fs.path(directory)))
     except OSError:
         others = []
     blockers = []
     for member in others:
-        driver = sysfs.link_name(f"{directory}/{member}/driver")
+        driver = fs.link_name(f"{directory}/{member}/driver")
         if member not in members and driver is not None and driver not in _VFIO:
             blockers.append(f"{member} (bound to {driver})")
     if blockers:
@@ -139,11 +139,11 @@ def _viability(sysfs: Sysfs, name: str, group: str, members: set[str]) -> Check:
                  f"IOMMU group {group}: {len(others) or 1} member(s), none held by a host driver")
 
 
-def _reset(sysfs: Sysfs, device: Device) -> Check:
+def _reset(fs: HostFs, device: Device) -> Check:
     name = device.name
     first = device.compatible[0] if device.compatible else ""
-    handler = bool(first) and has_reset_handler(sysfs, first)
-    release = kernel_release(sysfs) or ""
+    handler = bool(first) and has_reset_handler(fs, first)
+    release = kernel_release(fs) or ""
     if not handler and release.startswith("6.1."):
         return Check(f"{name} reset", FAIL, f"kernel {release}: Debian 6.1.y vfio-platform and "
                      "vfio-amba fail to probe a device without a reset handler even with "
@@ -152,7 +152,7 @@ def _reset(sysfs: Sysfs, device: Device) -> Check:
         return Check(f"{name} reset", PASS, f"a vfio reset handler exists for {first}")
     if device.bus != "platform":
         return Check(f"{name} reset", PASS, "vfio-amba needs no reset handler")
-    required = read_bool_param(sysfs, RESET_REQUIRED_PARAM)
+    required = read_bool_param(fs, RESET_REQUIRED_PARAM)
     risk = ("the device is then not reset between host and guest use, so its state and any "
             "DMA it has set up carry over")
     if required is False:

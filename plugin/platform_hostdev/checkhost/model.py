@@ -18,7 +18,7 @@ from lxml import etree
 
 from platform_hostdev.cli.hook import HOOK_DIR, HOOK_NAME
 from platform_hostdev.errors import HostdevError
-from platform_hostdev.host.fs import Sysfs
+from platform_hostdev.host.fs import HostFs
 from platform_hostdev.virt.qemu_caps import QemuCaps, Runner, check_vfio_platform
 
 __all__ = [
@@ -79,14 +79,14 @@ def _module_names(text: str) -> set[str]:
     return names
 
 
-def module_state(sysfs: Sysfs, module: str, runner: Runner | None) -> str:
+def module_state(fs: HostFs, module: str, runner: Runner | None) -> str:
     """"loaded" (or built in), "loadable", "missing", or "unknown" (nothing to tell by)."""
-    if sysfs.path(f"/sys/module/{module}").is_dir():
+    if fs.path(f"/sys/module/{module}").is_dir():
         return "loaded"
-    release = (sysfs.read_text("/proc/sys/kernel/osrelease") or "").strip()
-    dep = sysfs.read_text(f"/lib/modules/{release}/modules.dep") if release else None
+    release = (fs.read_text("/proc/sys/kernel/osrelease") or "").strip()
+    dep = fs.read_text(f"/lib/modules/{release}/modules.dep") if release else None
     if dep is not None:
-        builtin = sysfs.read_text(f"/lib/modules/{release}/modules.builtin") or ""
+        builtin = fs.read_text(f"/lib/modules/{release}/modules.builtin") or ""
         return "loadable" if module in _module_names(dep) | _module_names(builtin) else "missing"
     if runner is None:
         return "unknown"
@@ -97,11 +97,11 @@ def module_state(sysfs: Sysfs, module: str, runner: Runner | None) -> str:
     return "loadable"
 
 
-def module_checks(sysfs: Sysfs, runner: Runner | None) -> list[Check]:
+def module_checks(fs: HostFs, runner: Runner | None) -> list[Check]:
     """vfio, vfio_platform and vfio_amba loaded or loadable."""
     checks = []
     for module, severity, option in _MODULES:
-        state = module_state(sysfs, module, runner)
+        state = module_state(fs, module, runner)
         name = f"{module} module"
         if state == "loaded":
             checks.append(Check(name, PASS, "loaded (or built in)"))
@@ -163,14 +163,14 @@ def memory_check(root: etree._Element) -> Check:
 
 # ---------------------------------------------------------------- the libvirt hook
 
-def _daemon_start(sysfs: Sysfs) -> tuple[str, float] | None:
+def _daemon_start(fs: HostFs) -> tuple[str, float] | None:
     """(daemon name, start time in seconds since the epoch) of the running libvirt daemon."""
     btime = next((float(line.split()[1]) for line in
-                  (sysfs.read_text("/proc/stat") or "").splitlines()
+                  (fs.read_text("/proc/stat") or "").splitlines()
                   if line.startswith("btime ")), None)
     for pidfile in _DAEMON_PIDFILES:
-        pid = (sysfs.read_text(pidfile) or "").strip()
-        stat = sysfs.read_text(f"/proc/{pid}/stat") if pid.isdigit() else None
+        pid = (fs.read_text(pidfile) or "").strip()
+        stat = fs.read_text(f"/proc/{pid}/stat") if pid.isdigit() else None
         if stat is None or btime is None:
             continue
         fields = stat.rsplit(")", 1)[-1].split()
@@ -180,9 +180,9 @@ def _daemon_start(sysfs: Sysfs) -> tuple[str, float] | None:
     return None
 
 
-def hook_checks(sysfs: Sysfs) -> list[Check]:
+def hook_checks(fs: HostFs) -> list[Check]:
     """Our qemu hook installed, executable, and there before the daemon started."""
-    hook = sysfs.path(HOOK)
+    hook = fs.path(HOOK)
     try:
         st = hook.stat()
     except OSError:
@@ -193,7 +193,7 @@ def hook_checks(sysfs: Sysfs) -> list[Check]:
         return [Check("libvirt hook", FAIL, f"{HOOK} is not an executable file: libvirt skips "
                       "it", f"chmod 0755 {HOOK}")]
     checks = [Check("libvirt hook", PASS, f"{HOOK} is installed")]
-    daemon = _daemon_start(sysfs)
+    daemon = _daemon_start(fs)
     if daemon is None:
         checks.append(Check("libvirt hook seen", WARN, "no running libvirtd or virtqemud found "
                             "(/run/libvirtd.pid, /run/virtqemud.pid)",

@@ -6,7 +6,7 @@ message says what was found, the hint how to fix it; the device is back in
 its original state unless the message says otherwise).
 
 Boundaries come from ``ctx.extras`` when a test injects them: ``sysfs`` (a
-:class:`~platform_hostdev.host.fs.Sysfs`, e.g. a fake kernel), ``waiter``,
+:class:`~platform_hostdev.host.fs.HostFs`, e.g. a fake kernel), ``waiter``,
 ``runner``; otherwise the live host's (pyudev uevents, modprobe) for root
 ``/`` and no process runner for other roots.
 """
@@ -25,7 +25,7 @@ from platform_hostdev.binding.operations import (
     subprocess_runner,
 )
 from platform_hostdev.cli.main import Context
-from platform_hostdev.host.fs import Sysfs
+from platform_hostdev.host.fs import HostFs
 from platform_hostdev.host.protection import refuse_if_host_uses
 from platform_hostdev.host.uevents import Waiter, default_waiter
 
@@ -57,20 +57,20 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
 
-def _boundaries(ctx: Context) -> tuple[Sysfs, Journal, Waiter, Runner | None]:
-    sysfs = ctx.extras.get("sysfs") or Sysfs(ctx.root)
-    waiter = ctx.extras.get("waiter") or default_waiter(sysfs)
-    live = os.path.realpath(sysfs.root) == "/"
+def _boundaries(ctx: Context) -> tuple[HostFs, Journal, Waiter, Runner | None]:
+    fs = ctx.extras.get("sysfs") or HostFs(ctx.root)
+    waiter = ctx.extras.get("waiter") or default_waiter(fs)
+    live = os.path.realpath(fs.root) == "/"
     runner = ctx.extras.get("runner") or (subprocess_runner if live else None)
-    return sysfs, Journal(sysfs), waiter, runner
+    return fs, Journal(fs), waiter, runner
 
 
 def cmd_nodedev_detach(args: argparse.Namespace, ctx: Context) -> int:
     device = ctx.inventory().resolve(args.device)
-    sysfs, journal, waiter, runner = _boundaries(ctx)
-    for use in refuse_if_host_uses(sysfs, device, args.force):
+    fs, journal, waiter, runner = _boundaries(ctx)
+    for use in refuse_if_host_uses(fs, device, args.force):
         print(f"warning: --force: {device.name} {use.detail}", file=ctx.err)
-    result = detach(sysfs, device, journal, waiter, runner, force=args.force,
+    result = detach(fs, device, journal, waiter, runner, force=args.force,
                     timeout=args.timeout)
     if args.json:
         ctx.print_json(result._asdict())
@@ -81,8 +81,8 @@ def cmd_nodedev_detach(args: argparse.Namespace, ctx: Context) -> int:
 
 def cmd_nodedev_reattach(args: argparse.Namespace, ctx: Context) -> int:
     device = ctx.inventory().resolve(args.device)
-    sysfs, journal, waiter, runner = _boundaries(ctx)
-    result = reattach(sysfs, device, journal, waiter, runner, timeout=args.timeout)
+    fs, journal, waiter, runner = _boundaries(ctx)
+    result = reattach(fs, device, journal, waiter, runner, timeout=args.timeout)
     if args.json:
         ctx.print_json(result._asdict())
     else:
@@ -100,10 +100,10 @@ def cmd_recover(args: argparse.Namespace, ctx: Context) -> int:
     from platform_hostdev.binding.ownership import Owners
     from platform_hostdev.hook.qemu import HookEnv, release_stale
 
-    sysfs, journal, waiter, runner = _boundaries(ctx)
-    owners = Owners(sysfs)
+    fs, journal, waiter, runner = _boundaries(ctx)
+    owners = Owners(fs)
     with owners.locked():
-        done = release_stale(HookEnv(sysfs, waiter, runner, err=ctx.err), owners, journal,
+        done = release_stale(HookEnv(fs, waiter, runner, err=ctx.err), owners, journal,
                              timeout=args.timeout)
     actions, released = done.journal, done.released
     failed = any(a.action == "failed" for a in actions)

@@ -38,7 +38,7 @@ from platform_hostdev.domain.hostdev import parse_xml
 from platform_hostdev.domain.translate import forward
 from platform_hostdev.domain.validate import domain_emulator
 from platform_hostdev.errors import HostdevError
-from platform_hostdev.host.fs import DT_BASE, Sysfs
+from platform_hostdev.host.fs import DT_BASE, HostFs
 from platform_hostdev.virt.connection import (
     default_uri,
     libvirt_errors,
@@ -77,10 +77,10 @@ def _domain_xml(args: argparse.Namespace, ctx: Context) -> etree._ElementTree:
     return parse_xml(xml, f"the XML of domain {args.target}")
 
 
-def run_checks(sysfs: Sysfs, runner: Runner | None, tree: etree._ElementTree | None,
+def run_checks(fs: HostFs, runner: Runner | None, tree: etree._ElementTree | None,
                ctx: Context) -> list[Check]:
     """Every check, in the order printed; ``tree`` is the domain XML when one was given."""
-    checks = module_checks(sysfs, runner)
+    checks = module_checks(fs, runner)
     groups: list[str] = []
     emulator = None
     if tree is not None:
@@ -88,13 +88,13 @@ def run_checks(sysfs: Sysfs, runner: Runner | None, tree: etree._ElementTree | N
         checks += parsed
         root = tree.getroot()
         checks.append(guest_check(root))
-        if not sysfs.path("/" + DT_BASE).is_dir():
+        if not fs.path("/" + DT_BASE).is_dir():
             checks.append(Check("device tree", FAIL, f"/{DT_BASE} is missing: this host was "
                                 "not booted with a device tree, so it has no platform devices "
                                 "to pass through", "run check-host on the DT-booted arm64 host"))
         elif hostdevs:
             inventory = ctx.inventory()
-            found, groups = device_checks(sysfs, inventory, hostdevs)
+            found, groups = device_checks(fs, inventory, hostdevs)
             checks += found
             try:
                 root = forward(tree, inventory).tree.getroot()
@@ -114,19 +114,19 @@ def run_checks(sysfs: Sysfs, runner: Runner | None, tree: etree._ElementTree | N
     else:
         cache = cache_dir(ctx.env, os.geteuid() == 0)
         checks.append(qemu_check(emulator, lambda e: probe(e, runner, cache)))
-    conf = load_qemu_conf(sysfs)
-    checks += qemu_conf_checks(sysfs, conf, groups, tree is not None)
-    checks += security_checks(sysfs, conf)
-    checks += hook_checks(sysfs)
+    conf = load_qemu_conf(fs)
+    checks += qemu_conf_checks(fs, conf, groups, tree is not None)
+    checks += security_checks(fs, conf)
+    checks += hook_checks(fs)
     return checks
 
 
 def cmd_check_host(args: argparse.Namespace, ctx: Context) -> int:
-    sysfs = ctx.extras.get("sysfs") or Sysfs(ctx.root)
-    live = os.path.realpath(sysfs.root) == "/"
+    fs = ctx.extras.get("sysfs") or HostFs(ctx.root)
+    live = os.path.realpath(fs.root) == "/"
     runner: Runner | None = ctx.extras.get("runner") or (run_process if live else None)
     tree = _domain_xml(args, ctx) if args.target else None
-    checks = run_checks(sysfs, runner, tree, ctx)
+    checks = run_checks(fs, runner, tree, ctx)
     if args.json:
         ctx.print_json([c.to_json() for c in checks])
     else:

@@ -49,7 +49,7 @@ from platform_hostdev.domain.translate import (
 )
 from platform_hostdev.domain.validate import check_emulator, domain_emulator
 from platform_hostdev.errors import HostdevError
-from platform_hostdev.host.fs import DT_BASE, Sysfs
+from platform_hostdev.host.fs import DT_BASE, HostFs
 from platform_hostdev.host.inventory import Inventory
 from platform_hostdev.virt.connection import (
     DEFINE_VALIDATE,
@@ -144,7 +144,7 @@ def _inventory(args: argparse.Namespace, ctx: Context, uri: str | None) -> Inven
         return ctx.inventory()  # type: ignore[no-any-return,unused-ignore]
     if uri is not None and not is_local_uri(uri):
         return None
-    if not Sysfs(ctx.root).path("/" + DT_BASE).is_dir():
+    if not HostFs(ctx.root).path("/" + DT_BASE).is_dir():
         return None
     return ctx.inventory()  # type: ignore[no-any-return,unused-ignore]
 

@@ -10,7 +10,7 @@ from platform_hostdev.domain.hostdev import parse_xml
 from platform_hostdev.domain.translate import to_string
 from platform_hostdev.guestdt.builder import GuestDevice
 from platform_hostdev.guestdt.store import STATE_DIR, GuestDtStore
-from platform_hostdev.host.fs import Sysfs
+from platform_hostdev.host.fs import HostFs
 from platform_hostdev.virt.connection import (
     XML_INACTIVE,
     XML_SECURE,
@@ -34,7 +34,7 @@ def register(sub: Any) -> None:
 
 
 def store_for(ctx: Context) -> GuestDtStore:
-    return GuestDtStore(Sysfs(ctx.root).path(STATE_DIR))
+    return GuestDtStore(HostFs(ctx.root).path(STATE_DIR))
 
 
 def render_chain(devices: list[GuestDevice] | list[dict[str, Any]]) -> str:

@@ -18,7 +18,7 @@ from typing import Any
 
 from platform_hostdev.cli.main import Context
 from platform_hostdev.errors import HostdevError
-from platform_hostdev.host.fs import Sysfs
+from platform_hostdev.host.fs import HostFs
 from platform_hostdev.host.statefiles import atomic_write
 
 __all__ = ["register", "hook_source", "render_hook", "HOOK_DIR", "HOOK_NAME"]
@@ -76,9 +76,9 @@ def render_hook(root: str) -> str:
 
 
 def cmd_install(args: argparse.Namespace, ctx: Context) -> int:
-    sysfs = Sysfs(ctx.root)
-    main_hook = sysfs.path("/etc/libvirt/hooks/qemu")
-    target = sysfs.path(f"{HOOK_DIR}/{HOOK_NAME}")
+    fs = HostFs(ctx.root)
+    main_hook = fs.path("/etc/libvirt/hooks/qemu")
+    target = fs.path(f"{HOOK_DIR}/{HOOK_NAME}")
     wanted = render_hook(ctx.root)
     existed = target.exists()
     if existed:
@@ -97,7 +97,7 @@ def cmd_install(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def cmd_uninstall(args: argparse.Namespace, ctx: Context) -> int:
-    target = Sysfs(ctx.root).path(f"{HOOK_DIR}/{HOOK_NAME}")
+    target = HostFs(ctx.root).path(f"{HOOK_DIR}/{HOOK_NAME}")
     if not target.exists():
         _report(ctx, args, "absent", target, restart=False)
         return 0

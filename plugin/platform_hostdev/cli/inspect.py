@@ -24,7 +24,7 @@ from typing import Any
 from platform_hostdev.cli.main import Context
 from platform_hostdev.cli.table import render_table
 from platform_hostdev.errors import HostdevError
-from platform_hostdev.host.fs import Sysfs
+from platform_hostdev.host.fs import HostFs
 from platform_hostdev.vfio.client import flag_names, query
 from platform_hostdev.vfio.correlate import correlate
 from platform_hostdev.vfio.inspection import Inspection, inspect
@@ -55,7 +55,7 @@ def cmd_inspect(args: argparse.Namespace, ctx: Context) -> int:
     inventory = ctx.inventory()
     device = inventory.resolve(args.device)
     correlation = correlate(inventory.tree, device)
-    view = query(Sysfs(ctx.root), device, ctx.extras.get("vfio_syscalls"))
+    view = query(HostFs(ctx.root), device, ctx.extras.get("vfio_syscalls"))
     result = inspect(correlation, view)
     if args.json:
         ctx.print_json(result.to_json())

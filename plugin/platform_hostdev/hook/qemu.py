@@ -33,7 +33,7 @@ from platform_hostdev.binding.journal import Journal
 from platform_hostdev.binding.ownership import OwnerRecord, Owners
 from platform_hostdev.binding.preflight import VFIO_DRIVERS, Runner, device_state
 from platform_hostdev.errors import HostdevError
-from platform_hostdev.host.fs import Sysfs, is_noiommu
+from platform_hostdev.host.fs import HostFs, is_noiommu
 from platform_hostdev.host.specs import check_spec
 
 if TYPE_CHECKING:
@@ -56,11 +56,11 @@ _WORKING_OPS = ("prepare", "release", "reconnect", "migrate", "restore")  # the 
 class HookEnv:
     """The hook's boundaries (a fake host injects its own)."""
 
-    def __init__(self, sysfs: Sysfs, waiter: Waiter, runner: Runner | None = None, *,
+    def __init__(self, fs: HostFs, waiter: Waiter, runner: Runner | None = None, *,
                  clock: Callable[[], float] = time.time, err: TextIO | None = None,
                  allow_noiommu: bool = False, on_step: Callable[[str], None] | None = None,
                  check_guest_dt: bool = True) -> None:
-        self.sysfs = sysfs
+        self.fs = fs
         self.waiter = waiter
         self.runner = runner
         self.clock = clock
@@ -93,9 +93,9 @@ class _Domain(NamedTuple):
     keys: tuple[str, ...] = ()  # the hostdevs as declared (name or path), in order
 
 
-def _config(sysfs: Sysfs) -> dict[str, str]:
+def _config(fs: HostFs) -> dict[str, str]:
     result = {}
-    for line in (sysfs.read_text(HOOK_CONFIG) or "").splitlines():
+    for line in (fs.read_text(HOOK_CONFIG) or "").splitlines():
         key, sep, value = line.partition("=")
         if sep and not key.strip().startswith("#"):
             result[key.strip()] = value.strip()
@@ -110,10 +110,10 @@ def run(argv: Sequence[str], data: bytes, root: str = "/") -> int:
     args = list(argv) + ["-"] * (4 - len(argv))
     if args[1] not in _WORKING_OPS:
         return 0  # start, started, stopped...: nothing to do, nothing to fail on
-    sysfs = Sysfs(root)
-    env = HookEnv(sysfs, default_waiter(sysfs),
+    fs = HostFs(root)
+    env = HookEnv(fs, default_waiter(fs),
                   subprocess_runner if os.path.realpath(root) == "/" else None,
-                  allow_noiommu=_config(sysfs).get("allow_noiommu") == "yes")
+                  allow_noiommu=_config(fs).get("allow_noiommu") == "yes")
     return dispatch(argv, data, env)
 
 
@@ -126,7 +126,7 @@ def dispatch(argv: Sequence[str], data: bytes, env: HookEnv) -> int:
             return 0
         if op not in _WORKING_OPS:
             return 0
-        domain = _parse_domain(data, name, env.sysfs)
+        domain = _parse_domain(data, name, env.fs)
         if op == "prepare":
             prepare(domain, env)
         elif op == "release":
@@ -158,7 +158,7 @@ def _refuse_migration(data: bytes, op: str) -> None:
                            "--config) and restart the domain before migrating")
 
 
-def _parse_domain(data: bytes, name: str, sysfs: Sysfs) -> _Domain:
+def _parse_domain(data: bytes, name: str, fs: HostFs) -> _Domain:
     from platform_hostdev.domain.domainxml import declared_hostdevs, parse_domain
 
     root = parse_domain(data)
@@ -166,7 +166,7 @@ def _parse_domain(data: bytes, name: str, sysfs: Sysfs) -> _Domain:
     if not uuid:
         raise HostdevError("the domain XML has no <uuid>", "libvirt always sets one")
     declared = declared_hostdevs(root)
-    devices = [resolve_device(sysfs, h.name, h.dt_path, h.managed) for h in declared]
+    devices = [resolve_device(fs, h.name, h.dt_path, h.managed) for h in declared]
     seen: set[str] = set()
     for device in devices:
         if device.name in seen:
@@ -176,7 +176,7 @@ def _parse_domain(data: bytes, name: str, sysfs: Sysfs) -> _Domain:
     return _Domain(name, uuid, devices, root, tuple(h.key for h in declared))
 
 
-def resolve_device(sysfs: Sysfs, name: str | None, dt_path: str | None,
+def resolve_device(fs: HostFs, name: str | None, dt_path: str | None,
                    managed: bool) -> HookDevice:
     """Find a device by sysfs name or DT path without scanning the whole host."""
     for spec in (name, dt_path):
@@ -185,7 +185,7 @@ def resolve_device(sysfs: Sysfs, name: str | None, dt_path: str | None,
     found: tuple[str, str] | None = None
     if name is not None:
         for bus in VFIO_DRIVERS:
-            if sysfs.path(f"/sys/bus/{bus}/devices/{name}").exists():
+            if fs.path(f"/sys/bus/{bus}/devices/{name}").exists():
                 found = (name, bus)
                 break
         if found is None:
@@ -194,9 +194,9 @@ def resolve_device(sysfs: Sysfs, name: str | None, dt_path: str | None,
     else:
         assert dt_path is not None
         for bus in VFIO_DRIVERS:
-            directory = sysfs.path(f"/sys/bus/{bus}/devices")
+            directory = fs.path(f"/sys/bus/{bus}/devices")
             for entry in sorted(os.listdir(directory)) if directory.exists() else []:
-                if sysfs.dt_path_of(f"/sys/bus/{bus}/devices/{entry}") == dt_path:
+                if fs.dt_path_of(f"/sys/bus/{bus}/devices/{entry}") == dt_path:
                     found = (entry, bus)
                     break
             if found:
@@ -206,14 +206,14 @@ def resolve_device(sysfs: Sysfs, name: str | None, dt_path: str | None,
                                "check the path with 'platform-hostdev nodedev-list'")
     dev_name, bus = found
     link = f"/sys/bus/{bus}/devices/{dev_name}"
-    actual = sysfs.dt_path_of(link)
+    actual = fs.dt_path_of(link)
     if dt_path is not None and actual != dt_path:
         raise HostdevError(f"device {dev_name} is DT node {actual}, not {dt_path}",
                            "make <devicetree path> and <device name> name the same device")
-    raw = sysfs.read_text(link + "/of_node/compatible") or ""
+    raw = fs.read_text(link + "/of_node/compatible") or ""
     compatible = tuple(c for c in raw.split("\0") if c)
     return HookDevice(dev_name, bus, actual, compatible, managed,
-                      sysfs.host_path(sysfs.path(link)))
+                      fs.host_path(fs.path(link)))
 
 
 # ------------------------------------------------------------------ recovery
@@ -235,7 +235,7 @@ def release_stale(env: HookEnv, owners: Owners, journal: Journal,
     if journal.devices():  # a record only exists while we have moved a device
         from platform_hostdev.binding.operations import DEFAULT_TIMEOUT, recover
 
-        actions = recover(env.sysfs, journal, env.waiter, timeout=timeout or DEFAULT_TIMEOUT)
+        actions = recover(env.fs, journal, env.waiter, timeout=timeout or DEFAULT_TIMEOUT)
     released = []
     for record in owners.all():
         if owners.is_live(record):
@@ -248,18 +248,18 @@ def release_stale(env: HookEnv, owners: Owners, journal: Journal,
 
 def _give_back(record: OwnerRecord, env: HookEnv, owners: Owners, journal: Journal) -> None:
     if record.node and record.node_owner:
-        path = env.sysfs.path(record.node)
+        path = env.fs.path(record.node)
         if path.exists():
             uid, gid, mode = record.node_owner
             os.chown(path, uid, gid)
             os.chmod(path, mode)
     env.step(f"release:{record.device}:node-restored")
     if record.detached_by_us:
-        state = device_state(env.sysfs, record.bus, record.device)
+        state = device_state(env.fs, record.bus, record.device)
         if state.driver in VFIO_ANY:
             from platform_hostdev.binding.operations import reattach
 
-            reattach(env.sysfs, HookDevice(record.device, record.bus, None, (), True),
+            reattach(env.fs, HookDevice(record.device, record.bus, None, (), True),
                      journal, env.waiter, env.runner)
     env.step(f"release:{record.device}:reattached")
     owners.remove(record.device)
@@ -284,7 +284,7 @@ def check_guest_dt(domain: _Domain, env: HookEnv) -> None:
 
     if not domain.devices or not needs_guest_dtb([d.compatible for d in domain.devices]):
         return
-    store = GuestDtStore(env.sysfs.path(STATE_DIR))
+    store = GuestDtStore(env.fs.path(STATE_DIR))
     ours = store.dtb_path(domain.uuid)
     assert domain.root is not None
     dtb = (domain.root.findtext("os/dtb") or "").strip()
@@ -293,7 +293,7 @@ def check_guest_dt(domain: _Domain, env: HookEnv) -> None:
         raise HostdevError(f"domain {domain.name} has no guest device tree for its platform "
                            "devices (QEMU builds nodes only for calxeda xgmac and AMD xgbe "
                            "and would exit: 'can not be dynamically instantiated')", fix)
-    if dtb != env.sysfs.host_path(ours) and env.sysfs.path(dtb) != ours:
+    if dtb != env.fs.host_path(ours) and env.fs.path(dtb) != ours:
         return  # the user's own DTB: theirs to keep right
     record = store.load_record(domain.uuid)
     if record is None or not ours.exists():
@@ -312,8 +312,8 @@ def check_guest_dt(domain: _Domain, env: HookEnv) -> None:
 def prepare(domain: _Domain, env: HookEnv) -> None:
     if env.check_guest_dt:
         check_guest_dt(domain, env)
-    owners = Owners(env.sysfs, env.clock)
-    journal = Journal(env.sysfs)
+    owners = Owners(env.fs, env.clock)
+    journal = Journal(env.fs)
     with owners.locked():
         release_stale(env, owners, journal)
         done: list[OwnerRecord] = []
@@ -343,7 +343,7 @@ def _take(device: HookDevice, domain: _Domain, env: HookEnv, owners: Owners,
         raise HostdevError(f"device {device.name} is in use by domain {current.domain}",
                            f"stop domain {current.domain} or remove the device from one of "
                            "the two domains")
-    state = device_state(env.sysfs, device.bus, device.name)
+    state = device_state(env.fs, device.bus, device.name)
     vfio = VFIO_DRIVERS[device.bus]
     if device.bus == "amba":
         raise HostdevError(f"{device.name} is an AMBA device; QEMU's vfio-platform refuses "
@@ -363,12 +363,12 @@ def _take(device: HookDevice, domain: _Domain, env: HookEnv, owners: Owners,
     from platform_hostdev.binding.operations import detach
     from platform_hostdev.host.protection import refuse_if_host_uses
 
-    refuse_if_host_uses(env.sysfs, device, force=False)  # console, mounted disk, route
+    refuse_if_host_uses(env.fs, device, force=False)  # console, mounted disk, route
     record = record.at(detached_by_us=True)
     owners.write(record)  # before the first sysfs write: release knows to give it back
     env.step(f"prepare:{device.name}:recorded")
     try:
-        detach(env.sysfs, device, journal, env.waiter, env.runner)
+        detach(env.fs, device, journal, env.waiter, env.runner)
     except (Exception, KeyboardInterrupt):
         owners.remove(device.name)  # detach rolled the device back itself
         raise
@@ -379,22 +379,22 @@ def _take(device: HookDevice, domain: _Domain, env: HookEnv, owners: Owners,
 def _check_groups(domain: _Domain, env: HookEnv) -> None:
     ours = {d.name for d in domain.devices}
     for device in domain.devices:
-        state = device_state(env.sysfs, device.bus, device.name)
+        state = device_state(env.fs, device.bus, device.name)
         group = state.iommu_group
         if group is None:
             raise HostdevError(f"{device.name} has no IOMMU group after binding to vfio",
                                "the device needs an IOMMU (check 'platform-hostdev check-host')")
-        if is_noiommu(env.sysfs, group) and not env.allow_noiommu:
+        if is_noiommu(env.fs, group) and not env.allow_noiommu:
             raise HostdevError(f"{device.name} is in a no-IOMMU group; QEMU cannot use "
                                "no-IOMMU groups (it never opens /dev/vfio/noiommu-N)",
                                "the device needs an IOMMU; no-IOMMU mode is only for "
                                "user-space drivers and tests")
-        members = env.sysfs.path(f"/sys/kernel/iommu_groups/{group}/devices")
+        members = env.fs.path(f"/sys/kernel/iommu_groups/{group}/devices")
         blockers = []
         for member in sorted(os.listdir(members)) if members.exists() else []:
             if member in ours:
                 continue
-            driver = env.sysfs.link_name(f"/sys/kernel/iommu_groups/{group}/devices/"
+            driver = env.fs.link_name(f"/sys/kernel/iommu_groups/{group}/devices/"
                                          f"{member}/driver")
             if driver is not None and driver not in VFIO_ANY:
                 blockers.append(f"{member} (driver {driver})")
@@ -409,11 +409,11 @@ def _hand_over_node(record: OwnerRecord, env: HookEnv, owners: Owners) -> OwnerR
     """chown /dev/vfio/N to QEMU's user; its original owner is recorded first."""
     from platform_hostdev.host.qemuconf import qemu_ids
 
-    state = device_state(env.sysfs, record.bus, record.device)
+    state = device_state(env.fs, record.bus, record.device)
     group = state.iommu_group
     assert group is not None
-    node = f"/dev/vfio/{'noiommu-' if is_noiommu(env.sysfs, group) else ''}{group}"
-    path = env.sysfs.path(node)
+    node = f"/dev/vfio/{'noiommu-' if is_noiommu(env.fs, group) else ''}{group}"
+    path = env.fs.path(node)
     if not path.exists():
         raise HostdevError(f"{node} for {record.device} does not exist",
                            "is the vfio module loaded and devtmpfs mounted?")
@@ -421,7 +421,7 @@ def _hand_over_node(record: OwnerRecord, env: HookEnv, owners: Owners) -> OwnerR
     before: Sequence[int] = [st.st_uid, st.st_gid, st.st_mode & 0o7777]
     if record.node_owner:  # adopted from an earlier run: keep the true original
         before = record.node_owner
-    uid, gid = qemu_ids(env.sysfs)
+    uid, gid = qemu_ids(env.fs)
     record = record.at(group=group, node=node, node_owner=before)
     owners.write(record)  # before the chown: a crash after it still knows the original
     os.chown(path, uid, gid)
@@ -430,8 +430,8 @@ def _hand_over_node(record: OwnerRecord, env: HookEnv, owners: Owners) -> OwnerR
 
 
 def release(domain: _Domain, env: HookEnv) -> None:
-    owners = Owners(env.sysfs, env.clock)
-    journal = Journal(env.sysfs)
+    owners = Owners(env.fs, env.clock)
+    journal = Journal(env.fs)
     problems = []
     with owners.locked():
         # Finish interrupted binding work first (a killed prepare), then give back.
@@ -450,7 +450,7 @@ def release(domain: _Domain, env: HookEnv) -> None:
 
 def reconnect(domain: _Domain, env: HookEnv) -> None:
     """Adopt a running domain's devices after a daemon restart (never fails the domain)."""
-    owners = Owners(env.sysfs, env.clock)
+    owners = Owners(env.fs, env.clock)
     with owners.locked():
         for device in domain.devices:
             current = owners.read(device.name)
@@ -459,7 +459,7 @@ def reconnect(domain: _Domain, env: HookEnv) -> None:
                       f"{current.domain}, not {domain.name}; left as it is", file=env.err)
                 continue
             if current is None:
-                state = device_state(env.sysfs, device.bus, device.name)
+                state = device_state(env.fs, device.bus, device.name)
                 owners.write(OwnerRecord(device.name, device.bus, domain.name, domain.uuid,
                                          device.managed, detached_by_us=False,
                                          state="prepared", group=state.iommu_group,

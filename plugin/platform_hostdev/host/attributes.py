@@ -3,7 +3,7 @@
 A sysfs attribute must be written with one ``write(2)`` of the whole value:
 the kernel's store callback sees exactly that buffer, and its return value
 (an errno such as ENODEV from ``unbind`` when the device is not bound to that
-driver) comes back as the write's error. :class:`WritableSysfs` is the one
+driver) comes back as the write's error. :class:`WritableHostFs` is the one
 place that does such writes; a fake kernel subclasses it and acts on the
 writes the way the real kernel does.
 """
@@ -12,9 +12,9 @@ from __future__ import annotations
 import errno
 import os
 
-from platform_hostdev.host.fs import Sysfs
+from platform_hostdev.host.fs import HostFs
 
-__all__ = ["WritableSysfs", "AttributeWriteError", "writable", "read_bool_param"]
+__all__ = ["WritableHostFs", "AttributeWriteError", "writable", "read_bool_param"]
 
 
 class AttributeWriteError(OSError):
@@ -30,8 +30,8 @@ class AttributeWriteError(OSError):
         return errno.errorcode.get(self.errno or 0, str(self.errno))
 
 
-class WritableSysfs(Sysfs):
-    """A :class:`Sysfs` that can also write attributes; the kernel acts on each write."""
+class WritableHostFs(HostFs):
+    """A :class:`HostFs` that can also write attributes; the kernel acts on each write."""
 
     def write_attr(self, host_path: str, value: str) -> None:
         """Write ``value`` to the attribute with one write(2); AttributeWriteError on refusal."""
@@ -50,14 +50,14 @@ class WritableSysfs(Sysfs):
             raise AttributeWriteError(errno.EIO, host_path, value)
 
 
-def writable(sysfs: Sysfs) -> WritableSysfs:
+def writable(fs: HostFs) -> WritableHostFs:
     """``sysfs`` itself when it can write (e.g. a fake kernel), else a writer on the same root."""
-    return sysfs if isinstance(sysfs, WritableSysfs) else WritableSysfs(sysfs.root)
+    return fs if isinstance(fs, WritableHostFs) else WritableHostFs(fs.root)
 
 
-def read_bool_param(sysfs: Sysfs, host_path: str) -> bool | None:
+def read_bool_param(fs: HostFs, host_path: str) -> bool | None:
     """A bool module parameter ("Y"/"N" in sysfs); None when the file does not exist."""
-    text = sysfs.read_text(host_path)
+    text = fs.read_text(host_path)
     if text is None:
         return None
     return text.strip()[:1] in ("Y", "y", "1")

@@ -1,6 +1,6 @@
-"""The host as seen through a filesystem root (default ``/``): :class:`Sysfs`.
+"""The host as seen through a filesystem root (default ``/``): :class:`HostFs`.
 
-Every host path goes through a Sysfs, so a fake host is a directory tree: the
+Every host path goes through a HostFs, so a fake host is a directory tree: the
 devices under ``<root>/sys/bus/<bus>/devices``, the device tree under
 ``<root>/sys/firmware/devicetree/base``. How devices are enumerated (pyudev
 on a live host, files elsewhere) is in :mod:`sources`. This module stays
@@ -15,7 +15,7 @@ from platform_hostdev.errors import HostError
 
 __all__ = [
     "BUSES",
-    "Sysfs",
+    "HostFs",
     "parse_uevent",
     "is_noiommu",
     "NOIOMMU_GROUP_NAME",
@@ -38,7 +38,7 @@ def parse_uevent(text: str) -> dict[str, str]:
     return result
 
 
-class Sysfs:
+class HostFs:
     """Paths and reads under a filesystem root; every host path goes through here."""
 
     def __init__(self, root: str | os.PathLike[str] = "/") -> None:
@@ -84,9 +84,9 @@ class Sysfs:
         return "/" if rel == "." else "/" + rel
 
 
-def is_noiommu(sysfs: Sysfs, group: str | None) -> bool:
+def is_noiommu(fs: HostFs, group: str | None) -> bool:
     """Whether IOMMU group ``group`` is one of vfio's no-IOMMU groups."""
     if group is None:
         return False
-    name = sysfs.read_text(f"/sys/kernel/iommu_groups/{group}/name")
+    name = fs.read_text(f"/sys/kernel/iommu_groups/{group}/name")
     return (name or "").strip() == NOIOMMU_GROUP_NAME

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from platform_hostdev.dt.naming import predict_devices
 from platform_hostdev.dt.tree import DeviceTree
 from platform_hostdev.errors import DeviceNotFoundError
-from platform_hostdev.host.fs import BUSES, DT_BASE, Sysfs
+from platform_hostdev.host.fs import BUSES, DT_BASE, HostFs
 from platform_hostdev.host.sources import device_source
 from platform_hostdev.host.specs import check_spec
 
@@ -104,9 +104,9 @@ def load_inventory(root: str | os.PathLike[str] = "/", dtb: str | None = None) -
             for p in predict_devices(tree)
         ]
         return Inventory(tree, devices)
-    sysfs = Sysfs(root)
-    tree = DeviceTree.from_sysfs(sysfs.path("/" + DT_BASE))
-    source = device_source(sysfs)
+    fs = HostFs(root)
+    tree = DeviceTree.from_sysfs(fs.path("/" + DT_BASE))
+    source = device_source(fs)
     devices = []
     for bus in BUSES:
         for host_device in source.devices(bus):

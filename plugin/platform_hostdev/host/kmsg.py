@@ -16,7 +16,7 @@ import os
 import re
 from types import TracebackType
 
-from platform_hostdev.host.fs import Sysfs
+from platform_hostdev.host.fs import HostFs
 
 __all__ = ["KernelLog", "probe_failure", "format_record"]
 
@@ -31,8 +31,8 @@ def format_record(message: str, seq: int, level: int = 3, usec: int = 0) -> str:
 class KernelLog:
     """Messages the kernel logs from now on; a context manager that owns the open log."""
 
-    def __init__(self, sysfs: Sysfs) -> None:
-        self._path = sysfs.path("/dev/kmsg")
+    def __init__(self, fs: HostFs) -> None:
+        self._path = fs.path("/dev/kmsg")
         self._fd: int | None = None
         self._pending = b""
 

@@ -16,7 +16,7 @@ transport, counts for the controller):
 * the network interface carrying a default route: /proc/net/route and
   /proc/net/ipv6_route, then /sys/class/net/IF/device.
 
-Everything is read through :class:`~platform_hostdev.host.fs.Sysfs`, so a fake
+Everything is read through :class:`~platform_hostdev.host.fs.HostFs`, so a fake
 host keeps its /proc files under its root. :func:`refuse_if_host_uses` is the
 guard binding calls before detaching a device.
 """
@@ -28,7 +28,7 @@ from collections.abc import Iterator, Sequence
 from typing import NamedTuple, Protocol
 
 from platform_hostdev.errors import HostdevError
-from platform_hostdev.host.fs import DT_BASE, Sysfs
+from platform_hostdev.host.fs import DT_BASE, HostFs
 
 __all__ = [
     "HostUse",
@@ -74,20 +74,20 @@ class HostUseError(HostdevError):
         self.uses = list(uses)
 
 
-def host_usage(sysfs: Sysfs, device: Usable) -> list[HostUse]:
+def host_usage(fs: HostFs, device: Usable) -> list[HostUse]:
     """Every use the host makes of ``device`` (empty when it is free to take)."""
-    base = device.sysfs_path or sysfs.host_path(
-        sysfs.path(f"/sys/bus/{device.bus}/devices/{device.name}"))
-    return [*_console_uses(sysfs, device, base), *_storage_uses(sysfs, base),
-            *_network_uses(sysfs, base)]
+    base = device.sysfs_path or fs.host_path(
+        fs.path(f"/sys/bus/{device.bus}/devices/{device.name}"))
+    return [*_console_uses(fs, device, base), *_storage_uses(fs, base),
+            *_network_uses(fs, base)]
 
 
-def refuse_if_host_uses(sysfs: Sysfs, device: Usable, force: bool) -> list[HostUse]:
+def refuse_if_host_uses(fs: HostFs, device: Usable, force: bool) -> list[HostUse]:
     """Raise :class:`HostUseError` when the host uses ``device``, unless ``force``.
 
     Returns the uses found (with ``force``, the caller prints them as warnings).
     """
-    uses = host_usage(sysfs, device)
+    uses = host_usage(fs, device)
     if uses and not force:
         frees = "; ".join(dict.fromkeys(u.fix for u in uses))
         raise HostUseError(
@@ -99,18 +99,18 @@ def refuse_if_host_uses(sysfs: Sysfs, device: Usable, force: bool) -> list[HostU
 
 # ---------------------------------------------------------------- helpers
 
-def _below(sysfs: Sysfs, host_path: str, base: str) -> bool:
+def _below(fs: HostFs, host_path: str, base: str) -> bool:
     """Whether the sysfs object at ``host_path`` resolves to ``base`` or below it."""
-    real = sysfs.path(host_path)
+    real = fs.path(host_path)
     if not real.exists():
         return False
-    resolved = sysfs.host_path(real)
+    resolved = fs.host_path(real)
     return resolved == base or resolved.startswith(base.rstrip("/") + "/")
 
 
-def _lines(sysfs: Sysfs, *candidates: str) -> list[str]:
+def _lines(fs: HostFs, *candidates: str) -> list[str]:
     for host_path in candidates:
-        text = sysfs.read_text(host_path)
+        text = fs.read_text(host_path)
         if text is not None:
             return text.splitlines()
     return []
@@ -133,22 +133,22 @@ def cmdline_consoles(cmdline: str) -> tuple[list[str], list[str]]:
     return consoles, earlycons
 
 
-def _console_uses(sysfs: Sysfs, device: Usable, base: str) -> Iterator[HostUse]:
-    consoles, earlycons = cmdline_consoles(sysfs.read_text("/proc/cmdline") or "")
+def _console_uses(fs: HostFs, device: Usable, base: str) -> Iterator[HostUse]:
+    consoles, earlycons = cmdline_consoles(fs.read_text("/proc/cmdline") or "")
     sources: dict[str, list[str]] = {}   # tty -> where it was named
     for value in consoles:
         sources.setdefault(value.split(",", 1)[0], []).append(f"console={value}")
-    for tty in (sysfs.read_text("/sys/class/tty/console/active") or "").split():
+    for tty in (fs.read_text("/sys/class/tty/console/active") or "").split():
         sources.setdefault(tty, []).append("/sys/class/tty/console/active")
-    for line in _lines(sysfs, "/proc/consoles"):
+    for line in _lines(fs, "/proc/consoles"):
         if line.split():
             sources.setdefault(line.split()[0], []).append("/proc/consoles")
     named = [tty for tty, _ in sources.items()
              if "/" not in tty and tty not in (".", "..")
-             and _below(sysfs, f"/sys/class/tty/{tty}/device", base)]
+             and _below(fs, f"/sys/class/tty/{tty}/device", base)]
     reasons = [s for tty in named for s in sources[tty]]
     reasons += [f"earlycon={v}" if v else "earlycon" for v in earlycons
-                if _earlycon_is(sysfs, v, device)]
+                if _earlycon_is(fs, v, device)]
     if reasons:
         what = ", ".join(dict.fromkeys(reasons))
         yield HostUse("console", f"is the host console ({what}): detaching it cuts off the "
@@ -156,14 +156,14 @@ def _console_uses(sysfs: Sysfs, device: Usable, base: str) -> Iterator[HostUse]:
                       "port you keep) and without earlycon on it")
 
 
-def _earlycon_is(sysfs: Sysfs, value: str, device: Usable) -> bool:
+def _earlycon_is(fs: HostFs, value: str, device: Usable) -> bool:
     """``earlycon=NAME,[mmio32,]0xADDR`` at the device's address, or a bare earlycon
     whose /chosen/stdout-path is the device."""
     if not value:
-        raw = sysfs.read_text(f"/{DT_BASE}/chosen/stdout-path") or ""
+        raw = fs.read_text(f"/{DT_BASE}/chosen/stdout-path") or ""
         target = raw.split("\0", 1)[0].split(":", 1)[0]
         if target and not target.startswith("/"):  # an alias
-            alias = sysfs.read_text(f"/{DT_BASE}/aliases/{target}") if "/" not in target else None
+            alias = fs.read_text(f"/{DT_BASE}/aliases/{target}") if "/" not in target else None
             target = (alias or "").split("\0", 1)[0]
         return bool(target) and target == device.dt_path
     unit = device.name.split(".", 1)[0]
@@ -178,10 +178,10 @@ def _earlycon_is(sysfs: Sysfs, value: str, device: Usable) -> bool:
 
 # ---------------------------------------------------------------- storage
 
-def mount_entries(sysfs: Sysfs) -> list[tuple[str, str, str | None]]:
+def mount_entries(fs: HostFs) -> list[tuple[str, str, str | None]]:
     """(source, mount point, "MAJ:MIN" or None) of every mount of the host."""
     entries: list[tuple[str, str, str | None]] = []
-    for line in _lines(sysfs, "/proc/self/mountinfo"):
+    for line in _lines(fs, "/proc/self/mountinfo"):
         fields = line.split()
         if " - " not in line or len(fields) < 5:
             continue
@@ -190,7 +190,7 @@ def mount_entries(sysfs: Sysfs) -> list[tuple[str, str, str | None]]:
                         fields[2]))
     if entries:
         return entries
-    for line in _lines(sysfs, "/proc/self/mounts", "/proc/mounts"):
+    for line in _lines(fs, "/proc/self/mounts", "/proc/mounts"):
         fields = line.split()
         if len(fields) >= 2:
             entries.append((_unescape(fields[0]), _unescape(fields[1]), None))
@@ -202,16 +202,16 @@ def _unescape(text: str) -> str:
     return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), text)
 
 
-def _block_dirs(sysfs: Sysfs, source: str, majmin: str | None) -> list[str]:
+def _block_dirs(fs: HostFs, source: str, majmin: str | None) -> list[str]:
     """sysfs block directories behind a mount source, stacked devices followed."""
     start: str | None = None
-    if majmin and sysfs.path(f"/sys/dev/block/{majmin}").exists():
+    if majmin and fs.path(f"/sys/dev/block/{majmin}").exists():
         start = f"/sys/dev/block/{majmin}"
     elif source.startswith("/dev/"):
-        node = sysfs.path(source)
+        node = fs.path(source)
         name = os.path.basename(os.path.realpath(node)) if node.exists() else \
             os.path.basename(source)
-        if sysfs.path(f"/sys/class/block/{name}").exists():
+        if fs.path(f"/sys/class/block/{name}").exists():
             start = f"/sys/class/block/{name}"
     if start is None:
         return []
@@ -220,26 +220,26 @@ def _block_dirs(sysfs: Sysfs, source: str, majmin: str | None) -> list[str]:
     while stack and len(found) < 64:
         current = stack.pop()
         found.append(current)
-        slaves = sysfs.path(current + "/slaves")
+        slaves = fs.path(current + "/slaves")
         if slaves.is_dir():
             stack += [f"{current}/slaves/{s}" for s in sorted(os.listdir(slaves))]
     return found
 
 
-def _storage_uses(sysfs: Sysfs, base: str) -> Iterator[HostUse]:
+def _storage_uses(fs: HostFs, base: str) -> Iterator[HostUse]:
     held: dict[str, list[str]] = {}
-    for source, mountpoint, majmin in mount_entries(sysfs):
-        if any(_below(sysfs, d, base) for d in _block_dirs(sysfs, source, majmin)):
+    for source, mountpoint, majmin in mount_entries(fs):
+        if any(_below(fs, d, base) for d in _block_dirs(fs, source, majmin)):
             held.setdefault(source, []).append(mountpoint)
     for source, points in held.items():
         where = ", ".join(points)
         yield HostUse("mount", f"holds {source}, mounted on {where}: detaching it loses the "
                       "data being written there and can hang the host",
                       f"unmount {where} (and drop it from /etc/fstab) first")
-    for line in _lines(sysfs, "/proc/swaps")[1:]:
+    for line in _lines(fs, "/proc/swaps")[1:]:
         fields = line.split()
         if len(fields) >= 2 and fields[1] == "partition" and any(
-                _below(sysfs, d, base) for d in _block_dirs(sysfs, fields[0], None)):
+                _below(fs, d, base) for d in _block_dirs(fs, fields[0], None)):
             yield HostUse("swap", f"holds the host's swap {fields[0]}: detaching it crashes "
                           "processes whose memory is swapped out", f"swapoff {fields[0]} first")
 
@@ -262,11 +262,11 @@ def default_route_interfaces(route: str, ipv6_route: str) -> list[str]:
     return list(dict.fromkeys(found))
 
 
-def _network_uses(sysfs: Sysfs, base: str) -> Iterator[HostUse]:
-    interfaces = default_route_interfaces(sysfs.read_text("/proc/net/route") or "",
-                                          sysfs.read_text("/proc/net/ipv6_route") or "")
+def _network_uses(fs: HostFs, base: str) -> Iterator[HostUse]:
+    interfaces = default_route_interfaces(fs.read_text("/proc/net/route") or "",
+                                          fs.read_text("/proc/net/ipv6_route") or "")
     for iface in interfaces:
-        if "/" not in iface and _below(sysfs, f"/sys/class/net/{iface}/device", base):
+        if "/" not in iface and _below(fs, f"/sys/class/net/{iface}/device", base):
             yield HostUse("network", f"carries the host's default route ({iface}): detaching "
                           "it can cut off network access to the host",
                           f"move the default route off {iface} first")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 
 from platform_hostdev.errors import HostdevError
-from platform_hostdev.host.fs import Sysfs
+from platform_hostdev.host.fs import HostFs
 
 __all__ = ["parse_conf", "read_qemu_conf", "qemu_ids", "QEMU_CONF", "ConfValue",
            "ConfSyntaxError", "DEFAULT_USER", "DEFAULT_GROUP"]
@@ -113,28 +113,28 @@ def parse_conf(text: str, what: str = "the config file") -> dict[str, ConfValue]
     return settings
 
 
-def read_qemu_conf(sysfs: Sysfs) -> dict[str, ConfValue]:
-    text = sysfs.read_text(QEMU_CONF)
+def read_qemu_conf(fs: HostFs) -> dict[str, ConfValue]:
+    text = fs.read_text(QEMU_CONF)
     return parse_conf(text, QEMU_CONF) if text else {}
 
 
-def _lookup(sysfs: Sysfs, table: str, name: str) -> int | None:
+def _lookup(fs: HostFs, table: str, name: str) -> int | None:
     if name.startswith("+") and name[1:].isdigit():
         return int(name[1:])
-    for line in (sysfs.read_text(table) or "").splitlines():
+    for line in (fs.read_text(table) or "").splitlines():
         fields = line.split(":")
         if len(fields) >= 3 and fields[0] == name and fields[2].isdigit():
             return int(fields[2])
     return None
 
 
-def qemu_ids(sysfs: Sysfs, settings: dict[str, ConfValue] | None = None) -> tuple[int, int]:
+def qemu_ids(fs: HostFs, settings: dict[str, ConfValue] | None = None) -> tuple[int, int]:
     """The uid and gid QEMU runs as (qemu.conf user/group, Debian's defaults otherwise)."""
-    settings = read_qemu_conf(sysfs) if settings is None else settings
+    settings = read_qemu_conf(fs) if settings is None else settings
     user = str(settings.get("user", DEFAULT_USER))
     group = str(settings.get("group", DEFAULT_GROUP))
-    uid = _lookup(sysfs, "/etc/passwd", user)
-    gid = _lookup(sysfs, "/etc/group", group)
+    uid = _lookup(fs, "/etc/passwd", user)
+    gid = _lookup(fs, "/etc/group", group)
     if uid is None or gid is None:
         missing = user if uid is None else group
         raise HostdevError(f"qemu.conf's QEMU {'user' if uid is None else 'group'} "

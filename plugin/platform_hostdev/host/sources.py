@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from platform_hostdev.host.fs import Sysfs, parse_uevent
+from platform_hostdev.host.fs import HostFs, parse_uevent
 
 __all__ = ["HostDevice", "DeviceSource", "SysfsDeviceSource", "UdevDeviceSource",
            "device_source"]
@@ -36,8 +36,8 @@ class HostDevice:
                 if f"OF_COMPATIBLE_{i}" in self.uevent]
 
 
-def _read_override(sysfs: Sysfs, device_dir: str) -> str | None:
-    value = sysfs.read_text(device_dir + "/driver_override")
+def _read_override(fs: HostFs, device_dir: str) -> str | None:
+    value = fs.read_text(device_dir + "/driver_override")
     if value is None:
         return None
     value = value.strip()
@@ -53,11 +53,11 @@ class DeviceSource(Protocol):
 class SysfsDeviceSource:
     """Devices read straight from ``<root>/sys/bus/<bus>/devices`` files."""
 
-    def __init__(self, sysfs: Sysfs) -> None:
-        self.sysfs = sysfs
+    def __init__(self, fs: HostFs) -> None:
+        self.fs = fs
 
     def devices(self, bus: str) -> list[HostDevice]:
-        directory = self.sysfs.path(f"/sys/bus/{bus}/devices")
+        directory = self.fs.path(f"/sys/bus/{bus}/devices")
         try:
             names = sorted(os.listdir(directory))
         except FileNotFoundError:
@@ -66,17 +66,17 @@ class SysfsDeviceSource:
 
     def device(self, bus: str, name: str) -> HostDevice:
         link = f"/sys/bus/{bus}/devices/{name}"
-        real = self.sysfs.host_path(self.sysfs.path(link))
-        uevent = parse_uevent(self.sysfs.read_text(link + "/uevent") or "")
-        dt_path = self.sysfs.dt_path_of(link) or uevent.get("OF_FULLNAME")
+        real = self.fs.host_path(self.fs.path(link))
+        uevent = parse_uevent(self.fs.read_text(link + "/uevent") or "")
+        dt_path = self.fs.dt_path_of(link) or uevent.get("OF_FULLNAME")
         return HostDevice(
             name=name,
             bus=bus,
             sysfs_path=real,
             dt_path=dt_path,
-            driver=self.sysfs.link_name(link + "/driver"),
-            driver_override=_read_override(self.sysfs, link),
-            iommu_group=self.sysfs.link_name(link + "/iommu_group"),
+            driver=self.fs.link_name(link + "/driver"),
+            driver_override=_read_override(self.fs, link),
+            iommu_group=self.fs.link_name(link + "/iommu_group"),
             uevent=uevent,
         )
 
@@ -84,10 +84,10 @@ class SysfsDeviceSource:
 class UdevDeviceSource:
     """Devices from libudev (pyudev) on the live host; sysfs for the links udev lacks."""
 
-    def __init__(self, sysfs: Sysfs) -> None:
+    def __init__(self, fs: HostFs) -> None:
         import pyudev  # imported only here: the hook's fast path must not pay for it
 
-        self.sysfs = sysfs
+        self.fs = fs
         self.context = pyudev.Context()
 
     def devices(self, bus: str) -> list[HostDevice]:
@@ -99,20 +99,20 @@ class UdevDeviceSource:
                 name=dev.sys_name,
                 bus=bus,
                 sysfs_path=dev.sys_path,
-                dt_path=props.get("OF_FULLNAME") or self.sysfs.dt_path_of(link),
+                dt_path=props.get("OF_FULLNAME") or self.fs.dt_path_of(link),
                 driver=dev.driver,
-                driver_override=_read_override(self.sysfs, link),
-                iommu_group=self.sysfs.link_name(link + "/iommu_group"),
+                driver_override=_read_override(self.fs, link),
+                iommu_group=self.fs.link_name(link + "/iommu_group"),
                 uevent=props,
             ))
         return sorted(result, key=lambda d: d.name)
 
 
-def device_source(sysfs: Sysfs) -> DeviceSource:
+def device_source(fs: HostFs) -> DeviceSource:
     """pyudev on the live root, plain files elsewhere (fake hosts, chroots)."""
-    if os.path.realpath(sysfs.root) == "/":
+    if os.path.realpath(fs.root) == "/":
         try:
-            return UdevDeviceSource(sysfs)
+            return UdevDeviceSource(fs)
         except ImportError:
             pass
-    return SysfsDeviceSource(sysfs)
+    return SysfsDeviceSource(fs)

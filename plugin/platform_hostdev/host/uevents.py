@@ -28,7 +28,7 @@ from contextlib import contextmanager
 from typing import Any, Protocol
 
 from platform_hostdev.errors import HostError
-from platform_hostdev.host.fs import Sysfs
+from platform_hostdev.host.fs import HostFs
 
 __all__ = [
     "Watch",
@@ -88,8 +88,8 @@ class _UdevWatch:
 class UdevWaiter:
     """Bind/unbind uevents of the live host through pyudev (imported only when used)."""
 
-    def __init__(self, sysfs: Sysfs, clock: Callable[[], float] = time.monotonic) -> None:
-        self.sysfs = sysfs
+    def __init__(self, fs: HostFs, clock: Callable[[], float] = time.monotonic) -> None:
+        self.fs = fs
         self._clock = clock
 
     @contextmanager
@@ -100,7 +100,7 @@ class UdevWaiter:
             raise HostError("pyudev is not installed: cannot wait for bind uevents",
                             "install python3-pyudev (apt) or pyudev (pip)") from exc
         context = pyudev.Context()
-        source = "udev" if os.path.exists(self.sysfs.path("/run/udev/control")) else "kernel"
+        source = "udev" if os.path.exists(self.fs.path("/run/udev/control")) else "kernel"
         monitor = pyudev.Monitor.from_netlink(context, source=source)
         monitor.filter_by(subsystem=bus)
         monitor.start()  # the socket closes when the monitor is collected
@@ -142,9 +142,9 @@ class SynchronousWaiter:
                 watch.events.append(action)
 
 
-def default_waiter(sysfs: Sysfs) -> Waiter:
+def default_waiter(fs: HostFs) -> Waiter:
     """pyudev on the live root (imported at the first watch); elsewhere a waiter that
     only checks the result."""
-    if os.path.realpath(sysfs.root) == "/":
-        return UdevWaiter(sysfs)
+    if os.path.realpath(fs.root) == "/":
+        return UdevWaiter(fs)
     return SynchronousWaiter()

@@ -22,7 +22,7 @@ kernel. It only asks the kernel what the regions and interrupts are.
 
 The system calls go through a :class:`Syscalls` object (default
 :class:`OsSyscalls`), so tests can substitute a fake ioctl; every path goes
-through :class:`~platform_hostdev.host.fs.Sysfs`, so /dev and /sys follow its root.
+through :class:`~platform_hostdev.host.fs.HostFs`, so /dev and /sys follow its root.
 """
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ from types import TracebackType
 from typing import Any, Protocol
 
 from platform_hostdev.errors import HostdevError
-from platform_hostdev.host.fs import NOIOMMU_GROUP_NAME, Sysfs
+from platform_hostdev.host.fs import NOIOMMU_GROUP_NAME, HostFs
 from platform_hostdev.host.inventory import Device as InventoryDevice
 
 __all__ = [
@@ -237,36 +237,36 @@ def _device_dir(device: InventoryDevice) -> str:
     return f"/sys/bus/{device.bus}/devices/{device.name}"
 
 
-def group_members(sysfs: Sysfs, number: str) -> list[tuple[str, str | None]]:
+def group_members(fs: HostFs, number: str) -> list[tuple[str, str | None]]:
     """(device name, bound driver or None) for every device of iommu group ``number``."""
     directory = f"/sys/kernel/iommu_groups/{number}/devices"
     try:
-        names = sorted(os.listdir(sysfs.path(directory)))
+        names = sorted(os.listdir(fs.path(directory)))
     except FileNotFoundError:
         return []
-    return [(name, sysfs.link_name(f"{directory}/{name}/driver")) for name in names]
+    return [(name, fs.link_name(f"{directory}/{name}/driver")) for name in names]
 
 
-def find_group(sysfs: Sysfs, device: InventoryDevice) -> GroupRef:
+def find_group(fs: HostFs, device: InventoryDevice) -> GroupRef:
     """The VFIO group of a device bound to its vfio driver; NotBoundError otherwise."""
     base = _device_dir(device)
     wanted = VFIO_DRIVERS.get(device.bus)
     if wanted is None:
         raise NotBoundError(f"device {device.name} is on bus {device.bus!r}, which has no "
                             "vfio platform driver", "only platform and amba devices qualify")
-    driver = sysfs.link_name(base + "/driver")
+    driver = fs.link_name(base + "/driver")
     if driver != wanted:
         bound = f"bound to {driver}" if driver else "not bound to any driver"
         raise NotBoundError(
             f"device {device.name} is {bound}, not {wanted}: VFIO cannot see it",
             f"run 'platform-hostdev nodedev-detach {device.name}' first")
-    number = sysfs.link_name(base + "/iommu_group")
+    number = fs.link_name(base + "/iommu_group")
     if number is None:
         raise NotBoundError(
             f"device {device.name} is bound to {wanted} but has no iommu_group link",
             "the vfio driver did not register it; unbind and bind again "
             "(platform-hostdev nodedev-reattach, then nodedev-detach)")
-    name = (sysfs.read_text(f"/sys/kernel/iommu_groups/{number}/name") or "").strip()
+    name = (fs.read_text(f"/sys/kernel/iommu_groups/{number}/name") or "").strip()
     noiommu = name == NOIOMMU_GROUP_NAME
     node = f"/dev/vfio/noiommu-{number}" if noiommu else f"/dev/vfio/{number}"
     return GroupRef(number, noiommu, node)
@@ -382,9 +382,9 @@ class _Fd:
         return IOCTLS[name].unpack(buffer)
 
 
-def _open(syscalls: Syscalls, sysfs: Sysfs, host_path: str, group: GroupRef | None) -> int:
+def _open(syscalls: Syscalls, fs: HostFs, host_path: str, group: GroupRef | None) -> int:
     try:
-        return syscalls.open(str(sysfs.path(host_path)), os.O_RDWR)
+        return syscalls.open(str(fs.path(host_path)), os.O_RDWR)
     except OSError as exc:
         raise _open_error(host_path, group, exc) from None
 
@@ -395,8 +395,8 @@ class Container(_Fd):
     PATH = "/dev/vfio/vfio"
 
     @classmethod
-    def open(cls, sysfs: Sysfs, syscalls: Syscalls) -> Container:
-        return cls(syscalls, _open(syscalls, sysfs, cls.PATH, None), cls.PATH)
+    def open(cls, fs: HostFs, syscalls: Syscalls) -> Container:
+        return cls(syscalls, _open(syscalls, fs, cls.PATH, None), cls.PATH)
 
     def __enter__(self) -> Container:
         return self
@@ -433,8 +433,8 @@ class Group(_Fd):
         self.ref = ref
 
     @classmethod
-    def open(cls, sysfs: Sysfs, syscalls: Syscalls, ref: GroupRef) -> Group:
-        return cls(syscalls, _open(syscalls, sysfs, ref.node, ref), ref)
+    def open(cls, fs: HostFs, syscalls: Syscalls, ref: GroupRef) -> Group:
+        return cls(syscalls, _open(syscalls, fs, ref.node, ref), ref)
 
     def __enter__(self) -> Group:
         return self
@@ -524,8 +524,8 @@ def _ioctl_error(name: str, label: str, exc: OSError) -> VfioError:
 
 # ---------------------------------------------------------------- the whole query
 
-def _not_viable(sysfs: Sysfs, device: InventoryDevice, ref: GroupRef) -> GroupNotViableError:
-    members = group_members(sysfs, ref.number)
+def _not_viable(fs: HostFs, device: InventoryDevice, ref: GroupRef) -> GroupNotViableError:
+    members = group_members(fs, ref.number)
     others = [f"{name} ({driver or 'no driver'})" for name, driver in members
               if name != device.name and driver is not None
               and driver not in VFIO_DRIVERS.values()]
@@ -536,19 +536,19 @@ def _not_viable(sysfs: Sysfs, device: InventoryDevice, ref: GroupRef) -> GroupNo
         "detach every device of the group (platform-hostdev nodedev-detach DEVICE for each)")
 
 
-def query(sysfs: Sysfs, device: InventoryDevice, syscalls: Syscalls | None = None) -> VfioView:
+def query(fs: HostFs, device: InventoryDevice, syscalls: Syscalls | None = None) -> VfioView:
     """Open the device through VFIO and read its device, region and IRQ info."""
     syscalls = syscalls or OsSyscalls()
-    ref = find_group(sysfs, device)
-    with Container.open(sysfs, syscalls) as container:
+    ref = find_group(fs, device)
+    with Container.open(fs, syscalls) as container:
         version = container.api_version()
         if version != VFIO_API_VERSION:
             raise VfioError(f"unknown VFIO API version {version} (expected {VFIO_API_VERSION})",
                             "this client speaks the container/group API of Linux >= 3.6")
         model = container.choose_iommu(ref.noiommu)
-        with Group.open(sysfs, syscalls, ref) as group:
+        with Group.open(fs, syscalls, ref) as group:
             if not group.viable():
-                raise _not_viable(sysfs, device, ref)
+                raise _not_viable(fs, device, ref)
             group.set_container(container)
             container.set_iommu(model)
             with group.device(device.name) as handle:
