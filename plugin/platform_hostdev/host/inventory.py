@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from platform_hostdev.dt.naming import predict_devices
 from platform_hostdev.dt.tree import DeviceTree
 from platform_hostdev.errors import DeviceNotFoundError
-from platform_hostdev.host.fs import BUSES, DT_BASE, HostFs
+from platform_hostdev.host.boundary import Host, host_at
+from platform_hostdev.host.fs import BUSES, DT_BASE
 from platform_hostdev.host.sources import device_source
 from platform_hostdev.host.specs import check_spec
 
@@ -90,8 +91,13 @@ class Inventory:
         raise DeviceNotFoundError(spec)
 
 
-def load_inventory(root: str | os.PathLike[str] = "/", dtb: str | None = None) -> Inventory:
-    """Scan a host rooted at ``root``, or predict the devices of a DTB file."""
+def load_inventory(host: Host | str | os.PathLike[str] = "/",
+                   dtb: str | None = None) -> Inventory:
+    """Scan a host, or predict the devices of a DTB file (``dtb``: the host is not read).
+
+    ``host`` is a :class:`~platform_hostdev.host.boundary.Host` or a filesystem
+    root (``host_at(root)``); pyudev enumerates the live host, files any other.
+    """
     if dtb is not None:
         tree = DeviceTree.from_dtb(dtb)
         devices = [
@@ -104,9 +110,11 @@ def load_inventory(root: str | os.PathLike[str] = "/", dtb: str | None = None) -
             for p in predict_devices(tree)
         ]
         return Inventory(tree, devices)
-    fs = HostFs(root)
+    if not isinstance(host, Host):
+        host = host_at(host)
+    fs = host.fs
     tree = DeviceTree.from_sysfs(fs.path("/" + DT_BASE))
-    source = device_source(fs)
+    source = device_source(fs, host.live)
     devices = []
     for bus in BUSES:
         for host_device in source.devices(bus):

@@ -1,8 +1,9 @@
 """How the platform and amba devices of a host are enumerated.
 
-On a live host (root ``/``) pyudev is the enumeration and uevent source,
-behind the :class:`DeviceSource` interface; libudev cannot be pointed at a
-fake tree, so a non-``/`` root is read from the sysfs files directly.
+On the live host (``Host.live``, :mod:`platform_hostdev.host.boundary`) pyudev
+is the enumeration source, behind the :class:`DeviceSource` interface;
+libudev cannot be pointed at a fake tree, so any other root is read from the
+sysfs files directly.
 """
 from __future__ import annotations
 
@@ -108,9 +109,10 @@ class UdevDeviceSource:
         return sorted(result, key=lambda d: d.name)
 
 
-def device_source(fs: HostFs) -> DeviceSource:
-    """pyudev on the live root, plain files elsewhere (fake hosts, chroots)."""
-    if os.path.realpath(fs.root) == "/":
+def device_source(fs: HostFs, live: bool) -> DeviceSource:
+    """pyudev on the live host (``live``, from the Host), plain files elsewhere (fake
+    hosts, chroots), and when pyudev is missing."""
+    if live:
         try:
             return UdevDeviceSource(fs)
         except ImportError:
