@@ -6,9 +6,11 @@ Run from the repository root:
     .venv/bin/python benchmarks/bench_cli.py [--rounds 30] [--interpreter /usr/bin/python3]
 
 Each case runs as a subprocess of ``--interpreter`` (default: the python
-running this script), with ``plugin/`` on PYTHONPATH, against the zcu102
-board's DTB from Debian's arm64 kernel package (fetched and cached as the
-tests do, tests/support/corpus.py):
+running this script), with ``plugin/`` on PYTHONPATH, started as the
+``platform-hostdev`` console script starts it (``from platform_hostdev.cli.main
+import main; sys.exit(main())``), against the zcu102 board's DTB from
+Debian's arm64 kernel package (fetched and cached as the tests do,
+tests/support/corpus.py):
 
 * (a) ``<python> -c pass``: the interpreter's bare start (the baseline);
 * (b) ``platform-hostdev --dtb zynqmp-zcu102-rev1.0.dtb show ff0e0000.ethernet``;
@@ -59,7 +61,9 @@ def main() -> int:
     dtb = str(board_dtb(BOARD))
     env = dict(os.environ, PYTHONPATH=str(REPO / "plugin"))
     python = args.interpreter
-    tool = [python, "-m", "platform_hostdev"]
+    # what pip's console script for the entry point runs (no runpy, unlike python -m)
+    tool = [python, "-c", "import sys; from platform_hostdev.cli.main import main; "
+            "sys.exit(main())"]
     cases = {
         "(a) python -c pass": [python, "-c", "pass"],
         f"(b) show {DEVICE}": [*tool, "--dtb", dtb, "show", DEVICE],

@@ -205,9 +205,10 @@ def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'platform_hostdev' has no attribute {name!r}")
-    import importlib
+    import sys
 
-    value = getattr(importlib.import_module(_H + module), name)
+    __import__(_H + module)
+    value = getattr(sys.modules[_H + module], name)
     globals()[name] = value  # the next look-up does not come here
     return value
 

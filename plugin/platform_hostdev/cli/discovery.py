@@ -101,8 +101,8 @@ def cmd_show(args: argparse.Namespace, ctx: Context) -> int:
         ctx.print_json(data)
     else:
         ctx.print(render_correlation(correlation))
-        from platform_hostdev.cli.guestdt import render_chain
-
+        if placements:
+            from platform_hostdev.cli.guestdt import render_chain
         for uuid, chain in placements:
             ctx.print(f"\nIn the guest of domain {uuid} (host DT -> VFIO -> guest):")
             ctx.print(render_chain([chain]))
@@ -154,6 +154,6 @@ def render_correlation(c: Correlation) -> str:
 def _irq_flag_names(flags: int | None) -> str:
     if flags is None:
         return "? (trigger unknown)"
-    from platform_hostdev.vfio.client import flag_names
+    from platform_hostdev.vfio.uapi import flag_names
 
     return "|".join(flag_names("irq", flags))

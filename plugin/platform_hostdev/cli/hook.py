@@ -30,12 +30,14 @@ def configure(name: str, p: argparse.ArgumentParser) -> None:
     """The actions of ``hook`` (install, uninstall) and their handlers."""
     hook_sub = p.add_subparsers(dest="hook_command", metavar="ACTION")
     hook_sub.required = True
-    i = hook_sub.add_parser("install", help=f"install the hook into {HOOK_DIR}")
+    i = hook_sub.add_parser("install", help=f"install the hook into {HOOK_DIR}",
+                            formatter_class=p.formatter_class)
     i.add_argument("--force", action="store_true",
                    help="replace a different file of the same name")
     i.add_argument("--json", action="store_true", help="machine-readable output")
     i.set_defaults(handler=cmd_install)
-    u = hook_sub.add_parser("uninstall", help="remove the hook")
+    u = hook_sub.add_parser("uninstall", help="remove the hook",
+                            formatter_class=p.formatter_class)
     u.add_argument("--json", action="store_true", help="machine-readable output")
     u.set_defaults(handler=cmd_uninstall)
 

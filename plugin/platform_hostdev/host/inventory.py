@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from platform_hostdev.dt.naming import predict_devices
 from platform_hostdev.dt.tree import DeviceTree
@@ -29,8 +29,7 @@ def nodedev_name(bus: str, name: str) -> str:
     return f"{bus}_" + re.sub(r"[^A-Za-z0-9]", "_", name)
 
 
-@dataclass(frozen=True)
-class Device:
+class Device(NamedTuple):
     """A platform or amba device: its identity on the host and in the device tree."""
 
     name: str
@@ -50,22 +49,18 @@ class Device:
         return nodedev_name(self.bus, self.name)
 
 
-@dataclass
 class Inventory:
     """Every device of a host or DTB, indexed by name, DT path, alias and nodedev name."""
 
-    tree: DeviceTree
-    devices: list[Device]
-    by_name: dict[str, Device] = field(init=False)
-    by_path: dict[str, Device] = field(init=False)
-    by_alias: dict[str, Device] = field(init=False)
-    by_nodedev: dict[str, Device] = field(init=False)
+    __slots__ = ("tree", "devices", "by_name", "by_path", "by_alias", "by_nodedev")
 
-    def __post_init__(self) -> None:
+    def __init__(self, tree: DeviceTree, devices: list[Device]) -> None:
+        self.tree = tree
+        self.devices = devices
         self.by_name = {d.name: d for d in self.devices}
         self.by_path = {d.dt_path: d for d in self.devices if d.dt_path}
         self.by_nodedev = {d.nodedev_name: d for d in self.devices}
-        self.by_alias = {}
+        self.by_alias: dict[str, Device] = {}
         for alias, path in self.tree.aliases.items():
             device = self.by_path.get(path)
             if device is not None:

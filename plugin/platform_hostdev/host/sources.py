@@ -8,8 +8,7 @@ sysfs files directly.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from platform_hostdev.host.fs import HostFs, parse_uevent
 
@@ -17,8 +16,7 @@ __all__ = ["HostDevice", "DeviceSource", "SysfsDeviceSource", "UdevDeviceSource"
            "device_source"]
 
 
-@dataclass(frozen=True)
-class HostDevice:
+class HostDevice(NamedTuple):
     """A platform or amba device as the host kernel shows it."""
 
     name: str
@@ -28,7 +26,7 @@ class HostDevice:
     driver: str | None
     driver_override: str | None
     iommu_group: str | None          # "3", or None when the device has none
-    uevent: dict[str, str] = field(default_factory=dict, compare=False)
+    uevent: dict[str, str] = {}
 
     @property
     def compatible(self) -> list[str]:
