@@ -233,6 +233,16 @@ def test_synced_domain_passes_and_a_changed_one_is_refused(kernel: FakeKernel) -
         VIRTIO.encode(), VIRTIO2.encode()), synced=False)[0] == 1  # device changed
 
 
+def test_a_memory_size_libvirt_would_refuse_is_out_of_date_not_a_traceback(
+        kernel: FakeKernel) -> None:
+    xml = synced_domain(kernel.root, "vm1", [VIRTIO], memory_mib=512)
+    odd = xml.replace(b'<memory unit="MiB">512</memory>', b'<memory unit="MiB">lots</memory>')
+    assert odd != xml
+    code, err = run_hook(kernel, "vm1", "prepare", odd, synced=False)
+    assert code == 1 and "is out of date (memory: 536870912 -> 'lots')" in err
+    assert "Traceback" not in err
+
+
 def test_a_domain_with_its_own_dtb_is_left_to_its_owner(kernel: FakeKernel) -> None:
     xml = libvirt_domain("vm1", [VIRTIO]).replace(
         b"</os>", b"<dtb>/srv/boards/handmade.dtb</dtb></os>")

@@ -36,6 +36,8 @@ TPM_TIS_SIZE = 0x5000  # hw/tpm/tpm_tis_sysbus.c: TPM_TIS_ADDR_SIZE
 
 @dataclass
 class SyncResult:
+    """A domain's XML with ``<os><dtb>`` set (or removed), its guest DTB and what it holds."""
+
     tree: etree._ElementTree          # the domain XML with <os><dtb> set or removed
     dtb_path: str | None
     devices: list[GuestDevice] = field(default_factory=list)
