@@ -11,7 +11,13 @@ from platform_hostdev.domain.hostdev import parse_xml
 from platform_hostdev.domain.translate import forward, to_string
 from platform_hostdev.dt.fdt import RawNode, build_dtb
 from platform_hostdev.errors import HostdevError
-from platform_hostdev.guestdt.store import STATE_DIR, GuestDtStore, fingerprint, fingerprint_inputs
+from platform_hostdev.guestdt.store import (
+    STATE_DIR,
+    GuestDtStore,
+    fingerprint,
+    fingerprint_inputs,
+    inputs_match,
+)
 
 __all__ = ["user_domain", "libvirt_domain", "synced_domain", "with_guest_dt"]
 
@@ -80,8 +86,11 @@ def with_guest_dt(root: Path, xml: bytes) -> bytes:
     keys = [h.key for h in declared]
     store = GuestDtStore(root / STATE_DIR.lstrip("/"))
     try:
-        path = store.save(uuid, build_dtb(RawNode("")), fingerprint(dom, keys),
-                          fingerprint_inputs(dom, keys), [])
+        path = store.dtb_path(uuid)
+        record = store.load_record(uuid)
+        if not (record and path.exists() and inputs_match(record.get("inputs"), dom, keys)):
+            store.save(uuid, build_dtb(RawNode("")), fingerprint(dom, keys),
+                       fingerprint_inputs(dom, keys), [])
     except HostdevError:  # a malformed UUID: the hook refuses it on its own
         return xml
     return xml.replace(b"</os>", f"<dtb>{STATE_DIR}/guest-dt/{path.name}</dtb></os>".encode())

@@ -89,9 +89,9 @@ class Context:
     def host(self) -> Host:
         """The host the command acts on (built once from ``root`` unless injected)."""
         if self._host is None:
-            from platform_hostdev.host.boundary import host_at
+            import platform_hostdev as api
 
-            self._host = host_at(self.root)
+            self._host = api.host_at(self.root)
         return self._host
 
     def print(self, text: str = "") -> None:
@@ -106,10 +106,10 @@ class Context:
     def inventory(self) -> Inventory:
         """The devices of the host, or of ``--dtb``, scanned once."""
         if self._inventory is None:
-            from platform_hostdev.host.inventory import load_inventory
+            import platform_hostdev as api
 
-            self._inventory = load_inventory(self.host if self.dtb is None else self.root,
-                                             self.dtb)
+            self._inventory = api.load_inventory(self.host if self.dtb is None else self.root,
+                                                 self.dtb)
         return self._inventory
 
     def use_inventory(self, inventory: Inventory) -> None:
