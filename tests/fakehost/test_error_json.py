@@ -106,3 +106,30 @@ def test_check_host_json_error(kernel: FakeKernel, tmp_path: Path) -> None:
     bad.write_text("<domain>")
     code, error, _ = _both(kernel, "check-host", str(bad))
     assert (code, error["code"]) == (1, "xml-invalid")
+
+
+@pytest.mark.parametrize("kernel_setup, argv, expected", [
+    ({"vfio_loaded": False, "available": ()}, ["nodedev-detach", VIRTIO],
+     ("vfio-unavailable", {"module": "vfio-platform", "bus": "platform"})),
+    ({"noiommu": False}, ["nodedev-detach", VIRTIO], ("no-iommu", {"device": VIRTIO})),
+    ({"reset_required": True}, ["nodedev-detach", VIRTIO],
+     ("reset-required", {"device": VIRTIO, "compatible": "virtio,mmio"})),
+    ({"reset_required": True}, ["nodedev-detach", VIRTIO, "--force"],
+     ("probe-failed", {"device": VIRTIO, "errno": 2})),
+], ids=["vfio-unavailable", "no-iommu", "reset-required", "probe-failed"])
+def test_binding_refusal_codes(tmp_path: Path, virt_dtb: Path, kernel_setup: dict[str, Any],
+                               argv: list[str], expected: tuple[str, dict[str, Any]]) -> None:
+    from tests.support.fakehost import build_fake_host
+    from tests.support.fakekernel import QEMU_VIRT_DRIVERS
+
+    host_setup = {k: kernel_setup.pop(k) for k in ("vfio_loaded", "noiommu") if k in kernel_setup}
+    host = build_fake_host(tmp_path / "root", virt_dtb, drivers=QEMU_VIRT_DRIVERS,
+                           **{"vfio_loaded": True, "noiommu": True, **host_setup})
+    kernel_setup.setdefault("reset_required", False)
+    kernel = FakeKernel(host, **kernel_setup)
+    code, out, err = _run(kernel, *argv, "--json")
+    assert (code, err) == (1, "")
+    error = _error(out)
+    code_name, data = expected
+    assert error["code"] == code_name
+    assert {k: error.get(k) for k in data} == data
