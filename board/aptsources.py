@@ -28,8 +28,11 @@ Command line (from the repository root; any python3)::
     python3 -m board.aptsources show
     python3 -m board.aptsources backports-source [--ignore FILE]
 
-``backports-source`` prints the deb822 stanza to install as a source for
-``<codename>-backports`` (nothing when the host already has one).
+``show`` prints the archives the board's lists use (overrides applied);
+``backports-source`` prints the deb822 stanza to install as the host's source
+for ``<codename>-backports`` (nothing when the host already has one), from the
+host's configuration alone: the overrides are for the board's private lists and
+never end up in the host's apt configuration.
 """
 
 from __future__ import annotations
@@ -322,9 +325,13 @@ def _describe(sources: Sequence[Source]) -> str:
 
 
 def discover(sources: Sequence[Source], codename: str, env: Mapping[str, str] | None = None,
-             files: Sequence[Path | str] = ()) -> Archives:
-    """The main, security and backports archives from ``sources`` and the overrides."""
-    env = dict(os.environ) if env is None else env
+             files: Sequence[Path | str] = (), overrides: bool = True) -> Archives:
+    """The main, security and backports archives from ``sources`` and the overrides.
+
+    ``env`` holds the overrides (default: the process environment); with
+    ``overrides=False`` only the host's own configuration counts.
+    """
+    env = (dict(os.environ) if env is None else env) if overrides else {}
     host_main = _first(sources, [codename])
     host_security = _first(sources, [f"{codename}-security", f"{codename}/updates"])
     host_backports = _first(sources, [f"{codename}-backports"])
@@ -336,7 +343,8 @@ def discover(sources: Sequence[Source], codename: str, env: Mapping[str, str] | 
         raise MirrorError(
             f"no Debian archive for suite {codename!r} with component main in the host's apt "
             f"configuration (read: {read}; found {_describe(sources)}). Add the host's Debian "
-            f"mirror to its apt sources, or set {MIRROR_ENV} to a Debian archive URI."
+            "mirror to its apt sources"
+            + (f", or set {MIRROR_ENV} to a Debian archive URI." if overrides else ".")
         )
     security = _archive(host_security) if host_security else None
     if env.get(SECURITY_ENV, "").strip():
@@ -351,10 +359,11 @@ def discover(sources: Sequence[Source], codename: str, env: Mapping[str, str] | 
 
 
 def host_archives(etc: Path = APT_ETC, os_release: Path = OS_RELEASE,
-                  env: Mapping[str, str] | None = None, ignore: Iterable[Path] = ()) -> Archives:
+                  env: Mapping[str, str] | None = None, ignore: Iterable[Path] = (),
+                  overrides: bool = True) -> Archives:
     """:func:`discover` over this host's apt configuration."""
     sources, files = read_sources(etc, ignore)
-    return discover(sources, host_codename(os_release), env, files)
+    return discover(sources, host_codename(os_release), env, files, overrides)
 
 
 # -- command line ---------------------------------------------------------------------------
@@ -395,7 +404,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--os-release", type=Path, default=OS_RELEASE, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     try:
-        archives = host_archives(args.etc, args.os_release, ignore=args.ignore)
+        archives = host_archives(args.etc, args.os_release, ignore=args.ignore,
+                                 overrides=args.action != "backports-source")
     except MirrorError as exc:
         print(f"{parser.prog}: {exc}", file=sys.stderr)
         return 1

@@ -363,3 +363,20 @@ def test_the_system_python3_runs_it_with_the_standard_library_only(tmp_path: Pat
         env={"PATH": "/usr/bin:/bin"})
     assert done.returncode == 0, done.stderr
     assert f"main: {MIRROR} (from {etc}/sources.list.d/debian.sources:2)" in done.stdout
+
+
+def test_the_hosts_backports_source_never_takes_the_overrides(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(MIRROR_ENV, "http://override.example.invalid/debian")
+    etc = etc_tree(tmp_path, {"sources.list.d/debian.sources": DEBIAN_SOURCES})
+    release = os_release(tmp_path)
+    assert main(["backports-source", "--etc", str(etc), "--os-release", str(release)]) == 0
+    assert f"URIs: {MIRROR}\n" in capsys.readouterr().out
+    assert main(["show", "--etc", str(etc), "--os-release", str(release)]) == 0
+    assert "backports: http://override.example.invalid/debian" in capsys.readouterr().out
+    empty = etc_tree(tmp_path / "empty", {})
+    assert main(["backports-source", "--etc", str(empty), "--os-release", str(release)]) == 1
+    err = capsys.readouterr().err
+    assert "Add the host's Debian mirror to its apt sources." in err
+    assert MIRROR_ENV not in err
