@@ -12,8 +12,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from board.aptsources import APT_ETC, DEBIAN_KEYRING, MIRROR_ENV, MirrorError, discover, \
-    host_codename, read_sources
+from board.aptsources import (
+    APT_ETC,
+    DEBIAN_KEYRING,
+    MIRROR_ENV,
+    MirrorError,
+    discover,
+    host_codename,
+    read_sources,
+)
 
 __all__ = ["Archive", "MirrorError", "MIRROR_ENV", "DEBIAN_KEYRING", "host_archive",
            "host_codename"]
