@@ -26,7 +26,7 @@ from platform_hostdev.binding.operations import (
 )
 from platform_hostdev.cli.main import Context
 from platform_hostdev.host.fs import HostFs
-from platform_hostdev.host.protection import refuse_if_host_uses
+from platform_hostdev.host.protection import refuse_unsafe_detach
 from platform_hostdev.host.uevents import Waiter, default_waiter
 
 __all__ = ["register"]
@@ -37,7 +37,9 @@ def register(sub: Any) -> None:
     p.add_argument("device", metavar="DEVICE", help="DT path, sysfs name or DT alias")
     p.add_argument("--force", action="store_true",
                    help="skip the host-use (console, mounts, default route), IOMMU and "
-                   "reset-handler checks and let the kernel decide")
+                   "reset-handler checks and let the kernel decide; also lets the kernel "
+                   "unbind the devices that depend on this one (device links), which "
+                   "nodedev-reattach gives back")
     _common(p)
     p.set_defaults(handler=cmd_nodedev_detach)
 
@@ -68,14 +70,21 @@ def _boundaries(ctx: Context) -> tuple[HostFs, Journal, Waiter, Runner | None]:
 def cmd_nodedev_detach(args: argparse.Namespace, ctx: Context) -> int:
     device = ctx.inventory().resolve(args.device)
     fs, journal, waiter, runner = _boundaries(ctx)
-    for use in refuse_if_host_uses(fs, device, args.force):
+    impact = refuse_unsafe_detach(fs, device, args.force)
+    for use in impact.uses.get(device.name, []):
         print(f"warning: --force: {device.name} {use.detail}", file=ctx.err)
+    for dependent in impact.dependents:
+        print(f"warning: --force: {dependent.name} ({dependent.driver}) loses its driver: "
+              f"{impact.chain(dependent)}", file=ctx.err)
     result = detach(fs, device, journal, waiter, runner, force=args.force,
-                    timeout=args.timeout)
+                    timeout=args.timeout, unbind_consumers=args.force)
     if args.json:
         ctx.print_json(result._asdict())
     else:
         ctx.print(f"Device {result.device} detached")
+        if result.unbound_consumers:
+            ctx.print(f"Lost their driver with it: {', '.join(result.unbound_consumers)} "
+                      f"('nodedev-reattach {result.device}' gives them back)")
     return 0
 
 
@@ -87,6 +96,8 @@ def cmd_nodedev_reattach(args: argparse.Namespace, ctx: Context) -> int:
         ctx.print_json(result._asdict())
     else:
         ctx.print(f"Device {result.device} re-attached")
+        if result.reprobed_consumers:
+            ctx.print(f"Given their driver back: {', '.join(result.reprobed_consumers)}")
     return 0
 
 
