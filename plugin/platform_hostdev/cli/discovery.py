@@ -7,7 +7,8 @@ from typing import Any
 
 from platform_hostdev.cli.main import Context
 from platform_hostdev.cli.table import render_table
-from platform_hostdev.host.fs import BUSES
+from platform_hostdev.host.devlinks import LinkView, link_view, render_dependent
+from platform_hostdev.host.fs import BUSES, HostFs
 from platform_hostdev.host.inventory import Device
 from platform_hostdev.vfio.client import flag_names
 from platform_hostdev.vfio.correlate import Correlation, correlate
@@ -65,18 +66,28 @@ def cmd_nodedev_list(args: argparse.Namespace, ctx: Context) -> int:
     return 0
 
 
+def _links(ctx: Context, device: Device) -> LinkView | None:
+    """The device's links on a live (or fake) host; None for a DTB (it has no kernel)."""
+    if ctx.dtb is not None:
+        return None
+    fs = ctx.extras.get("sysfs") or HostFs(ctx.root)
+    return link_view(fs, device.bus, device.name)
+
+
 def cmd_nodedev_dumpxml(args: argparse.Namespace, ctx: Context) -> int:
     from platform_hostdev.domain.nodedev import nodedev_xml
 
     inventory = ctx.inventory()
     device = inventory.resolve(args.device)
     correlation = correlate(inventory.tree, device) if device.dt_path else None
+    links = _links(ctx, device)
     if args.json:
         data = device_json(device)
         data["correlation"] = correlation.to_json() if correlation else None
+        data["device_links"] = links.to_json() if links is not None else None
         ctx.print_json(data)
     else:
-        ctx.out.write(nodedev_xml(device, correlation))
+        ctx.out.write(nodedev_xml(device, correlation, links))
     return 0
 
 
@@ -87,13 +98,17 @@ def cmd_show(args: argparse.Namespace, ctx: Context) -> int:
     from platform_hostdev.cli.guestdt import render_chain, store_for
 
     placements = store_for(ctx).placements_of(device.name) if ctx.dtb is None else []
+    links = _links(ctx, device)
     if args.json:
         data = correlation.to_json()
+        data["device_links"] = links.to_json() if links is not None else None
         if placements:
             data["guest"] = [{"domain_uuid": uuid, **chain} for uuid, chain in placements]
         ctx.print_json(data)
     else:
         ctx.print(render_correlation(correlation))
+        if links is not None:
+            ctx.print(render_links(links))
         for uuid, chain in placements:
             ctx.print(f"\nIn the guest of domain {uuid} (host DT -> VFIO -> guest):")
             ctx.print(render_chain([chain]))
@@ -138,6 +153,24 @@ def render_correlation(c: Correlation) -> str:
         lines.append(f"note: {note}")
     lines += ["", f"Verdict: {c.verdict}"]
     lines += [f"  - {reason}" for reason in c.reasons]
+    return "\n".join(lines)
+
+
+def render_links(view: LinkView) -> str:
+    """The device links section of ``show``: both ends with their drivers, and the chains
+    an unbind of the device takes with it."""
+    rows = [[lk.role, lk.name, lk.bus, lk.driver or "-", lk.status,
+             "sync-state-only" if lk.sync_state_only else "-"]
+            for lk in [*view.suppliers, *view.consumers]]
+    if not rows:
+        return "\nDevice links: none"
+    lines = ["", "Device links (/sys/class/devlink):",
+             render_table(["ROLE", "DEVICE", "BUS", "DRIVER", "STATUS", "FLAGS"], rows, indent=2)]
+    if view.dependents:
+        lines.append("Unbinding it makes the kernel unbind:")
+        lines += [f"  {render_dependent(d)}" +
+                  ("" if d.can_unbind else " (its driver forbids unbinding)")
+                  for d in view.dependents]
     return "\n".join(lines)
 
 
