@@ -221,6 +221,18 @@ def test_recover_after_a_kill_gives_back_device_and_consumers(kernel: FakeKernel
     assert journal.devices() == []
 
 
+def test_a_probe_deferred_for_a_missing_supplier_is_explained(kernel: FakeKernel) -> None:
+    code, _, err = run(kernel, "nodedev-detach", "3f980000.usb")
+    assert code == 1
+    assert err.startswith("error: the kernel deferred 3f980000.usb's probe with vfio-platform "
+                          "(EPROBE_DEFER, not logged): its supplier phy (dormant) has no driver")
+    assert "; the device was put back as it was\nhint: bind the supplier first" in err
+    assert kernel.host.driver_of("3f980000.usb") is None
+    assert device_state(kernel, "platform", "3f980000.usb").override is None
+    assert Journal(kernel).devices() == []
+    assert "3f980000.usb" in kernel.deferred  # the kernel keeps retrying it, with no override
+
+
 def test_a_leaf_detaches_and_reattaches_quietly(kernel: FakeKernel) -> None:
     code, out, err = run(kernel, "nodedev-detach", MINI_UART)
     assert (code, out, err) == (0, f"Device {MINI_UART} detached\n", "")
