@@ -221,6 +221,24 @@ def test_recover_after_a_kill_gives_back_device_and_consumers(kernel: FakeKernel
     assert journal.devices() == []
 
 
+def test_recover_reprobes_consumers_of_a_device_given_back_by_hand(kernel: FakeKernel) -> None:
+    for link in kernel.host.links:
+        link.autoprobe = False  # nothing in the kernel re-probes wifi-pwrseq
+    assert run(kernel, "nodedev-detach", FWGPIO, "--force")[0] == 0
+    base = f"/sys/bus/platform/devices/{FWGPIO}"
+    kernel.write_attr(base + "/driver_override", "\n")
+    kernel.write_attr("/sys/bus/platform/drivers/vfio-platform/unbind", FWGPIO)
+    kernel.write_attr("/sys/bus/platform/drivers_probe", FWGPIO)
+    assert (kernel.host.driver_of(FWGPIO), kernel.host.driver_of(PWRSEQ)) == \
+        ("raspberrypi-exp-gpio", None)
+    code, out, err = run(kernel, "recover")
+    assert (code, err) == (0, "")
+    assert out == (f"{FWGPIO}: stale-removed: no longer bound to vfio-platform (driver: "
+                   f"raspberrypi-exp-gpio); re-probed {PWRSEQ}\n")
+    assert kernel.host.driver_of(PWRSEQ) == "pwrseq_simple"
+    assert Journal(kernel).devices() == []
+
+
 def test_a_probe_deferred_for_a_missing_supplier_is_explained(kernel: FakeKernel) -> None:
     code, _, err = run(kernel, "nodedev-detach", "3f980000.usb")
     assert code == 1
