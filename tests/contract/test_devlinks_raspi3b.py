@@ -48,7 +48,7 @@ def raspi(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
         from tests.support.raspi import build_raspi3b
 
         kernel = build_raspi3b(tmp_path / "root", request.getfixturevalue("raspi3b_dtb"))
-        yield Backend("fake", kernel, kernel.waiter, kernel.run, {"kernel": kernel})
+        yield Backend("fake", kernel, kernel.as_host, {"kernel": kernel})
         return
     if BOARD_MACHINE != "raspi3b":
         pytest.fail(f"this module tests the raspi3b board's kernel; this board is "

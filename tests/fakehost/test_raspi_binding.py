@@ -33,7 +33,7 @@ from platform_hostdev.host.inventory import Device, load_inventory
 from platform_hostdev.host.protection import ConsumerWouldUnbindError, refuse_if_host_uses
 
 from tests.contract.conftest import SimulatedKill, kill_at
-from tests.support.domains import libvirt_domain, user_domain
+from tests.support.domains import libvirt_domain, user_domain, with_guest_dt
 from tests.support.fakehost import build_fake_host, tree_state
 from tests.support.fakekernel import FakeKernel
 from tests.support.raspi import MINI_UART, RASPI3B_DRIVERS, build_raspi3b
@@ -50,8 +50,7 @@ def kernel(tmp_path: Path, raspi3b_dtb: Path) -> FakeKernel:
 
 def run(kernel: FakeKernel, *argv: str) -> tuple[int, str, str]:
     out, err = io.StringIO(), io.StringIO()
-    ctx = cli.Context(root=str(kernel.root), out=out, err=err,
-                      extras={"sysfs": kernel, "waiter": kernel.waiter(), "runner": kernel.run})
+    ctx = cli.Context(host=kernel.as_host(), out=out, err=err)
     return cli.main(list(argv), ctx), out.getvalue(), err.getvalue()
 
 
@@ -131,12 +130,12 @@ def test_pinctrl_forbids_unbinding_nothing_written(kernel: FakeKernel, force: bo
 def test_binding_api_refuses_as_well(kernel: FakeKernel) -> None:
     """detach() itself refuses, whoever calls it (the CLI, the hook, a script)."""
     untouched = Untouched(kernel)
-    journal, waiter = Journal(kernel), kernel.waiter()
+    journal = Journal(kernel)
     with pytest.raises(UnbindForbiddenError) as forbidden:
-        detach(kernel, device(kernel, GPIO), journal, waiter, kernel.run)
+        detach(kernel.as_host(), device(kernel, GPIO), journal)
     assert forbidden.value.code == "unbind-forbidden"
     with pytest.raises(ConsumerWouldUnbindError) as consumers:
-        detach(kernel, device(kernel, FWGPIO), journal, waiter, kernel.run, force=True)
+        detach(kernel.as_host(), device(kernel, FWGPIO), journal, force=True)
     assert consumers.value.code == "consumer-would-unbind"
     assert [d.name for d in consumers.value.dependents] == [PWRSEQ]
     assert kernel.writes == [] and tree_state(kernel.root / "sys") == \
@@ -211,11 +210,11 @@ def test_recover_after_a_kill_gives_back_device_and_consumers(kernel: FakeKernel
     original = drivers(kernel)
     journal = Journal(kernel)
     with pytest.raises(SimulatedKill):
-        detach(kernel, device(kernel, FWGPIO), journal, kernel.waiter(), kernel.run,
-               on_step=kill_at("unbound", "detach"), unbind_consumers=True)
+        detach(kernel.as_host(observer=kill_at("unbound", "detach")), device(kernel, FWGPIO),
+               journal, unbind_consumers=True)
     assert kernel.host.driver_of(PWRSEQ) is None and kernel.host.driver_of(FWGPIO) is None
     # nothing on the kernel's side brings wifi-pwrseq back: its supplier is unbound
-    actions = recover(kernel, journal, kernel.waiter())
+    actions = recover(kernel.as_host(), journal)
     assert [(a.device, a.action) for a in actions] == [(FWGPIO, "restored")]
     assert drivers(kernel) == original
     assert journal.devices() == []
@@ -286,8 +285,7 @@ def test_a_dependent_held_through_vfio_is_refused(kernel: FakeKernel) -> None:
     os.symlink(f"/dev/vfio/noiommu-{group}", fd_dir / "5")
     kernel.path("/proc/777/comm").write_text("qemu-system-aar\n")
     with pytest.raises(DeviceInUseError) as caught:
-        detach(kernel, device(kernel, FWGPIO), Journal(kernel), kernel.waiter(), kernel.run,
-               unbind_consumers=True)
+        detach(kernel.as_host(), device(kernel, FWGPIO), Journal(kernel), unbind_consumers=True)
     assert f"makes the kernel unbind {PWRSEQ} from vfio-platform, and its VFIO group {group} " \
            "is open by qemu-system-aar (pid 777)" in caught.value.what
     assert kernel.host.driver_of(FWGPIO) == "raspberrypi-exp-gpio"
@@ -306,10 +304,11 @@ def test_the_hook_never_unbinds_consumers(kernel: FakeKernel) -> None:
     etc.mkdir()
     (etc / "passwd").write_text("root:x:0:0::/root:/bin/sh\n")
     (etc / "group").write_text("root:x:0:\n")
-    untouched = Untouched(kernel)
     err = io.StringIO()
-    env = HookEnv(kernel, kernel.waiter(), kernel.run, err=err, check_guest_dt=False)
-    code = dispatch(["vm1", "prepare", "begin", "-"], libvirt_domain("vm1", [FWGPIO]), env)
+    env = HookEnv(kernel.as_host(), err=err)
+    xml = with_guest_dt(kernel.root, libvirt_domain("vm1", [FWGPIO]))
+    untouched = Untouched(kernel)  # the guest DT record written above is not the hook's
+    code = dispatch(["vm1", "prepare", "begin", "-"], xml, env)
     assert code == 1
     assert f"detaching {FWGPIO} makes the kernel unbind 1 device that depends on it" \
         in err.getvalue()

@@ -58,6 +58,10 @@ kernel source (6.12) or a fact in /work/shared/reference/kernel.md:
   every successful bind retries the list (driver_bound ->
   driver_deferred_probe_trigger), here synchronously, in the real kernel from
   a workqueue.
+
+:meth:`FakeKernel.as_host` is the :class:`~platform_hostdev.host.boundary.Host` the
+code under test gets: this kernel as its filesystem root, its waiter, its
+modprobe, and whatever a test replaces (a clock, a step observer, a QEMU probe).
 """
 from __future__ import annotations
 
@@ -67,8 +71,10 @@ import shutil
 import subprocess
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from platform_hostdev.host.attributes import AttributeWriteError, WritableHostFs
+from platform_hostdev.host.boundary import Host
 from platform_hostdev.host.kmsg import format_record
 from platform_hostdev.host.uevents import SynchronousWaiter
 
@@ -157,6 +163,13 @@ class FakeKernel(WritableHostFs):
         waiter = SynchronousWaiter()
         self.waiters.append(waiter)
         return waiter
+
+    def as_host(self, **boundaries: Any) -> Host:
+        """A Host around this kernel: its waiter and modprobe; ``boundaries`` replace any
+        other (``clock=``, ``observer=``, ``qemu_probe=``...). No QEMU is run unless a
+        test gives a probe or dumpdtb runner."""
+        boundaries.setdefault("modprobe", self.run)
+        return Host(self, self.waiter(), **boundaries)
 
     def run(self, argv: Sequence[str]) -> subprocess.CompletedProcess[str]:
         """The process runner: modprobe MODULE [PARAM=VALUE...]; anything else exits 127."""

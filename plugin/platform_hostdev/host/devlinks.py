@@ -130,7 +130,7 @@ class UnbindForbiddenError(HostError):
     code = "unbind-forbidden"
 
     def __init__(self, what: str, fix: str, device: str, driver: str) -> None:
-        super().__init__(what, fix)
+        super().__init__(what, fix, device=device, driver=driver)
         self.device = device
         self.driver = driver
 

@@ -89,8 +89,11 @@ class HostUse(NamedTuple):
 class HostUseError(HostdevError):
     """Detaching the device would take it from the host (see the uses)."""
 
-    def __init__(self, what: str, fix: str, uses: Sequence[HostUse]) -> None:
-        super().__init__(what, fix)
+    code = "host-uses-device"
+
+    def __init__(self, what: str, fix: str, uses: Sequence[HostUse], *,
+                 device: str | None = None) -> None:
+        super().__init__(what, fix, device=device, uses=[u.kind for u in uses])
         self.uses = list(uses)
 
 
@@ -100,9 +103,11 @@ class ConsumerWouldUnbindError(HostUseError):
     code = "consumer-would-unbind"
 
     def __init__(self, what: str, fix: str, uses: Sequence[HostUse],
-                 dependents: Sequence[Dependent]) -> None:
-        super().__init__(what, fix, uses)
+                 dependents: Sequence[Dependent], *, device: str | None = None) -> None:
+        super().__init__(what, fix, uses, device=device)
         self.dependents = list(dependents)
+        self.data["consumers"] = [d.name for d in dependents]
+        self.data["chains"] = [list(d.chain) for d in dependents]
 
 
 class UnbindImpact(NamedTuple):
@@ -185,7 +190,7 @@ def consumers_error(impact: UnbindImpact) -> ConsumerWouldUnbindError:
                f"{'their drivers' if plural else 'its driver'} ('platform-hostdev "
                f"nodedev-reattach {impact.device}' gives {them} back; the libvirt hook never "
                "does this), or choose a device nothing depends on")
-    return ConsumerWouldUnbindError(what, fix, uses, impact.dependents)
+    return ConsumerWouldUnbindError(what, fix, uses, impact.dependents, device=impact.device)
 
 
 def refuse_unsafe_detach(fs: HostFs, device: Usable, force: bool) -> UnbindImpact:
@@ -211,7 +216,7 @@ def refuse_unsafe_detach(fs: HostFs, device: Usable, force: bool) -> UnbindImpac
         raise HostUseError(
             f"{device.name} " + "; it also ".join(u.detail for u in uses),
             f"choose another device, or pass --force if you really mean it (to free it: "
-            f"{frees})", uses)
+            f"{frees})", uses, device=device.name)
     return impact
 
 
