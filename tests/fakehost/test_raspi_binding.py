@@ -96,6 +96,19 @@ def test_cprman_detach_is_refused_with_every_chain(kernel: FakeKernel) -> None:
     untouched.check()
 
 
+def test_json_errors_carry_the_codes_and_chains(kernel: FakeKernel) -> None:
+    code, out, _ = run(kernel, "nodedev-detach", MAILBOX, "--json")
+    error = json.loads(out)["error"]
+    assert (code, error["code"], error["device"]) == (1, "consumer-would-unbind", MAILBOX)
+    assert error["consumers"] == ["soc:firmware"]
+    assert error["chains"] == [[MAILBOX, "soc:firmware"]]
+    code, out, _ = run(kernel, "nodedev-detach", GPIO, "--json")
+    error = json.loads(out)["error"]
+    assert (code, error["code"], error["device"], error["driver"]) == \
+        (1, "unbind-forbidden", GPIO, "pinctrl-bcm2835")
+    assert kernel.writes == []
+
+
 def test_mailbox_detach_is_refused_naming_the_firmware(kernel: FakeKernel) -> None:
     untouched = Untouched(kernel)
     code, out, err = run(kernel, "nodedev-detach", MAILBOX)
