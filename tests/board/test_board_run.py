@@ -105,7 +105,7 @@ def test_qemu_command_line(tmp_path: Path) -> None:
     assert argv[:12] == ["qemu-system-aarch64", "-M", "virt", "-cpu", "max", "-smp", "1",
                          "-m", "1024", "-nographic", "-no-reboot", "-kernel"]
     assert argv[argv.index("-append") + 1] == (
-        "console=ttyAMA0 rdinit=/init panic=-1 quiet board.nonce=abc")
+        "console=ttyAMA0 rdinit=/init panic=-1 quiet board.machine=virt board.nonce=abc")
     assert "local,path=/repo,mount_tag=repo,security_model=none,readonly=on" in argv
     assert "local,path=/out,mount_tag=out,security_model=none" in argv
     with pytest.raises(ValueError, match="comma"):
