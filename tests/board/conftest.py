@@ -1,22 +1,32 @@
-"""Host side of the board tier: build the emulated ARM64 board, run tests/guest in it once.
+"""Host side of the board tier: build the emulated ARM64 board, run tests/guest on each machine.
 
 A missing prerequisite (qemu-system-aarch64, the aarch64 cross compiler, a
 download) FAILS the tests that need the board, with the reason: a skip would
 let a run look green without the real kernel having been exercised.
 
-The guest suite runs once per session (``python3 -m pytest -p no:cacheprovider
--q -rA --junitxml=/out/guest-junit.xml tests/guest`` in /repo); its junit XML
-comes back through the board's writable share and each guest test becomes a
-host test (see test_guest_suite.py). The watchdog limit is
-``$PLATFORM_HOSTDEV_BOARD_TIMEOUT`` seconds (default 300, boot included).
+The guest suite runs once per machine of board/machines.py (virt, raspi3b)
+and session: ``python3 -m pytest -p no:cacheprovider -q -rA
+--junitxml=/out/guest-junit.xml <that machine's modules>`` in /repo. Each
+machine's modules are the tests/guest modules whose ``pytestmark =
+pytest.mark.machine(...)`` names it (no mark: every machine), read here with
+ast, without importing them, plus :data:`EXTRA_PATHS` (tests/contract on
+virt). The junit XML comes back through the board's /out (9p on virt, the
+console on raspi3b) and each guest test becomes a host test (see
+test_guest_suite.py), which also checks that every expected module reported
+cases and no other did. The two machines boot one after the other unless
+``$PLATFORM_HOSTDEV_BOARD_PARALLEL=1`` runs them at once. The watchdog
+limit is ``$PLATFORM_HOSTDEV_BOARD_TIMEOUT`` seconds per machine (default
+300, boot included).
 """
 
 from __future__ import annotations
 
+import ast
 import os
 import shutil
 import tempfile
 import xml.etree.ElementTree as ET
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,12 +35,15 @@ import pytest
 from board.build import Board, build_board
 from board.errors import BoardError, GuestError
 from board.host import check_host_tools
+from board.machines import MACHINES
 from board.run import DEFAULT_TIMEOUT, GuestResult, run_in_guest
 
+REPO = Path(__file__).resolve().parents[2]
+GUEST_DIR = "tests/guest"
+EXTRA_PATHS: dict[str, tuple[str, ...]] = {"virt": ("tests/contract",)}
+"""Guest paths that are not tests/guest modules: the contract tests name virt's devices."""
 GUEST_JUNIT = "guest-junit.xml"
-GUEST_COMMAND = ["python3", "-m", "pytest", "-p", "no:cacheprovider", "-q", "-rA",
-                 f"--junitxml=/out/{GUEST_JUNIT}", "tests/guest", "tests/contract"]
-_SUITE = pytest.StashKey["GuestSuite"]()
+_SUITES = pytest.StashKey[dict[str, "Future[GuestSuite]"]]()
 
 
 @dataclass(frozen=True)
@@ -41,16 +54,75 @@ class GuestCase:
     outcome: str  # passed, failed, error, skipped, xfailed
     message: str = ""
     details: str = ""
+    module: str = ""  # e.g. tests.guest.test_board_kernel
 
 
 @dataclass
 class GuestSuite:
-    """The session's single guest run: its result, or why there is none."""
+    """One machine's guest run in this session: its result, or why there is none."""
 
+    machine: str = "virt"
     result: GuestResult | None = None
     cases: dict[str, GuestCase] = field(default_factory=dict)
     error: str = ""
     console_log: Path | None = None
+    expected_modules: tuple[str, ...] = ()
+
+
+def module_machines(path: Path) -> tuple[str, ...] | None:
+    """The machines a guest module's ``pytestmark = pytest.mark.machine(...)`` names.
+
+    None when the module has no such mark (it runs on every machine). Only
+    string literals count; anything else is an error naming the module.
+    """
+    tree = ast.parse(path.read_text(), str(path))
+    for node in tree.body:
+        if not (isinstance(node, ast.Assign) and any(
+                isinstance(t, ast.Name) and t.id == "pytestmark" for t in node.targets)):
+            continue
+        marks = node.value.elts if isinstance(node.value, (ast.List, ast.Tuple)) \
+            else [node.value]
+        for mark in marks:
+            if (isinstance(mark, ast.Call) and isinstance(mark.func, ast.Attribute)
+                    and mark.func.attr == "machine"):
+                names = [arg.value for arg in mark.args
+                         if isinstance(arg, ast.Constant) and isinstance(arg.value, str)]
+                unknown = set(names) - set(MACHINES)
+                if not names or len(names) != len(mark.args) or unknown:
+                    raise ValueError(f"{path}: pytest.mark.machine() wants literal machine "
+                                     f"names among {', '.join(MACHINES)}; found "
+                                     f"{ast.unparse(mark)}")
+                return tuple(names)
+    return None
+
+
+def guest_modules(machine: str, repo: Path = REPO) -> dict[str, str]:
+    """Dotted module name -> repository path of every test module ``machine`` runs."""
+    modules: dict[str, str] = {}
+    for path in sorted((repo / GUEST_DIR).glob("test_*.py")):
+        machines = module_machines(path)
+        if machines is None or machine in machines:
+            rel = path.relative_to(repo)
+            modules[".".join(rel.with_suffix("").parts)] = rel.as_posix()
+    for extra in EXTRA_PATHS.get(machine, ()):
+        for path in sorted((repo / extra).glob("test_*.py")):
+            rel = path.relative_to(repo)
+            modules[".".join(rel.with_suffix("").parts)] = rel.as_posix()
+    return modules
+
+
+def guest_command(machine: str, repo: Path = REPO) -> list[str]:
+    """The guest pytest command of one machine (its modules, junit XML into /out).
+
+    tests/guest modules come first, in name order (test_vfio_not_bound before
+    test_vfio_real), then :data:`EXTRA_PATHS`: the order of the former
+    ``pytest tests/guest tests/contract``.
+    """
+    paths = list(guest_modules(machine, repo).values())
+    if not paths:
+        raise ValueError(f"no guest test module names the {machine} machine")
+    return ["python3", "-m", "pytest", "-p", "no:cacheprovider", "-q", "-rA",
+            f"--junitxml=/out/{GUEST_JUNIT}", *paths]
 
 
 def board_timeout() -> float:
@@ -58,18 +130,20 @@ def board_timeout() -> float:
     return float(os.environ.get("PLATFORM_HOSTDEV_BOARD_TIMEOUT", DEFAULT_TIMEOUT))
 
 
-def build_or_explain() -> Board:
+def build_or_explain(machine: str = "virt") -> Board:
     """The built board; BoardError names what is missing (tool, download, build step)."""
     check_host_tools()
-    return build_board()
+    return build_board(machine=machine)
 
 
 def parse_junit(path: Path) -> dict[str, GuestCase]:
     """Guest cases by id (junit classname without ``tests.guest.``, then the test name)."""
     cases: dict[str, GuestCase] = {}
     for case in ET.parse(path).getroot().iter("testcase"):
-        classname = case.get("classname", "").removeprefix("tests.guest.")
+        raw = case.get("classname", "")
+        classname = raw.removeprefix("tests.guest.")
         case_id = f"{classname}.{case.get('name', '')}".strip(".")
+        module = raw or case.get("name", "")  # a collection error names the module
         outcome, message, details = "passed", "", ""
         for child in case:
             tag = child.tag
@@ -84,58 +158,84 @@ def parse_junit(path: Path) -> dict[str, GuestCase]:
                     break
         earlier = cases.get(case_id)
         if earlier is None or earlier.outcome not in ("failed", "error"):
-            cases[case_id] = GuestCase(case_id, outcome, message, details)
+            cases[case_id] = GuestCase(case_id, outcome, message, details, module)
     return cases
 
 
+def case_module(case: GuestCase, expected: tuple[str, ...]) -> str | None:
+    """The expected module a case belongs to (by dotted prefix), None if none."""
+    for module in expected:
+        if case.module == module or case.module.startswith(module + "."):
+            return module
+    return None
+
+
 def run_guest_suite(board: Board, timeout: float) -> GuestSuite:
-    """Run tests/guest in the board once and collect every case's outcome."""
-    out = Path(tempfile.mkdtemp(prefix="board-guest-suite."))
+    """Run the guest modules of ``board.machine`` once and collect every case's outcome."""
+    machine = board.machine.name
+    expected = tuple(guest_modules(machine))
+    out = Path(tempfile.mkdtemp(prefix=f"board-guest-suite-{machine}."))
     try:
-        result = run_in_guest(GUEST_COMMAND, timeout, board=board, out_dir=out)
+        result = run_in_guest(guest_command(machine), timeout, board=board, out_dir=out)
         junit = out / GUEST_JUNIT
         if not junit.is_file():
             tail = "\n".join(result.output.splitlines()[-30:])
-            return GuestSuite(result, error=f"the guest pytest (exit {result.exit_code}) wrote "
-                                            f"no junit XML; last console lines:\n{tail}")
-        return GuestSuite(result, cases=parse_junit(junit))
+            return GuestSuite(machine, result, error=f"the guest pytest (exit "
+                              f"{result.exit_code}) wrote no junit XML; last console "
+                              f"lines:\n{tail}", expected_modules=expected)
+        return GuestSuite(machine, result, cases=parse_junit(junit), expected_modules=expected)
     finally:
         shutil.rmtree(out, ignore_errors=True)
 
 
-def guest_suite(config: pytest.Config) -> GuestSuite:
-    """The session's guest run (built and booted on first use, then cached in the stash)."""
-    if _SUITE not in config.stash:
-        console = ""
-        timeout = board_timeout()
-        try:
-            suite = run_guest_suite(build_or_explain(), timeout)
-            if suite.result is not None and (suite.error or suite.result.exit_code != 0):
-                console = suite.result.output
-        except BoardError as exc:
-            suite = GuestSuite(error=f"the emulated board did not run tests/guest (watchdog "
-                                     f"{timeout:.0f} s, $PLATFORM_HOSTDEV_BOARD_TIMEOUT): {exc}")
-            console = exc.output if isinstance(exc, GuestError) else ""
-        if console:
-            fd, name = tempfile.mkstemp(prefix="platform-hostdev-guest-console.", suffix=".log")
-            with os.fdopen(fd, "w") as log:
-                log.write(console)
-            suite.console_log = Path(name)
-        config.stash[_SUITE] = suite
-    return config.stash[_SUITE]
-
-
-@pytest.fixture(scope="session")
-def board() -> Board:
-    """The built emulated board (kernel, vfio modules, initramfs); fails if it cannot be."""
+def _suite_or_error(board: Board | None, machine: str, timeout: float,
+                    build_error: str) -> GuestSuite:
+    """Run one machine's suite; a BoardError becomes the suite's error (console kept)."""
+    console = ""
     try:
-        return build_or_explain()
+        if board is None:
+            raise BoardError(build_error)
+        suite = run_guest_suite(board, timeout)
+        if suite.result is not None and (suite.error or suite.result.exit_code != 0):
+            console = suite.result.output
     except BoardError as exc:
-        reason = str(exc)
-    pytest.fail(f"the emulated ARM64 board cannot be built: {reason}", pytrace=False)
+        suite = GuestSuite(machine, error=f"the emulated {machine} board did not run its guest "
+                                          f"suite (watchdog {timeout:.0f} s, "
+                                          f"$PLATFORM_HOSTDEV_BOARD_TIMEOUT): {exc}",
+                           expected_modules=tuple(guest_modules(machine)))
+        console = exc.output if isinstance(exc, GuestError) else ""
+    if console:
+        fd, name = tempfile.mkstemp(prefix=f"platform-hostdev-guest-console-{machine}.",
+                                    suffix=".log")
+        with os.fdopen(fd, "w") as log:
+            log.write(console)
+        suite.console_log = Path(name)
+    return suite
 
 
-@pytest.fixture(scope="session")
-def guest_run(request: pytest.FixtureRequest, board: Board) -> GuestSuite:
-    """The session's single run of tests/guest inside the board."""
-    return guest_suite(request.config)
+def _start_suites(config: pytest.Config) -> dict[str, Future[GuestSuite]]:
+    """Build every machine's board (one after the other: they share cache entries), then
+    run the guest suites, in turn or at once ($PLATFORM_HOSTDEV_BOARD_PARALLEL=1)."""
+    timeout = board_timeout()
+    boards: dict[str, Board | None] = {}
+    errors: dict[str, str] = {}
+    for machine in MACHINES:
+        try:
+            boards[machine] = build_or_explain(machine)
+        except BoardError as exc:
+            boards[machine], errors[machine] = None, str(exc)
+    parallel = os.environ.get("PLATFORM_HOSTDEV_BOARD_PARALLEL", "0") == "1"
+    pool = ThreadPoolExecutor(max_workers=len(MACHINES) if parallel else 1,
+                              thread_name_prefix="board-guest")
+    futures = {machine: pool.submit(_suite_or_error, boards[machine], machine, timeout,
+                                    errors.get(machine, ""))
+               for machine in MACHINES}
+    pool.shutdown(wait=False)
+    return futures
+
+
+def guest_suite(config: pytest.Config, machine: str) -> GuestSuite:
+    """One machine's guest run (every machine is started on first use, then kept)."""
+    if _SUITES not in config.stash:
+        config.stash[_SUITES] = _start_suites(config)
+    return config.stash[_SUITES][machine].result()
