@@ -239,3 +239,22 @@ def guest_suite(config: pytest.Config, machine: str) -> GuestSuite:
     if _SUITES not in config.stash:
         config.stash[_SUITES] = _start_suites(config)
     return config.stash[_SUITES][machine].result()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """One line per machine whose guest suite ran: boot and run times, case count."""
+    futures = terminalreporter.config.stash.get(_SUITES, None)
+    if not futures:
+        return
+    terminalreporter.section("emulated board")
+    for machine, future in futures.items():
+        if not future.done():
+            continue
+        suite = future.result()
+        if suite.result is None:
+            terminalreporter.write_line(f"{machine}: no run ({suite.error.splitlines()[0]})")
+            continue
+        terminalreporter.write_line(
+            f"{machine}: boot to /init {suite.result.boot_time:.1f} s, guest suite done at "
+            f"{suite.result.duration:.1f} s, {len(suite.cases)} cases from "
+            f"{len(suite.expected_modules)} modules, exit {suite.result.exit_code}")
