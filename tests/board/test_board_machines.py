@@ -95,3 +95,13 @@ def test_cases_are_matched_to_their_module() -> None:
     assert case_module(GuestCase("x", "passed", module="tests.contract.test_c.TestK"),
                        expected) == "tests.contract.test_c"
     assert case_module(GuestCase("x", "passed", module="tests.guest.test_ab"), expected) is None
+
+
+def test_cli_takes_a_machine_for_build_and_run() -> None:
+    from board.__main__ import _parser
+
+    args = _parser().parse_args(["run", "--machine", "raspi3b", "--", "true"])
+    assert (args.machine, args.smp, args.command) == ("raspi3b", None, ["--", "true"])
+    assert _parser().parse_args(["build"]).machine == "virt"
+    with pytest.raises(SystemExit):
+        _parser().parse_args(["run", "--machine", "raspi4", "--", "true"])

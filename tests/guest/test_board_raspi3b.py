@@ -143,6 +143,27 @@ def test_vfio_platform_is_registered() -> None:
     assert (PLATFORM / "drivers/vfio-platform").is_dir()
     noiommu = SYS / "module/vfio/parameters/enable_unsafe_noiommu_mode"
     assert noiommu.read_text().strip() == "Y"
+    assert (SYS / "module/vfio_platform/parameters/reset_required").read_text().strip() == "N"
+
+
+def test_raspi3b_modules_loaded_and_virt_ones_not() -> None:
+    loaded = {line.split()[0] for line in Path("/proc/modules").read_text().splitlines()}
+    assert {"bcm2835", "ext4", "vfio", "vfio_platform", "vfio_amba"} <= loaded
+    assert not {"9p", "9pnet_virtio", "virtio_mmio"} & loaded
+
+
+def test_the_console_uart_has_a_serdev_child_and_no_tty() -> None:
+    """The PL011 carries the DT's Bluetooth node: serdev takes the port (serial0, with
+    the device serial0-0), so the console (ttyAMA0 in /proc/consoles) has no tty
+    device; the mini UART is ttyS1, under 6.12's serial port devices
+    (<dev>/<dev>:0/<dev>:0.0/tty/ttyS1)."""
+    consoles = Path("/proc/consoles").read_text().split()
+    assert consoles[0] == "ttyAMA0"
+    assert not Path("/sys/class/tty/ttyAMA0").exists()
+    assert (SYS / "bus/serial/devices/serial0-0").exists()
+    assert (SYS / "bus/amba/devices" / CONSOLE / f"{CONSOLE}:0").is_dir()
+    assert f"/{MINI_UART}/{MINI_UART}:0/{MINI_UART}:0.0/tty/ttyS1" in os.path.realpath(
+        SYS / "class/tty/ttyS1")
 
 
 def test_mini_uart_round_trip_through_vfio_platform() -> None:
