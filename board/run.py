@@ -272,7 +272,12 @@ def run_in_guest(argv: Sequence[str], timeout: float = DEFAULT_TIMEOUT, *,
         receiver = None
         if not board.machine.shares_9p:
             initrd = Path(tmp) / "initrd.cpio"
-            transport.write_run_initrd(initrd, board.initramfs, repo, script)
+            try:
+                transport.write_run_initrd(initrd, board.initramfs, repo, script)
+            except FileNotFoundError as exc:
+                raise BoardError(f"{exc.filename} is gone since the board was built (pruned "
+                                 "by a build of other board code sharing the cache?): build "
+                                 "the board again") from exc
             receiver = transport.ResultReceiver(out)
         command = [qemu, *qemu_argv(board, repo, control, out, nonce, smp=smp,
                                     initrd=initrd)[1:]]

@@ -188,14 +188,17 @@ def run_guest_suite(board: Board, timeout: float) -> GuestSuite:
         shutil.rmtree(out, ignore_errors=True)
 
 
-def _suite_or_error(board: Board | None, machine: str, timeout: float,
-                    build_error: str) -> GuestSuite:
-    """Run one machine's suite; a BoardError becomes the suite's error (console kept)."""
+def _suite_or_error(machine: str, timeout: float) -> GuestSuite:
+    """Build (or find cached) one machine's board and run its suite; a BoardError becomes
+    the suite's error (console kept).
+
+    The build comes right before the run, not at session start: another checkout
+    with other board code may prune this one's cache entries while an earlier
+    machine's suite runs (a warm build only checks keys).
+    """
     console = ""
     try:
-        if board is None:
-            raise BoardError(build_error)
-        suite = run_guest_suite(board, timeout)
+        suite = run_guest_suite(build_or_explain(machine), timeout)
         if suite.result is not None and (suite.error or suite.result.exit_code != 0):
             console = suite.result.output
     except BoardError as exc:
@@ -214,22 +217,22 @@ def _suite_or_error(board: Board | None, machine: str, timeout: float,
 
 
 def _start_suites(config: pytest.Config) -> dict[str, Future[GuestSuite]]:
-    """Build every machine's board (one after the other: they share cache entries), then
-    run the guest suites, in turn or at once ($PLATFORM_HOSTDEV_BOARD_PARALLEL=1)."""
+    """Run every machine's guest suite, in turn or at once ($PLATFORM_HOSTDEV_BOARD_PARALLEL=1).
+
+    At once, the boards are built first, one after the other (they share cache
+    entries and downloads), so that the runs' own builds are warm checks.
+    """
     timeout = board_timeout()
-    boards: dict[str, Board | None] = {}
-    errors: dict[str, str] = {}
-    for machine in MACHINES:
-        try:
-            boards[machine] = build_or_explain(machine)
-        except BoardError as exc:
-            boards[machine], errors[machine] = None, str(exc)
     parallel = os.environ.get("PLATFORM_HOSTDEV_BOARD_PARALLEL", "0") == "1"
+    if parallel:
+        for machine in MACHINES:
+            try:
+                build_or_explain(machine)
+            except BoardError:
+                pass  # the run's own build reports it
     pool = ThreadPoolExecutor(max_workers=len(MACHINES) if parallel else 1,
                               thread_name_prefix="board-guest")
-    futures = {machine: pool.submit(_suite_or_error, boards[machine], machine, timeout,
-                                    errors.get(machine, ""))
-               for machine in MACHINES}
+    futures = {machine: pool.submit(_suite_or_error, machine, timeout) for machine in MACHINES}
     pool.shutdown(wait=False)
     return futures
 

@@ -227,3 +227,10 @@ def test_raspi_command_line(raspi: Fake) -> None:
         qemu_argv(board, Path("/r"), Path("/c"), Path("/o"), "abc", smp=2)
     with pytest.raises(BoardError, match="1024 MiB of RAM"):
         qemu_argv(board, Path("/r"), Path("/c"), Path("/o"), "abc", memory_mb=512)
+
+
+def test_raspi_base_initramfs_pruned_since_the_build(raspi: Fake, monkeypatch: pytest.MonkeyPatch,
+                                                     tmp_path: Path) -> None:
+    raspi[1].initramfs.unlink()
+    with pytest.raises(BoardError, match="initramfs.cpio is gone since the board was built"):
+        run_raspi(raspi, "ok", monkeypatch, tmp_path)
