@@ -28,7 +28,7 @@ IMAGE_BYTES = 16 << 20
 """16 MiB: a power of two, as QEMU requires of an SD card."""
 MOUNT_POINT = "/mnt/sd"
 KNOWN_FILE = "board-sd.txt"
-"""A file at the filesystem's root, read back by tests/guest/test_raspi_board.py."""
+"""A file at the filesystem's root, read back by tests/guest/test_board_raspi3b.py."""
 KNOWN_TEXT = "platform-hostdev raspi3b SD card\n"
 _LABEL = "boardsd"
 _MKE2FS_TIMEOUT = 120.0

@@ -6,22 +6,20 @@ let a run look green without the real kernel having been exercised.
 
 The guest suite runs once per machine of board/machines.py (virt, raspi3b)
 and session: ``python3 -m pytest -p no:cacheprovider -q -rA
---junitxml=/out/guest-junit.xml <that machine's modules>`` in /repo. Each
-machine's modules are the tests/guest modules whose ``pytestmark =
-pytest.mark.machine(...)`` names it (no mark: every machine), read here with
-ast, without importing them, plus :data:`EXTRA_PATHS` (tests/contract on
-virt). The junit XML comes back through the board's /out (9p on virt, the
-console on raspi3b) and each guest test becomes a host test (see
-test_guest_suite.py), which also checks that every expected module reported
-cases and no other did. The two machines boot one after the other unless
-``$PLATFORM_HOSTDEV_BOARD_PARALLEL=1`` runs them at once. The watchdog
+--junitxml=/out/guest-junit.xml <that machine's modules>`` in /repo. A
+machine's modules are those of :data:`GUEST_PATHS` that
+tests/support/machines.py assigns to it by name (``test_*_raspi3b.py`` for
+raspi3b, every other module for virt). The junit XML comes back through the
+board's /out (9p on virt, the console on raspi3b) and each guest test becomes a
+host test (see test_guest_suite.py), which also checks that every expected
+module reported cases and no other did. The machines boot one after the other
+unless ``$PLATFORM_HOSTDEV_BOARD_PARALLEL=1`` runs them at once. The watchdog
 limit is ``$PLATFORM_HOSTDEV_BOARD_TIMEOUT`` seconds per machine (default
 300, boot included).
 """
 
 from __future__ import annotations
 
-import ast
 import os
 import shutil
 import tempfile
@@ -37,11 +35,14 @@ from board.errors import BoardError, GuestError
 from board.host import check_host_tools
 from board.machines import MACHINES
 from board.run import DEFAULT_TIMEOUT, GuestResult, run_in_guest
+from tests.support.machines import machine_of
 
 REPO = Path(__file__).resolve().parents[2]
-GUEST_DIR = "tests/guest"
-EXTRA_PATHS: dict[str, tuple[str, ...]] = {"virt": ("tests/contract",)}
-"""Guest paths that are not tests/guest modules: the contract tests name virt's devices."""
+GUEST_PATHS = ("tests/guest", "tests/contract")
+"""Where the guest suite's modules are, in run order (the former ``pytest tests/guest
+tests/contract``)."""
+DEFAULT_MACHINE = "virt"
+"""The machine of a module without a ``_<machine>`` suffix (tests/support/machines.py)."""
 GUEST_JUNIT = "guest-junit.xml"
 _SUITES = pytest.StashKey[dict[str, "Future[GuestSuite]"]]()
 
@@ -69,45 +70,14 @@ class GuestSuite:
     expected_modules: tuple[str, ...] = ()
 
 
-def module_machines(path: Path) -> tuple[str, ...] | None:
-    """The machines a guest module's ``pytestmark = pytest.mark.machine(...)`` names.
-
-    None when the module has no such mark (it runs on every machine). Only
-    string literals count; anything else is an error naming the module.
-    """
-    tree = ast.parse(path.read_text(), str(path))
-    for node in tree.body:
-        if not (isinstance(node, ast.Assign) and any(
-                isinstance(t, ast.Name) and t.id == "pytestmark" for t in node.targets)):
-            continue
-        marks = node.value.elts if isinstance(node.value, (ast.List, ast.Tuple)) \
-            else [node.value]
-        for mark in marks:
-            if (isinstance(mark, ast.Call) and isinstance(mark.func, ast.Attribute)
-                    and mark.func.attr == "machine"):
-                names = [arg.value for arg in mark.args
-                         if isinstance(arg, ast.Constant) and isinstance(arg.value, str)]
-                unknown = set(names) - set(MACHINES)
-                if not names or len(names) != len(mark.args) or unknown:
-                    raise ValueError(f"{path}: pytest.mark.machine() wants literal machine "
-                                     f"names among {', '.join(MACHINES)}; found "
-                                     f"{ast.unparse(mark)}")
-                return tuple(names)
-    return None
-
-
 def guest_modules(machine: str, repo: Path = REPO) -> dict[str, str]:
     """Dotted module name -> repository path of every test module ``machine`` runs."""
     modules: dict[str, str] = {}
-    for path in sorted((repo / GUEST_DIR).glob("test_*.py")):
-        machines = module_machines(path)
-        if machines is None or machine in machines:
-            rel = path.relative_to(repo)
-            modules[".".join(rel.with_suffix("").parts)] = rel.as_posix()
-    for extra in EXTRA_PATHS.get(machine, ()):
-        for path in sorted((repo / extra).glob("test_*.py")):
-            rel = path.relative_to(repo)
-            modules[".".join(rel.with_suffix("").parts)] = rel.as_posix()
+    for directory in GUEST_PATHS:
+        for path in sorted((repo / directory).glob("test_*.py")):
+            if (machine_of(path) or DEFAULT_MACHINE) == machine:
+                rel = path.relative_to(repo)
+                modules[".".join(rel.with_suffix("").parts)] = rel.as_posix()
     return modules
 
 
@@ -115,8 +85,8 @@ def guest_command(machine: str, repo: Path = REPO) -> list[str]:
     """The guest pytest command of one machine (its modules, junit XML into /out).
 
     tests/guest modules come first, in name order (test_vfio_not_bound before
-    test_vfio_real), then :data:`EXTRA_PATHS`: the order of the former
-    ``pytest tests/guest tests/contract``.
+    test_vfio_real), then tests/contract: the order of the former ``pytest
+    tests/guest tests/contract``.
     """
     paths = list(guest_modules(machine, repo).values())
     if not paths:

@@ -11,14 +11,8 @@ import pytest
 from board.errors import BoardError
 from board.machines import MACHINES, get_machine
 from board.sdcard import IMAGE_BYTES, KNOWN_FILE, KNOWN_TEXT, is_power_of_two, write_sd_image
-from tests.board.conftest import (
-    REPO,
-    GuestCase,
-    case_module,
-    guest_command,
-    guest_modules,
-    module_machines,
-)
+from tests.board.conftest import GuestCase, case_module, guest_command, guest_modules
+from tests.support import machines as support_machines
 
 
 def test_machines_and_their_errors() -> None:
@@ -47,45 +41,39 @@ def test_sd_image_is_a_power_of_two_ext2_holding_the_known_file(tmp_path: Path) 
         write_sd_image(tmp_path / "odd.img", 3 << 20)
 
 
-def write_module(root: Path, name: str, header: str) -> None:
-    path = root / "tests/guest" / name
+def write_module(root: Path, rel: str) -> None:
+    path = root / rel
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(f"import pytest\n{header}\n\ndef test_x():\n    pass\n")
+    path.write_text("def test_x():\n    pass\n")
 
 
-def test_each_machine_runs_the_modules_its_mark_names(tmp_path: Path) -> None:
-    write_module(tmp_path, "test_any.py", "")
-    write_module(tmp_path, "test_virt.py", 'pytestmark = pytest.mark.machine("virt")')
-    write_module(tmp_path, "test_pi.py", 'pytestmark = [pytest.mark.foo, '
-                                         'pytest.mark.machine("raspi3b")]')
-    write_module(tmp_path, "test_both.py", 'pytestmark = pytest.mark.machine("virt", "raspi3b")')
-    (tmp_path / "tests/contract").mkdir()
-    (tmp_path / "tests/contract/test_c.py").write_text("")
+def test_each_machine_runs_the_modules_its_name_assigns(tmp_path: Path) -> None:
+    for rel in ("tests/guest/test_any.py", "tests/guest/test_pi_raspi3b.py",
+                "tests/guest/helper_raspi3b.py", "tests/contract/test_c.py",
+                "tests/contract/test_c_raspi3b.py", "tests/other/test_x_raspi3b.py"):
+        write_module(tmp_path, rel)
     assert list(guest_modules("virt", tmp_path)) == [
-        "tests.guest.test_any", "tests.guest.test_both", "tests.guest.test_virt",
-        "tests.contract.test_c"]
+        "tests.guest.test_any", "tests.contract.test_c"]
     assert list(guest_modules("raspi3b", tmp_path)) == [
-        "tests.guest.test_any", "tests.guest.test_both", "tests.guest.test_pi"]
-    assert guest_command("raspi3b", tmp_path)[-3:] == [
-        "tests/guest/test_any.py", "tests/guest/test_both.py", "tests/guest/test_pi.py"]
+        "tests.guest.test_pi_raspi3b", "tests.contract.test_c_raspi3b"]
+    assert guest_command("raspi3b", tmp_path)[-2:] == [
+        "tests/guest/test_pi_raspi3b.py", "tests/contract/test_c_raspi3b.py"]
+    with pytest.raises(ValueError, match="no guest test module names the virt machine"):
+        guest_command("virt", tmp_path / "empty")
 
 
-def test_a_mark_naming_no_known_machine_is_an_error(tmp_path: Path) -> None:
-    write_module(tmp_path, "test_bad.py", 'pytestmark = pytest.mark.machine("raspi5")')
-    with pytest.raises(ValueError, match="test_bad.py.*raspi5"):
-        guest_modules("virt", tmp_path)
+def test_the_board_and_the_test_suite_know_the_same_machines() -> None:
+    assert ("virt", *support_machines.MACHINES) == tuple(MACHINES)
 
 
 def test_the_repository_guest_modules_per_machine() -> None:
-    """Every guest module runs somewhere; raspi3b runs its board test and no virt device test."""
+    """raspi3b runs its board test and no virt device test; virt runs no raspi3b module."""
     virt, raspi = guest_modules("virt"), guest_modules("raspi3b")
-    every = {".".join(p.relative_to(REPO).with_suffix("").parts)
-             for p in (REPO / "tests/guest").glob("test_*.py")}
-    assert every <= set(virt) | set(raspi)
-    assert "tests.guest.test_raspi_board" in raspi and "tests.guest.test_raspi_board" not in virt
+    assert not set(virt) & set(raspi)
+    assert {"tests.guest.test_board_raspi3b", "tests.guest.test_host_safety_raspi3b",
+            "tests.contract.test_devlinks_raspi3b"} <= set(raspi)
     assert {"tests.guest.test_board_kernel", "tests.guest.test_vfio_real",
-            "tests.contract.test_binding_contract"} <= set(virt) - set(raspi)
-    assert module_machines(REPO / "tests/guest/test_raspi_board.py") == ("raspi3b",)
+            "tests.contract.test_binding_contract"} <= set(virt)
 
 
 def test_cases_are_matched_to_their_module() -> None:

@@ -139,6 +139,13 @@ def test_pinctrl_cannot_be_unbound_from_sysfs() -> None:
     assert not (drv / "unbind").exists() and not (drv / "bind").exists()
 
 
+def test_the_console_driver_cannot_be_unbound_from_sysfs_either() -> None:
+    """uart-pl011 is built in: suppress_bind_attrs (drivers/tty/serial/amba-pl011.c)."""
+    drv = SYS / "bus/amba/drivers/uart-pl011"
+    assert drv.is_dir()
+    assert not (drv / "unbind").exists() and not (drv / "bind").exists()
+
+
 def test_vfio_platform_is_registered() -> None:
     assert (PLATFORM / "drivers/vfio-platform").is_dir()
     noiommu = SYS / "module/vfio/parameters/enable_unsafe_noiommu_mode"
