@@ -8,10 +8,14 @@ machine, with no ARM hardware:
   (nothing is installed on the host) and resolves the newest 6.12 kernel;
 - ``build``: vfio modules built out of tree (no-IOMMU mode enabled) and an
   initramfs with Python, lxml, pyudev and pytest, cached per kernel version;
-- ``run``: boots the board with the repository shared read-only at /repo and
-  runs one command in it, under a watchdog.
+- ``run``: boots the board with the repository at /repo and runs one command
+  in it, under a watchdog;
+- ``machines``: the QEMU machines it boots, ``virt`` (9p shares) and
+  ``raspi3b`` (a real SoC with Debian's DTB; ``transport`` carries the
+  repository in an appended initramfs archive and the results back on the
+  console; ``sdcard`` builds its SD card image).
 
 Command line: ``python3 -m board {info,build,run -- CMD...}`` from the
-repository root. Host side: Python standard library only (it runs before the
-project's virtualenv exists).
+repository root (``--machine raspi3b`` for the second machine). Host side:
+Python standard library only (it runs before the project's virtualenv exists).
 """

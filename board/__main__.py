@@ -1,5 +1,8 @@
 """Command line: ``python3 -m board {info,build,run}`` from the repository root.
 
+``build`` and ``run`` take ``--machine virt|raspi3b`` (board/machines.py;
+virt by default), e.g. ``python3 -m board run --machine raspi3b -- CMD``.
+
 Exit codes: ``run`` exits with the guest command's code; 2 for a usage error;
 3 when the board could not be built or the guest did not finish (missing tool,
 download failure, watchdog timeout, crash), with the reason on stderr.
@@ -16,7 +19,8 @@ from collections.abc import Sequence
 from board.apt_arm64 import AptArm64
 from board.build import build_board
 from board.errors import BoardError
-from board.run import DEFAULT_SMP, DEFAULT_TIMEOUT, run_in_guest
+from board.machines import MACHINES, VIRT
+from board.run import DEFAULT_TIMEOUT, run_in_guest
 
 EXIT_BOARD_ERROR = 3
 
@@ -30,9 +34,13 @@ def _parser() -> argparse.ArgumentParser:
     build = sub.add_parser("build", help="build (or find cached) kernel, modules, initramfs")
     build.add_argument("--refresh", action="store_true", help="update the apt lists first")
     run = sub.add_parser("run", help="boot the board and run CMD in /repo (after --)")
+    for action in (build, run):
+        action.add_argument("--machine", choices=sorted(MACHINES), default=VIRT.name,
+                            help=f"the QEMU machine to boot (default {VIRT.name})")
     run.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
                      help=f"watchdog seconds, boot included (default {DEFAULT_TIMEOUT:.0f})")
-    run.add_argument("--smp", type=int, default=DEFAULT_SMP, help="guest CPUs")
+    run.add_argument("--smp", type=int, default=None,
+                     help="guest CPUs (default: the machine's; raspi3b has 4, fixed)")
     run.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD [ARG...]")
     return parser
 
@@ -69,7 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 AptArm64().update(force=True)
             return _info()
         started = time.monotonic()
-        board = build_board(refresh=getattr(args, "refresh", False))
+        board = build_board(refresh=getattr(args, "refresh", False), machine=args.machine)
         if args.action == "build":
             for key, value in board.describe().items():
                 print(f"{key}: {value}")

@@ -2,7 +2,8 @@
 
 Cache layout under ``<cache>/board/<kernel release>/``: ``image/`` (the
 unpacked linux-image package), ``headers/`` and ``source-vfio/`` (build inputs),
-``vfio-<key>/`` (the four built modules) and ``initramfs-<key>.cpio``. Each
+``vfio-<key>/`` (the four built modules), ``initramfs-<key>.cpio`` (one for
+every machine of board/machines.py) and, for raspi3b, ``sdcard-<key>.img``. Each
 key is a digest of that entry's inputs (package versions, recipe text,
 compiler, the builder code itself), so a stale entry is never reused; a warm
 run only checks keys. The apt lists are refreshed once a day (see apt_arm64).
@@ -18,11 +19,12 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from board import initramfs, kmod
+from board import initramfs, kmod, sdcard
 from board.apt_arm64 import AptArm64, Kernel, Package
 from board.cache import content_key, files_digest, locked, publish_dir, publish_file
 from board.errors import BuildError
-from board.host import BUILD_TOOLS, FETCH_TOOLS, check_host_tools
+from board.host import BUILD_TOOLS, FETCH_TOOLS, SD_TOOLS, check_host_tools
+from board.machines import MACHINES, VIRT, Machine, get_machine
 
 __all__ = ["Board", "build_board"]
 
@@ -40,10 +42,20 @@ class Board:
     image_dir: Path
     vfio_modules: tuple[Path, ...]
     cache_dir: Path
+    machine: Machine = VIRT
+    dtb: Path | None = None
+    """The DTB QEMU boots (-dtb); None: the machine's own (virt)."""
+    sd_image: Path | None = None
+    """The cached SD card image (raspi3b), attached with snapshot=on."""
 
     def describe(self) -> dict[str, str]:
         """Facts to print: versions and paths."""
+        extra = {"dtb": str(self.dtb)} if self.dtb else {}
+        if self.sd_image:
+            extra["sd card image"] = str(self.sd_image)
         return {
+            "machine": self.machine.name,
+            **extra,
             "kernel release": self.kernel.release,
             "kernel package version": self.kernel.version,
             "cache": str(self.cache_dir),
@@ -133,13 +145,42 @@ def _closure(apt: AptArm64) -> list[Package]:
     return packages
 
 
-def build_board(cache: Path | None = None, refresh: bool = False) -> Board:
+def _sd_image(kdir: Path) -> Path:
+    """The raspi3b SD card image, built once per recipe (board/sdcard.py)."""
+    key = content_key({"bytes": sdcard.IMAGE_BYTES, "file": sdcard.KNOWN_FILE,
+                       "text": sdcard.KNOWN_TEXT, "argv": sdcard.mke2fs_argv(Path("i"), Path("d")),
+                       "code": _code_digest("sdcard.py")})
+    final = kdir / f"sdcard-{key}.img"
+    if not final.is_file():
+        with locked(kdir / ".lock"):
+            publish_file(final, sdcard.write_sd_image)
+            _prune_siblings(final, "sdcard-*.img")
+    return final
+
+
+def _dtb(image: Path, kernel: Kernel, machine: Machine) -> Path | None:
+    """The machine's DTB from the unpacked linux-image package (None: QEMU's own)."""
+    if machine.dtb is None:
+        return None
+    dtb = image / "usr/lib" / f"linux-image-{kernel.release}" / machine.dtb
+    if not dtb.is_file():
+        raise BuildError(f"{dtb} is missing: the {machine.name} machine boots Debian's "
+                         f"{machine.dtb} from linux-image-{kernel.release}; delete {image} to "
+                         "unpack it again")
+    return dtb
+
+
+def build_board(cache: Path | None = None, refresh: bool = False,
+                machine: Machine | str = VIRT) -> Board:
     """Resolve the newest 6.12 arm64 kernel and return its built (or cached) board.
 
-    ``refresh`` forces an apt lists update. Raises :class:`board.errors.BoardError`
-    subclasses naming what is missing.
+    ``refresh`` forces an apt lists update; ``machine`` (a name of
+    board.machines.MACHINES or a Machine) picks what QEMU boots: the kernel,
+    modules and initramfs are the same for every machine. Raises
+    :class:`board.errors.BoardError` subclasses naming what is missing.
     """
-    check_host_tools({**FETCH_TOOLS, **BUILD_TOOLS})
+    machine = get_machine(machine) if isinstance(machine, str) else machine
+    check_host_tools({**FETCH_TOOLS, **BUILD_TOOLS, **(SD_TOOLS if machine.sd_card else {})})
     apt = AptArm64(cache)
     apt.update(force=refresh)
     kernel = apt.resolve_kernel()
@@ -152,20 +193,22 @@ def build_board(cache: Path | None = None, refresh: bool = False) -> Board:
     vfio = tuple(vfio_dir / name for name in kmod.VFIO_MODULES)
     userland = _closure(apt)
     modules_dir = image / "lib/modules" / kernel.release
+    dtb = _dtb(image, kernel, machine)
     key = content_key({
         "packages": [p.spec for p in userland],
         "kernel": kernel.version,
         "vfio": vfio_dir.name,
-        "stock": initramfs.GUEST_STOCK_MODULES,
+        "stock": {name: m.stock_modules for name, m in MACHINES.items()},
         "params": initramfs.MODULE_PARAMS,
         "init": initramfs.init_script(),
-        "code": _code_digest("initramfs.py", "cpio.py", "kmod.py", "build.py"),
+        "code": _code_digest("initramfs.py", "cpio.py", "kmod.py", "build.py", "machines.py"),
     })
     final = apt.kernel_dir(kernel) / f"initramfs-{key}.cpio"
     if not final.is_file():
         debs = apt.download(userland)
-        modules = kmod.load_order(modules_dir, [*initramfs.GUEST_STOCK_MODULES,
-                                                "vfio_platform", "vfio_amba"], vfio)
+        modules = {name: kmod.load_order(modules_dir, [*m.stock_modules, "vfio_platform",
+                                                       "vfio_amba"], vfio)
+                   for name, m in MACHINES.items()}
         with locked(apt.kernel_dir(kernel) / ".lock"):
             started = time.monotonic()
             publish_file(final, lambda tmp: initramfs.write_initramfs(
@@ -174,5 +217,7 @@ def build_board(cache: Path | None = None, refresh: bool = False) -> Board:
                      time.monotonic() - started)
             _prune_siblings(final, "initramfs-*.cpio*")
         _prune_other_versions(apt, kernel, userland)
+    sd_image = _sd_image(apt.kernel_dir(kernel)) if machine.sd_card else None
     return Board(kernel=kernel, vmlinuz=vmlinuz, initramfs=final, image_dir=image,
-                 vfio_modules=vfio, cache_dir=apt.kernel_dir(kernel))
+                 vfio_modules=vfio, cache_dir=apt.kernel_dir(kernel), machine=machine,
+                 dtb=dtb, sd_image=sd_image)

@@ -10,6 +10,7 @@ __all__ = [
     "GuestError",
     "GuestSetupError",
     "GuestTimeoutError",
+    "GuestTransferError",
     "MissingToolError",
 ]
 
@@ -60,3 +61,7 @@ class GuestCrashError(GuestError):
 
 class GuestSetupError(GuestError):
     """The guest's /init failed before running the command (module, mount)."""
+
+
+class GuestTransferError(GuestError):
+    """A result file framed on the console (board/transport.py) came back damaged."""

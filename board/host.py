@@ -8,7 +8,7 @@ from pathlib import Path
 
 from board.errors import MissingToolError
 
-__all__ = ["BUILD_TOOLS", "FETCH_TOOLS", "HOST_TOOLS", "RUN_TOOLS", "check_host_tools"]
+__all__ = ["BUILD_TOOLS", "FETCH_TOOLS", "HOST_TOOLS", "RUN_TOOLS", "SD_TOOLS", "check_host_tools"]
 
 FETCH_TOOLS = {
     "apt-get": "apt",
@@ -23,7 +23,9 @@ BUILD_TOOLS = {
     "aarch64-linux-gnu-strip": "binutils-aarch64-linux-gnu",
 }
 RUN_TOOLS = {"qemu-system-aarch64": "qemu-system-arm"}
-HOST_TOOLS = {**FETCH_TOOLS, **BUILD_TOOLS, **RUN_TOOLS}
+SD_TOOLS = {"mke2fs": "e2fsprogs"}
+"""What the raspi3b board's SD card image needs (board/sdcard.py)."""
+HOST_TOOLS = {**FETCH_TOOLS, **BUILD_TOOLS, **RUN_TOOLS, **SD_TOOLS}
 
 
 def check_host_tools(tools: Mapping[str, str] = HOST_TOOLS) -> None:

@@ -5,6 +5,10 @@ The userland is the dependency closure of :data:`GUEST_ROOTS`, minus
 and whatever only they pull in are left out). No maintainer script runs, so
 the few things they would create are made here: applet links (by /init, with
 ``busybox --install``), /usr/bin/python3, /etc/passwd and /dev/console.
+
+One initramfs serves every machine (board/machines.py): it holds the union of
+the machines' modules, and one ``/etc/board/modules.<machine>.load`` list each;
+/init picks the list named by ``board.machine=`` on the kernel command line.
 """
 
 from __future__ import annotations
@@ -14,11 +18,12 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from board.cpio import CpioWriter, Writable
 from board.errors import BuildError, MissingToolError
+from board.machines import VIRT
 
 __all__ = [
     "GUEST_EXCLUDE",
@@ -52,8 +57,8 @@ GUEST_EXCLUDE = {
     "readline-common": "inputrc and docs, unused",
 }
 
-GUEST_STOCK_MODULES = ("netfs", "9pnet", "9pnet_virtio", "9p", "virtio_mmio")
-"""Stock modules /init loads (virtio-pci, virtio and virtio_ring are built in)."""
+GUEST_STOCK_MODULES = VIRT.stock_modules
+"""Stock modules /init loads on virt (each machine's list: board.machines)."""
 
 MODULE_PARAMS = {
     "vfio": "enable_unsafe_noiommu_mode=1",
@@ -123,12 +128,15 @@ def _archive(stream: Writable, root: Path) -> None:
     archive.close()
 
 
-def write_initramfs(dest: Path, debs: Sequence[Path], modules: Sequence[tuple[str, bytes]],
+def write_initramfs(dest: Path, debs: Sequence[Path],
+                    modules: Mapping[str, Sequence[tuple[str, bytes]]],
                     release: str, extract: Callable[[Path, Path], None],
                     gzip_level: int | None = None) -> None:
     """Write the newc initramfs to ``dest``, gzip-compressed if ``gzip_level`` is set.
 
-    ``modules`` are (path under lib/modules/<release>, .ko bytes) in load order.
+    ``modules`` maps each machine name to its modules, (path under
+    lib/modules/<release>, .ko bytes) in load order; every module is written
+    once and each machine gets its ``/etc/board/modules.<machine>.load``.
     The board boots it uncompressed: under TCG, boot to /init took a median
     4.9 s with the 130 MB raw archive and 6.5 s with the 42 MB gzip one.
     """
@@ -141,12 +149,15 @@ def write_initramfs(dest: Path, debs: Sequence[Path], modules: Sequence[tuple[st
         if not (root / "usr/bin/python3").exists():
             (root / "usr/bin/python3").symlink_to("python3.11")
         compile_bytecode(root, host_python())
-        for rel, data in modules:
-            path = root / "lib/modules" / release / rel
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(data)
         (root / "etc/board").mkdir(parents=True, exist_ok=True)
-        (root / "etc/board/modules.load").write_text(modules_load(modules))
+        for machine, machine_modules in modules.items():
+            for rel, data in machine_modules:
+                path = root / "lib/modules" / release / rel
+                if not path.is_file():
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    path.write_bytes(data)
+            (root / f"etc/board/modules.{machine}.load").write_text(
+                modules_load(machine_modules))
         (root / "etc/passwd").write_text(_PASSWD)
         (root / "etc/group").write_text(_GROUP)
         (root / "etc/hostname").write_text("board\n")

@@ -38,3 +38,11 @@ def test_outcomes_by_guest_test_id(tmp_path: Path) -> None:
     }
     assert cases["test_a.test_bad"].message == "assert 1 == 2"
     assert cases["test_a.test_bad"].details == "trace here"
+
+
+def test_cases_keep_their_module(tmp_path: Path) -> None:
+    path = tmp_path / "junit.xml"
+    path.write_text(JUNIT)
+    cases = parse_junit(path)
+    assert cases["test_a.test_ok[x]"].module == "tests.guest.test_a"
+    assert cases["tests.guest.test_broken"].module == "tests.guest.test_broken"

@@ -4,9 +4,10 @@ The board's /init sets PLATFORM_HOSTDEV_BOARD=1 and writes
 /run/platform-hostdev-board before it runs the command. Anywhere else this
 conftest stops collection with an error on purpose: a skip would let a host run
 look green without having tested anything. Run them with
-``python3 -m pytest tests/board`` on the host (boots the board once and reports
-each guest test), or ``python3 -m board run -- python3 -m pytest tests/guest``. Modules named
-``test_*_<machine>.py`` run only in that board (tests/support/machines.py).
+``python3 -m pytest tests/board`` on the host (boots each machine once and reports
+each guest test), or ``python3 -m board run [--machine raspi3b] -- python3 -m pytest
+tests/guest``. Modules named ``test_*_<machine>.py`` run only in that board
+(tests/support/machines.py); /init exports PLATFORM_HOSTDEV_BOARD_MACHINE.
 """
 
 from __future__ import annotations
