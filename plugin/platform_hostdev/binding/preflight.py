@@ -27,10 +27,9 @@ from platform_hostdev.errors import HostdevError
 from platform_hostdev.host.attributes import read_bool_param
 from platform_hostdev.host.fs import HostFs, is_noiommu
 from platform_hostdev.host.kmsg import probe_failure
+from platform_hostdev.vfio.uapi import VFIO_DRIVERS, VFIO_MODULES
 
 __all__ = [
-    "VFIO_DRIVERS",
-    "VFIO_MODULES",
     "NOIOMMU_PARAM",
     "RESET_REQUIRED_PARAM",
     "UPSTREAM_RESET_HANDLERS",
@@ -55,8 +54,6 @@ __all__ = [
     "explain_probe_failure",
 ]
 
-VFIO_DRIVERS = {"platform": "vfio-platform", "amba": "vfio-amba"}
-VFIO_MODULES = {"platform": "vfio-platform", "amba": "vfio-amba"}
 NOIOMMU_PARAM = "/sys/module/vfio/parameters/enable_unsafe_noiommu_mode"
 RESET_REQUIRED_PARAM = "/sys/module/vfio_platform/parameters/reset_required"
 UPSTREAM_RESET_HANDLERS = ("calxeda,hb-xgmac", "amd,xgbe-seattle-v1a", "brcm,iproc-flexrm-mbox")

@@ -3,13 +3,13 @@
 Per device: the host does not use it (:mod:`protection`), it has a usable
 IOMMU group (QEMU cannot use no-IOMMU groups), vfio-platform will accept it
 (a reset handler, or reset_required=0 with its risk), its group is viable
-(every member bound to vfio, unbound, or in the domain), and an unmanaged
-device is already detached. Both the user form and the translated form of a
-domain are read (the translated one through :func:`translate.backward`).
+(:mod:`~platform_hostdev.vfio.groups`: every member bound to a vfio driver,
+unbound, or in the domain), and an unmanaged device is already detached.
+Both the user form and the translated form of a domain are read (the
+translated one through :func:`translate.backward`).
 """
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 
 from lxml import etree
@@ -18,7 +18,6 @@ from platform_hostdev.binding.preflight import (
     NOIOMMU_PARAM,
     RESET_REQUIRED_PARAM,
     UPSTREAM_RESET_HANDLERS,
-    VFIO_DRIVERS,
     has_reset_handler,
     kernel_release,
 )
@@ -31,10 +30,10 @@ from platform_hostdev.host.attributes import read_bool_param
 from platform_hostdev.host.fs import HostFs, is_noiommu
 from platform_hostdev.host.inventory import Device, Inventory
 from platform_hostdev.host.protection import host_usage
+from platform_hostdev.vfio.groups import group_blockers, group_members
+from platform_hostdev.vfio.uapi import VFIO_DRIVERS
 
 __all__ = ["requested_hostdevs", "guest_check", "device_checks"]
-
-_VFIO = frozenset({*VFIO_DRIVERS.values(), "vfio-pci"})
 
 
 def requested_hostdevs(tree: etree._ElementTree) -> tuple[list[PlatformHostdev], list[Check]]:
@@ -119,16 +118,9 @@ def _iommu(fs: HostFs, device: Device) -> Check:
 
 
 def _viability(fs: HostFs, name: str, group: str, members: set[str]) -> Check:
-    directory = f"/sys/kernel/iommu_groups/{group}/devices"
-    try:
-        others = sorted(os.listdir(fs.path(directory)))
-    except OSError:
-        others = []
-    blockers = []
-    for member in others:
-        driver = fs.link_name(f"{directory}/{member}/driver")
-        if member not in members and driver is not None and driver not in _VFIO:
-            blockers.append(f"{member} (bound to {driver})")
+    others = group_members(fs, group)
+    blockers = [f"{member} (bound to {driver})"
+                for member, driver in group_blockers(fs, group, exempt=members)]
     if blockers:
         return Check(f"{name} group viability", FAIL,
                      f"IOMMU group {group} also holds {', '.join(blockers)}: QEMU fails with "

@@ -9,8 +9,8 @@ from platform_hostdev.cli.main import Context
 from platform_hostdev.cli.table import render_table
 from platform_hostdev.host.fs import BUSES
 from platform_hostdev.host.inventory import Device
-from platform_hostdev.vfio.client import flag_names
 from platform_hostdev.vfio.correlate import Correlation, correlate
+from platform_hostdev.vfio.uapi import flag_names
 
 __all__ = ["register"]
 

@@ -25,9 +25,10 @@ from platform_hostdev.cli.main import Context
 from platform_hostdev.cli.table import render_table
 from platform_hostdev.errors import HostdevError
 from platform_hostdev.host.fs import HostFs
-from platform_hostdev.vfio.client import flag_names, query
+from platform_hostdev.vfio.client import query
 from platform_hostdev.vfio.correlate import correlate
 from platform_hostdev.vfio.inspection import Inspection, inspect
+from platform_hostdev.vfio.uapi import flag_names
 
 __all__ = ["register", "cmd_inspect", "render_inspection", "EXIT_AGREE", "EXIT_DISAGREE"]
 

@@ -8,8 +8,8 @@ and aborts a start). Phases:
 * prepare: recover interrupted work, then for each platform hostdev in
   command-line order: refuse a device owned by another running domain;
   managed -> detach to vfio (binding.detach), unmanaged -> must already be
-  bound to vfio; check the IOMMU group is viable (every member bound to vfio,
-  unbound, or in this domain); hand /dev/vfio/N to QEMU's user/group; record
+  bound to vfio; check the IOMMU group is viable (vfio.groups: every member
+  bound to a vfio driver, unbound, or in this domain); hand /dev/vfio/N to QEMU's user/group; record
   ownership. Any failure rolls back what this call did.
 * release (also after "failed"): give every device of this domain back:
   /dev/vfio/N ownership restored, managed devices re-attached to their
@@ -31,10 +31,12 @@ from typing import TYPE_CHECKING, NamedTuple, TextIO
 
 from platform_hostdev.binding.journal import Journal
 from platform_hostdev.binding.ownership import OwnerRecord, Owners
-from platform_hostdev.binding.preflight import VFIO_DRIVERS, Runner, device_state
+from platform_hostdev.binding.preflight import Runner, device_state
 from platform_hostdev.errors import HostdevError
 from platform_hostdev.host.fs import HostFs, is_noiommu
 from platform_hostdev.host.specs import check_spec
+from platform_hostdev.vfio.groups import group_blockers
+from platform_hostdev.vfio.uapi import VFIO_DRIVERS
 
 if TYPE_CHECKING:
     from platform_hostdev.binding.operations import RecoverAction
@@ -48,7 +50,6 @@ if TYPE_CHECKING:
 __all__ = ["HookEnv", "run", "dispatch", "HookDevice", "resolve_device", "release_stale",
            "StaleRelease"]
 
-VFIO_ANY = frozenset(VFIO_DRIVERS.values()) | {"vfio-pci"}
 HOOK_CONFIG = "/etc/platform-hostdev/hook.conf"
 _WORKING_OPS = ("prepare", "release", "reconnect", "migrate", "restore")  # the rest: exit 0
 
@@ -256,7 +257,7 @@ def _give_back(record: OwnerRecord, env: HookEnv, owners: Owners, journal: Journ
     env.step(f"release:{record.device}:node-restored")
     if record.detached_by_us:
         state = device_state(env.fs, record.bus, record.device)
-        if state.driver in VFIO_ANY:
+        if state.driver == VFIO_DRIVERS.get(record.bus):
             from platform_hostdev.binding.operations import reattach
 
             reattach(env.fs, HookDevice(record.device, record.bus, None, (), True),
@@ -389,15 +390,8 @@ def _check_groups(domain: _Domain, env: HookEnv) -> None:
                                "no-IOMMU groups (it never opens /dev/vfio/noiommu-N)",
                                "the device needs an IOMMU; no-IOMMU mode is only for "
                                "user-space drivers and tests")
-        members = env.fs.path(f"/sys/kernel/iommu_groups/{group}/devices")
-        blockers = []
-        for member in sorted(os.listdir(members)) if members.exists() else []:
-            if member in ours:
-                continue
-            driver = env.fs.link_name(f"/sys/kernel/iommu_groups/{group}/devices/"
-                                         f"{member}/driver")
-            if driver is not None and driver not in VFIO_ANY:
-                blockers.append(f"{member} (driver {driver})")
+        blockers = [f"{member} (driver {driver})"
+                    for member, driver in group_blockers(env.fs, group, exempt=ours)]
         if blockers:
             raise HostdevError(f"IOMMU group {group} of {device.name} is not viable: "
                                f"{', '.join(blockers)} still bound to host drivers",

@@ -22,7 +22,7 @@ from platform_hostdev.dt.interrupts import is_gic, resolve_interrupts
 from platform_hostdev.dt.phandles import phandle_links
 from platform_hostdev.dt.tree import DeviceTree, Node
 from platform_hostdev.host.inventory import Device
-from platform_hostdev.vfio.client import flag_bit
+from platform_hostdev.vfio.uapi import flag_bit
 
 __all__ = [
     "RegionMap", "IrqMap", "Link", "ChildNode", "Correlation", "correlate",
@@ -31,7 +31,7 @@ __all__ = [
 
 PAGE_SIZE = 4096          # Debian's arm64 kernels use 4 KiB pages
 AMBA_NR_IRQS = 9          # include/linux/amba/bus.h
-# The VFIO flags to expect, from vfio.py's one table of the uapi's flag words.
+# The VFIO flags to expect, from the one table of the uapi's flag words.
 _READ_WRITE = flag_bit("region", "READ") | flag_bit("region", "WRITE")
 _MMAP = flag_bit("region", "MMAP")
 _EDGE_IRQ = flag_bit("irq", "EVENTFD")
