@@ -25,9 +25,9 @@ from lxml import etree
 
 from platform_hostdev.domain.hostdev import PlatformHostdev
 from platform_hostdev.errors import HostdevError, InvalidDeviceSpecError
-from platform_hostdev.guestdt.rules import qemu_builds_node
 from platform_hostdev.host.inventory import Device, Inventory, check_spec
 from platform_hostdev.virt.qemu_caps import QemuCaps, check_vfio_platform
+from platform_hostdev.virt.qemu_nodes import qemu_builds_node
 
 __all__ = [
     "ResolvedHostdev",

@@ -8,7 +8,7 @@ exact machine (``-machine dumpdtb=``) and add one node per passthrough
 device under /platform-bus@c000000, at the addresses and SPIs the platform
 bus will assign (:mod:`platform_bus`), built from the host node: properties
 copied, ``reg``/``interrupts`` rewritten, host-only links handled by the
-rules in :mod:`guestdt_rules`.
+rules in :mod:`platform_hostdev.guestdt.rules`.
 """
 from __future__ import annotations
 
