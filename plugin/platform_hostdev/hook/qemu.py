@@ -149,7 +149,8 @@ def _refused(args: Sequence[str], exc: HostdevError, err: TextIO) -> int:
 
 
 def _refuse_migration(data: bytes, op: str) -> None:
-    from platform_hostdev.domain.domainxml import declared_hostdevs, parse_domain
+    from platform_hostdev.domain.domainxml import parse_domain
+    from platform_hostdev.domain.model import declared_hostdevs
 
     if declared_hostdevs(parse_domain(data)):
         raise HostdevError(f"the domain has platform hostdevs; {op} is not possible (QEMU's "
@@ -160,7 +161,8 @@ def _refuse_migration(data: bytes, op: str) -> None:
 
 
 def _parse_domain(data: bytes, name: str, fs: HostFs) -> _Domain:
-    from platform_hostdev.domain.domainxml import declared_hostdevs, parse_domain
+    from platform_hostdev.domain.domainxml import parse_domain
+    from platform_hostdev.domain.model import declared_hostdevs
 
     root = parse_domain(data)
     uuid = (root.findtext("uuid") or "").strip()
