@@ -16,6 +16,7 @@ from typing import Any
 from lxml import etree
 
 from platform_hostdev.domain.model import declared_hostdevs
+from platform_hostdev.domain.rules import refuse_acpi
 from platform_hostdev.domain.translate import to_string
 from platform_hostdev.dt.fdt import build_dtb, parse_dtb
 from platform_hostdev.errors import HostdevError
@@ -75,10 +76,7 @@ def sync_domain(conn: Any, tree: etree._ElementTree, inventory: Inventory,
                 store: GuestDtStore, runner: Runner | None = None) -> SyncResult:
     """(Re)generate the guest DTB of a translated domain; returns the updated XML."""
     root = tree.getroot()
-    if root.find("features/acpi") is not None:
-        raise HostdevError("the domain boots with ACPI (<features><acpi/>): the guest would "
-                           "ignore the device tree that describes its platform devices",
-                           "remove <acpi/> from <features>")
+    refuse_acpi(root)
     uuid = (root.findtext("uuid") or "").strip()
     # the prepare hook's reader (on its own tree): the fingerprint's device keys are the same
     hostdevs = declared_hostdevs(root)

@@ -32,6 +32,11 @@ from typing import TYPE_CHECKING, NamedTuple, TextIO
 from platform_hostdev.binding.journal import Journal
 from platform_hostdev.binding.ownership import OwnerRecord, Owners
 from platform_hostdev.binding.preflight import Runner, device_state
+from platform_hostdev.domain.rules import (
+    check_names_agree,
+    refuse_duplicates,
+    refuse_non_platform,
+)
 from platform_hostdev.errors import HostdevError
 from platform_hostdev.host.fs import HostFs, is_noiommu
 from platform_hostdev.host.specs import check_spec
@@ -170,18 +175,17 @@ def _parse_domain(data: bytes, name: str, fs: HostFs) -> _Domain:
         raise HostdevError("the domain XML has no <uuid>", "libvirt always sets one")
     declared = declared_hostdevs(root)
     devices = [resolve_device(fs, h.name, h.dt_path, h.managed) for h in declared]
-    seen: set[str] = set()
-    for device in devices:
-        if device.name in seen:
-            raise HostdevError(f"device {device.name} is listed twice in the domain",
-                               "remove the duplicate hostdev")
-        seen.add(device.name)
+    refuse_duplicates((h, d.name, d.dt_path) for h, d in zip(declared, devices, strict=True))
     return _Domain(name, uuid, devices, root, tuple(h.key for h in declared))
 
 
 def resolve_device(fs: HostFs, name: str | None, dt_path: str | None,
                    managed: bool) -> HookDevice:
-    """Find a device by sysfs name or DT path without scanning the whole host."""
+    """Find a device by sysfs name or DT path without scanning the whole host.
+
+    The rules are the commands' (:mod:`platform_hostdev.domain.rules`): the name is a
+    sysfs name, and the device it names must be at the DT path when both are given.
+    """
     for spec in (name, dt_path):
         if spec is not None:
             check_spec(spec)
@@ -210,9 +214,7 @@ def resolve_device(fs: HostFs, name: str | None, dt_path: str | None,
     dev_name, bus = found
     link = f"/sys/bus/{bus}/devices/{dev_name}"
     actual = fs.dt_path_of(link)
-    if dt_path is not None and actual != dt_path:
-        raise HostdevError(f"device {dev_name} is DT node {actual}, not {dt_path}",
-                           "make <devicetree path> and <device name> name the same device")
+    check_names_agree(name, dt_path, dev_name, actual)
     raw = fs.read_text(link + "/of_node/compatible") or ""
     compatible = tuple(c for c in raw.split("\0") if c)
     return HookDevice(dev_name, bus, actual, compatible, managed,
@@ -348,9 +350,7 @@ def _take(device: HookDevice, domain: _Domain, env: HookEnv, owners: Owners,
                            "the two domains")
     state = device_state(env.fs, device.bus, device.name)
     vfio = VFIO_DRIVERS[device.bus]
-    if device.bus == "amba":
-        raise HostdevError(f"{device.name} is an AMBA device; QEMU's vfio-platform refuses "
-                           "vfio-amba devices", "AMBA devices cannot be passed to QEMU guests")
+    refuse_non_platform(device.name, device.bus, device.dt_path)
     adopted = current is not None and current.detached_by_us
     record = OwnerRecord(device.name, device.bus, domain.name, domain.uuid, device.managed,
                          detached_by_us=adopted, state="preparing", since=env.clock(),
