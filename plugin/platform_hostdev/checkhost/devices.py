@@ -16,7 +16,9 @@ from lxml import etree
 
 from platform_hostdev.binding.preflight import (
     NOIOMMU_PARAM,
+    RESET_REQUIRED_FIX,
     RESET_REQUIRED_PARAM,
+    RESET_RISK,
     UPSTREAM_RESET_HANDLERS,
     has_reset_handler,
     kernel_release,
@@ -145,16 +147,11 @@ def _reset(fs: HostFs, device: Device) -> Check:
     if device.bus != "platform":
         return Check(f"{name} reset", PASS, "vfio-amba needs no reset handler")
     required = read_bool_param(fs, RESET_REQUIRED_PARAM)
-    risk = ("the device is then not reset between host and guest use, so its state and any "
-            "DMA it has set up carry over")
     if required is False:
         return Check(f"{name} reset", WARN, f"no reset handler for {first!r}; vfio_platform "
-                     f"reset_required=0 lets vfio take it anyway: {risk}",
+                     f"reset_required=0 lets vfio take it anyway: {RESET_RISK}",
                      "pass only devices that are quiescent (no DMA running) when detached, "
                      f"or use one with a reset handler ({', '.join(UPSTREAM_RESET_HANDLERS)})")
     state = "reset_required=1" if required else "reset_required=1 (the default; not loaded yet)"
     return Check(f"{name} reset", FAIL, f"no reset handler for {first!r} and vfio_platform "
-                 f"{state}: vfio-platform refuses the device",
-                 "load vfio-platform with reset_required=0 (modprobe -r vfio-platform; modprobe "
-                 "vfio-platform reset_required=0, or vfio_platform.reset_required=0 on the kernel "
-                 f"command line). Risk: {risk}")
+                 f"{state}: vfio-platform refuses the device", RESET_REQUIRED_FIX)
