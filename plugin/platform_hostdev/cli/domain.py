@@ -52,10 +52,10 @@ from platform_hostdev.errors import HostdevError
 from platform_hostdev.host.fs import DT_BASE, HostFs
 from platform_hostdev.host.inventory import Inventory
 from platform_hostdev.virt.connection import (
-    DEFINE_VALIDATE,
     XML_INACTIVE,
     XML_SECURE,
     default_uri,
+    define_domain,
     is_local_uri,
     libvirt_errors,
     lookup_domain,
@@ -184,9 +184,8 @@ def _prepare(tree: etree._ElementTree, args: argparse.Namespace, ctx: Context,
 def _define(conn: Any, translation: Translation, args: argparse.Namespace | None = None,
             ctx: Context | None = None) -> Any:
     """Define the libvirt form; with args/ctx, then (re)generate its guest DT (sync)."""
-    with libvirt_errors("libvirt refused the domain",
-                        "fix the domain XML as libvirt's message says; nothing was changed"):
-        dom = conn.defineXMLFlags(translation.xml(), DEFINE_VALIDATE)
+    dom = define_domain(conn, translation.xml(), "libvirt refused the domain",
+                        "fix the domain XML as libvirt's message says; nothing was changed")
     if args is not None and ctx is not None and translation.hostdevs:
         _sync(conn, dom, args, ctx)
     return dom
@@ -212,9 +211,8 @@ def _sync(conn: Any, dom: Any, args: argparse.Namespace, ctx: Context) -> None:
     except HostdevError as exc:
         raise HostdevError(f"domain {name} was defined, but its guest device tree cannot be "
                            f"generated: {exc.what}", exc.fix) from None
-    with libvirt_errors("libvirt refused the domain with its guest DTB",
-                        f"run 'platform-hostdev sync {name}' to retry"):
-        conn.defineXMLFlags(to_string(result.tree), DEFINE_VALIDATE)
+    define_domain(conn, to_string(result.tree), "libvirt refused the domain with its guest DTB",
+                  f"run 'platform-hostdev sync {name}' to retry")
     if result.dtb_path is not None:
         ctx.print(f"Guest device tree generated: {result.dtb_path}")
 

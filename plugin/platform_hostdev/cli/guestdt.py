@@ -15,6 +15,7 @@ from platform_hostdev.virt.connection import (
     XML_INACTIVE,
     XML_SECURE,
     default_uri,
+    define_domain,
     libvirt_errors,
     lookup_domain,
     open_connection,
@@ -64,9 +65,9 @@ def cmd_sync(args: argparse.Namespace, ctx: Context) -> int:
         xml = dom.XMLDesc(XML_INACTIVE | XML_SECURE)
     tree = parse_xml(xml, "the domain XML from libvirt")
     result = sync_domain(conn, tree, ctx.inventory(), store_for(ctx))
-    with libvirt_errors("libvirt refused the domain with its guest DTB",
-                        "see the message; 'platform-hostdev dumpxml --raw' shows the XML"):
-        conn.defineXML(to_string(result.tree))
+    # validated, as every definition (define_domain): the same checks as define's own sync
+    define_domain(conn, to_string(result.tree), "libvirt refused the domain with its guest DTB",
+                  "see the message; 'platform-hostdev dumpxml --raw' shows the XML")
     if args.json:
         ctx.print_json({"domain": dom.name(), "dtb": result.dtb_path,
                         "fingerprint": result.fingerprint,
