@@ -314,11 +314,14 @@ def _roll_back(mover: _Mover, failure: Exception | KeyboardInterrupt) -> None:
     mover.journal.remove(mover.name)
 
 
-def reattach(fs: HostFs, device: Target, journal: Journal, waiter: Waiter,
-             runner: Runner | None = None, *, on_step: StepHook | None = None,
+def reattach(fs: HostFs, device: Target, journal: Journal, waiter: Waiter, *,
+             on_step: StepHook | None = None,
              timeout: float = DEFAULT_TIMEOUT) -> ReattachResult:
-    """Give a detached device back to its original driver; remove its journal record."""
-    del runner  # nothing to load for a re-attach; kept for a uniform signature
+    """Give a detached device back to its original driver; remove its journal record.
+
+    Nothing is loaded for a re-attach (the original driver was bound before),
+    so unlike :func:`detach` it takes no process runner.
+    """
     bus, name = device.bus, device.name
     vfio = VFIO_DRIVERS.get(bus, "vfio")
     with journal.locked():

@@ -81,8 +81,8 @@ def cmd_nodedev_detach(args: argparse.Namespace, ctx: Context) -> int:
 
 def cmd_nodedev_reattach(args: argparse.Namespace, ctx: Context) -> int:
     device = ctx.inventory().resolve(args.device)
-    fs, journal, waiter, runner = _boundaries(ctx)
-    result = reattach(fs, device, journal, waiter, runner, timeout=args.timeout)
+    fs, journal, waiter, _ = _boundaries(ctx)
+    result = reattach(fs, device, journal, waiter, timeout=args.timeout)
     if args.json:
         ctx.print_json(result._asdict())
     else:

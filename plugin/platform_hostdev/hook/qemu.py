@@ -265,7 +265,7 @@ def _give_back(record: OwnerRecord, env: HookEnv, owners: Owners, journal: Journ
             from platform_hostdev.binding.operations import reattach
 
             reattach(env.fs, HookDevice(record.device, record.bus, None, (), True),
-                     journal, env.waiter, env.runner)
+                     journal, env.waiter)
     env.step(f"release:{record.device}:reattached")
     owners.remove(record.device)
 
