@@ -174,8 +174,8 @@ PLAIN_DOMAIN = """<domain type='kvm' id='7'>
 def _host_sources() -> list[Path]:
     """The files whose content decides what the cached fake host looks like."""
     names = ["tests/support/synthetic.py", "tests/support/fakehost.py",
-             "tests/support/fdtwriter.py", "plugin/platform_hostdev/naming.py",
-             "plugin/platform_hostdev/devicetree.py", "plugin/platform_hostdev/fdt.py"]
+             "tests/support/fdtwriter.py", "plugin/platform_hostdev/dt/naming.py",
+             "plugin/platform_hostdev/dt/tree.py", "plugin/platform_hostdev/dt/fdt.py"]
     return [REPO / n for n in names]
 
 

@@ -122,7 +122,9 @@ def test_a_package_directory_whose_name_holds_a_colon_is_kept_whole(
     odd = tmp_path / f"site{os.pathsep}packages:x"
     odd.symlink_to(PLUGIN, target_is_directory=True)  # the only place platform_hostdev is
     mocker.patch("platform_hostdev.hook.install.package_paths", return_value=[str(odd)])
-    (host.root / HOOK).write_text(render_hook(str(host.root)))
+    rendered = render_hook(str(host.root))
+    assert f"PACKAGE_PATH = ({str(odd)!r},)" in rendered  # this checkout's hook, filled in
+    (host.root / HOOK).write_text(rendered)
     done = run(host, "migrate", libvirt_domain("vm1", [VIRTIO], managed=False))
     assert "Traceback" not in done.stderr, done.stderr
     assert done.returncode == 1 and "migrate of domain vm1 refused" in done.stderr

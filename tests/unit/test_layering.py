@@ -1,8 +1,9 @@
 """The package's imports point one way: a module imports only its own layer and those below.
 
-Layers, bottom up: errors <- dt <- host <- vfio <- binding <- virt <- domain <-
-guestdt <- hook <- checkhost <- the package's public API (platform_hostdev
-itself) <- cli <- __main__. So dt imports nothing of the package but errors and
+Layers, bottom up: errors <- dt <- shipped (where the schemas and the hook
+files are) <- host <- vfio <- binding <- virt <- domain <- guestdt <- hook <-
+checkhost <- the package's public API (platform_hostdev itself) <- cli <-
+__main__. So dt imports nothing of the package but errors and
 nothing but ``python -m platform_hostdev`` imports cli. Within vfio, the uapi
 tables import nothing of the package and the correlation reads only them, not
 the ioctl client. Every import counts: at module level, inside functions,
@@ -21,7 +22,7 @@ import pytest
 
 PACKAGE = "platform_hostdev"
 SOURCE = Path(__file__).resolve().parents[2] / "plugin" / PACKAGE
-LAYERS = ("errors", "dt", "host", "vfio", "binding", "virt", "domain", "guestdt", "hook",
+LAYERS = ("errors", "dt", "shipped", "host", "vfio", "binding", "virt", "domain", "guestdt", "hook",
           "checkhost", "api", "cli", "main")
 # (importer, imported) pairs refused although the layers allow them
 FORBIDDEN = (

@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import functools
 import re
-from pathlib import Path
 
 from lxml import etree
 
 from platform_hostdev.domain.model import PHD_NS, QEMU_NS, SCHEMA_HINT, PlatformHostdev, token
 from platform_hostdev.errors import XmlError
+from platform_hostdev.shipped import shipped_dir
 
 __all__ = [
     "PHD_NS",
@@ -74,20 +74,10 @@ def parse_xml(data: str | bytes, what: str) -> etree._ElementTree:
     return tree
 
 
-def _schema_dir() -> Path:
-    from importlib import resources  # lazily: its import costs the hook ~5 ms
-
-    try:
-        return Path(str(resources.files("platform_hostdev.xml_schemas")))
-    except ModuleNotFoundError:
-        # Running from a source tree with PYTHONPATH=plugin: the schemas sit at the top.
-        return Path(__file__).resolve().parents[3] / "xml_schemas"
-
-
 @functools.cache
 def load_schema(name: str) -> etree.RelaxNG:
     """One of our shipped RelaxNG schemas: "hostdev" or "metadata" (compiled once)."""
-    path = _schema_dir() / f"{name}.rng"
+    path = shipped_dir("platform_hostdev.xml_schemas") / f"{name}.rng"
     return etree.RelaxNG(etree.parse(str(path)))
 
 

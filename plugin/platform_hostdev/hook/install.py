@@ -13,8 +13,9 @@ import os
 import site
 import sys
 import sysconfig
-from importlib import resources
 from pathlib import Path
+
+from platform_hostdev.shipped import shipped_dir
 
 __all__ = ["HOOK_DIR", "HOOK_NAME", "HOOK_PATH", "SIGNATURE", "hook_source", "package_paths",
            "render_hook"]
@@ -27,12 +28,8 @@ SIGNATURE = "libvirt qemu hook for platform-hostdev"
 
 
 def hook_source() -> str:
-    """The packaged hook executable's text (or the source tree's, when run from it)."""
-    try:
-        files = resources.files("platform_hostdev.hookfiles")
-        return (files / "qemu.d" / HOOK_NAME).read_text()
-    except (ModuleNotFoundError, FileNotFoundError):
-        return (Path(__file__).resolve().parents[3] / "hooks" / "qemu.d" / HOOK_NAME).read_text()
+    """The hook executable's text, as shipped (the source tree's, when run from one)."""
+    return (shipped_dir("platform_hostdev.hookfiles") / "qemu.d" / HOOK_NAME).read_text()
 
 
 def package_paths() -> list[str]:
