@@ -28,6 +28,7 @@ from platform_hostdev.hook.qemu import HookEnv, dispatch
 from platform_hostdev.host.inventory import Inventory, load_inventory
 from platform_hostdev.vfio.correlate import correlate
 
+from tests.support.domains import with_guest_dt
 from tests.support.fakehost import build_fake_host
 from tests.support.fakekernel import QEMU_VIRT_DRIVERS, FakeKernel
 
@@ -67,8 +68,8 @@ def _path(path: str) -> str:
 def _hook_error(kernel: FakeKernel, xml: bytes) -> str:
     """The hook's refusal of a prepare (what it printed after 'refused: ')."""
     err = io.StringIO()
-    env = HookEnv(kernel, kernel.waiter(), kernel.run, err=err, check_guest_dt=False)
-    assert dispatch(["vm1", "prepare", "begin", "-"], xml, env) == 1
+    env = HookEnv(kernel.as_host(), err=err)
+    assert dispatch(["vm1", "prepare", "begin", "-"], with_guest_dt(kernel.root, xml), env) == 1
     first = err.getvalue().splitlines()[0]
     assert first.startswith("platform-hostdev: prepare of domain vm1 refused: "), first
     return first.split("refused: ", 1)[1]

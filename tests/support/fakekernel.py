@@ -44,6 +44,10 @@ kernel source (6.12), file and function named:
   kernel "has" them; parameters given as NAME=VALUE.
 * bind/unbind send uevents: every :class:`SynchronousWaiter` attached is notified
   during the write, as the real kernel sends KOBJ_BIND/KOBJ_UNBIND within it.
+
+:meth:`FakeKernel.as_host` is the :class:`~platform_hostdev.host.boundary.Host` the
+code under test gets: this kernel as its filesystem root, its waiter, its
+modprobe, and whatever a test replaces (a clock, a step observer, a QEMU probe).
 """
 from __future__ import annotations
 
@@ -53,8 +57,10 @@ import shutil
 import subprocess
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from platform_hostdev.host.attributes import AttributeWriteError, WritableHostFs
+from platform_hostdev.host.boundary import Host
 from platform_hostdev.host.kmsg import format_record
 from platform_hostdev.host.uevents import SynchronousWaiter
 from platform_hostdev.vfio.uapi import VFIO_DRIVERS
@@ -141,6 +147,13 @@ class FakeKernel(WritableHostFs):
         waiter = SynchronousWaiter()
         self.waiters.append(waiter)
         return waiter
+
+    def as_host(self, **boundaries: Any) -> Host:
+        """A Host around this kernel: its waiter and modprobe; ``boundaries`` replace any
+        other (``clock=``, ``observer=``, ``qemu_probe=``...). No QEMU is run unless a
+        test gives a probe or dumpdtb runner."""
+        boundaries.setdefault("modprobe", self.run)
+        return Host(self, self.waiter(), **boundaries)
 
     def run(self, argv: Sequence[str]) -> subprocess.CompletedProcess[str]:
         """The process runner: modprobe MODULE [PARAM=VALUE...]; anything else exits 127."""

@@ -15,9 +15,8 @@ from tests.unit.test_inspect import PL061, VIRT, VIRTIO
 
 
 def _ctx(tmp_path: Path, fake: FakeVfio) -> Context:
-    ctx = Context(root=str(tmp_path), out=io.StringIO(), err=io.StringIO())
-    ctx.extras["inventory"] = Inventory(VIRT, [VIRTIO, PL061])
-    ctx.extras["vfio_syscalls"] = fake
+    ctx = Context(root=str(tmp_path), out=io.StringIO(), err=io.StringIO(), vfio_syscalls=fake)
+    ctx.use_inventory(Inventory(VIRT, [VIRTIO, PL061]))
     return ctx
 
 

@@ -17,6 +17,7 @@ from platform_hostdev.checkhost import devices as checkhost_devices
 from platform_hostdev.checkhost.model import FAIL, PASS
 from platform_hostdev.errors import HostdevError
 from platform_hostdev.hook import qemu as hook
+from platform_hostdev.host.boundary import host_at
 from platform_hostdev.host.fs import HostFs
 from platform_hostdev.host.inventory import Device
 from platform_hostdev.vfio import client as vfio
@@ -42,7 +43,7 @@ def _fs(tmp_path: Path, other_driver: str | None) -> HostFs:
 def _hook_verdict(fs: HostFs) -> bool:
     device = hook.HookDevice(DEV.name, DEV.bus, DEV.dt_path, DEV.compatible, True)
     domain = hook._Domain("vm", "u", [device])
-    env = hook.HookEnv(fs, None, err=io.StringIO())  # type: ignore[arg-type]
+    env = hook.HookEnv(host_at(fs.root), err=io.StringIO())
     try:
         hook._check_groups(domain, env)
     except HostdevError as exc:

@@ -16,12 +16,12 @@ whose lock is free belongs to no running operation.
 """
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any, NamedTuple
 
 from platform_hostdev.errors import HostdevError
+from platform_hostdev.host.boundary import monotonic_clock, sleep
 from platform_hostdev.host.fs import HostFs
 from platform_hostdev.host.statefiles import RecordStore
 
@@ -47,9 +47,13 @@ _OPS = {"detach": DETACH_STEPS, "reattach": REATTACH_STEPS}
 class JournalError(HostdevError):
     """A journal file that cannot be read or understood."""
 
+    code = "journal-corrupt"
+
 
 class JournalBusyError(HostdevError):
     """Another platform-hostdev operation holds the journal lock."""
+
+    code = "state-busy"
 
 
 class JournalRecord(NamedTuple):
@@ -111,8 +115,8 @@ class Journal(RecordStore[JournalRecord]):
     """The journal directory under a host root (one :class:`RecordStore`)."""
 
     def __init__(self, fs: HostFs, directory: str = JOURNAL_DIR,
-                 clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 clock: Callable[[], float] = monotonic_clock,
+                 sleep: Callable[[float], None] = sleep) -> None:
         super().__init__(
             fs, directory, what="journal file", decode=JournalRecord.from_json,
             encode=JournalRecord.to_json, device_of=lambda r: r.device, error=JournalError,
@@ -122,7 +126,8 @@ class Journal(RecordStore[JournalRecord]):
                 f"delete {where}"),
             busy=lambda _: JournalBusyError(
                 f"another platform-hostdev operation holds {directory}/.lock",
-                "wait for it to finish; the lock is released when it exits"),
+                "wait for it to finish; the lock is released when it exits",
+                path=f"{directory}/.lock"),
             indent=1, clock=clock, sleep=sleep)
 
     def locked(self, timeout: float = 10.0) -> AbstractContextManager[None]:

@@ -28,9 +28,8 @@ device is back in its original state unless the message says otherwise).
 """
 from __future__ import annotations
 
+import errno
 import os
-import time
-from collections.abc import Callable
 from typing import NamedTuple
 
 from platform_hostdev.binding.journal import Journal, JournalRecord
@@ -44,7 +43,6 @@ from platform_hostdev.binding.preflight import (
     NoIommuError,
     ProbeFailedError,
     ResetRequiredError,
-    Runner,
     Target,
     VfioUnavailableError,
     check_iommu,
@@ -54,14 +52,13 @@ from platform_hostdev.binding.preflight import (
     ensure_vfio_driver,
     explain_probe_failure,
     is_noiommu,
-    subprocess_runner,
     vfio_holders,
 )
 from platform_hostdev.errors import HostdevError, HostError
-from platform_hostdev.host.attributes import AttributeWriteError, WritableHostFs, writable
-from platform_hostdev.host.fs import HostFs
+from platform_hostdev.host.attributes import AttributeWriteError, WritableHostFs
+from platform_hostdev.host.boundary import Host
 from platform_hostdev.host.kmsg import KernelLog, probe_failure
-from platform_hostdev.host.uevents import UeventTimeoutError, Waiter, Watch
+from platform_hostdev.host.uevents import UeventTimeoutError, Watch
 from platform_hostdev.vfio.uapi import VFIO_DRIVERS
 
 __all__ = [
@@ -72,8 +69,6 @@ __all__ = [
     "UPSTREAM_RESET_HANDLERS",
     "Target",
     "DeviceState",
-    "Runner",
-    "subprocess_runner",
     "device_state",
     "BindingError",
     "VfioUnavailableError",
@@ -92,30 +87,39 @@ __all__ = [
     "detach",
     "reattach",
     "recover",
+    "host_journal",
 ]
 
 DEFAULT_TIMEOUT = 5.0
-
-StepHook = Callable[[JournalRecord], None]
 
 
 class AlreadyDetachedError(BindingError):
     """The device is already bound to its vfio driver."""
 
+    code = "already-detached"
+
 
 class NotDetachedError(BindingError):
     """Re-attach of a device that is not bound to vfio."""
+
+    code = "not-detached"
 
 
 class RestoreError(BindingError):
     """The device could not be put back in its original state; the journal keeps the record."""
 
+    code = "restore-failed"
+
 
 class InterruptedOperationError(BindingError):
     """A journal record of an unfinished operation exists for the device."""
 
+    code = "interrupted-operation"
+
 
 class DetachResult(NamedTuple):
+    """A device now bound to its vfio driver, and what it was bound to before."""
+
     device: str
     bus: str
     driver: str
@@ -126,6 +130,8 @@ class DetachResult(NamedTuple):
 
 
 class ReattachResult(NamedTuple):
+    """A device given back: its driver now, and the original one the journal knew."""
+
     device: str
     bus: str
     driver: str | None
@@ -134,6 +140,8 @@ class ReattachResult(NamedTuple):
 
 
 class RecoverAction(NamedTuple):
+    """What recovery did with one journal record."""
+
     device: str
     action: str   # "restored", "kept", "stale-removed", "failed"
     detail: str
@@ -144,14 +152,14 @@ class RecoverAction(NamedTuple):
 class _Mover:
     """The writes of one operation on one device, with journal updates and waits."""
 
-    def __init__(self, fs: WritableHostFs, journal: Journal, record: JournalRecord,
-                 watch: Watch, log: KernelLog, on_step: StepHook | None, timeout: float) -> None:
-        self.fs = fs
+    def __init__(self, host: Host, journal: Journal, record: JournalRecord,
+                 watch: Watch, log: KernelLog, timeout: float) -> None:
+        self.host = host
+        self.fs: WritableHostFs = host.writable()
         self.journal = journal
         self.record = record
         self.watch = watch
         self.log = log
-        self.on_step = on_step
         self.timeout = timeout
         self.messages: list[str] = []
         self.ddir = device_dir(record.bus, record.device)
@@ -166,17 +174,23 @@ class _Mover:
     def step(self, step: str, op: str | None = None) -> None:
         self.record = self.record.at(step, op)
         self.journal.write(self.record)
-        if self.on_step is not None:
-            self.on_step(self.record)
+        _observe(self.host, self.record)
 
     def write(self, host_path: str, value: str) -> None:
         try:
             self.fs.write_attr(host_path, value)
         except AttributeWriteError as exc:
+            if exc.errno in (errno.EACCES, errno.EPERM):
+                code = "permission-denied"
+            elif host_path.endswith(("/unbind", "/driver_override")):
+                code = "unbind-forbidden"
+            else:
+                code = "sysfs-write-failed"
             raise HostError(
                 f"writing {value.strip()!r} to {host_path} failed: {exc.strerror} "
                 f"({exc.errno_name})",
-                "run as root; if the device vanished meanwhile, run nodedev-list") from None
+                "run as root; if the device vanished meanwhile, run nodedev-list",
+                code=code, device=self.name, path=host_path, errno=exc.errno_name) from None
 
     def set_override(self, value: str | None) -> None:
         self.write(self.ddir + "/driver_override", (value or "") + "\n")
@@ -231,28 +245,46 @@ def _restore(mover: _Mover, op: str, steps: bool) -> DeviceState:
             f"driver_override {final.override or '(null)'}{reason}; the journal "
             f"{mover.journal.host_file(record.device)} keeps the original state",
             "see dmesg for why the driver did not bind, fix it, then run "
-            "'platform-hostdev recover'")
+            "'platform-hostdev recover'", device=record.device,
+            path=mover.journal.host_file(record.device))
     return final
+
+
+def _observe(host: Host, record: JournalRecord) -> None:
+    """Tell the host's observer (tests) that ``record`` is on disk."""
+    host.step(f"{record.op}:{record.device}:{record.step}", record)
 
 
 # ---------------------------------------------------------------- operations
 
-def detach(fs: HostFs, device: Target, journal: Journal, waiter: Waiter,
-           runner: Runner | None = None, force: bool = False, *,
-           on_step: StepHook | None = None, timeout: float = DEFAULT_TIMEOUT) -> DetachResult:
+def host_journal(host: Host) -> Journal:
+    """The binding journal of ``host``, on its clocks."""
+    return Journal(host.fs, clock=host.monotonic, sleep=host.sleep)
+
+
+def detach(host: Host, device: Target, journal: Journal | None = None, force: bool = False,
+           *, timeout: float = DEFAULT_TIMEOUT) -> DetachResult:
     """Bind ``device`` to its vfio driver; roll back and raise BindingError on failure.
 
-    ``force`` skips the predictions (IOMMU group / no-IOMMU mode, reset handler)
-    and lets the kernel decide; a failed probe still rolls back. ``on_step`` is
-    called after each journal update (fault injection in tests).
+    The vfio module is loaded through ``host.modprobe`` when its driver is not
+    registered. ``force`` skips the predictions (IOMMU group / no-IOMMU mode,
+    reset handler) and lets the kernel decide; a failed probe still rolls back.
+    Whether the host itself uses the device is the caller's check
+    (:func:`~platform_hostdev.host.protection.refuse_if_host_uses`). Each
+    journal update is reported to ``host.observer`` as ``detach:DEVICE:STEP``.
+    ``journal`` defaults to :func:`host_journal`.
     """
+    fs = host.fs
+    journal = journal if journal is not None else host_journal(host)
     bus, name = device.bus, device.name
     if bus not in VFIO_DRIVERS:
-        raise BindingError(f"{name} is on bus {bus!r}", "only platform and amba devices")
+        raise BindingError(f"{name} is on bus {bus!r}", "only platform and amba devices",
+                           code="bus-unsupported", device=name, bus=bus)
     vfio = VFIO_DRIVERS[bus]
     if not fs.path(device_dir(bus, name)).exists():
         raise HostError(f"{bus} device {name} is not in sysfs ({device_dir(bus, name)})",
-                        "it was removed since the scan; run nodedev-list")
+                        "it was removed since the scan; run nodedev-list",
+                        code="device-not-found", device=name)
     with journal.locked():
         previous = journal.read(name)
         state = device_state(fs, bus, name)
@@ -260,26 +292,27 @@ def detach(fs: HostFs, device: Target, journal: Journal, waiter: Waiter,
             raise InterruptedOperationError(
                 f"an interrupted {previous.op} of {name} left {journal.host_file(name)} "
                 f"(last step: {previous.step})",
-                "run 'platform-hostdev recover' first")
+                "run 'platform-hostdev recover' first", device=name,
+                path=journal.host_file(name))
         if state.driver == vfio:
             raise AlreadyDetachedError(
                 f"{name} is already bound to {vfio}",
-                f"nothing to do; 'platform-hostdev nodedev-reattach {name}' gives it back")
+                f"nothing to do; 'platform-hostdev nodedev-reattach {name}' gives it back",
+                device=name, driver=vfio)
         if previous is not None:  # a detach record, but the device left vfio without us
             journal.remove(name)
-        ensure_vfio_driver(fs, bus, runner)
+        ensure_vfio_driver(fs, bus, host.modprobe)
         if not force:
             check_iommu(fs, name, state)
             check_reset(fs, device)
         record = JournalRecord(
             device=name, bus=bus, op="detach", step="planned", vfio_driver=vfio,
             original_driver=state.driver, original_override=state.override,
-            pid=os.getpid(), started=time.time())
+            pid=os.getpid(), started=host.clock())
         journal.write(record)
-        if on_step is not None:
-            on_step(record)
-        with waiter.watch(bus, name) as watch, KernelLog(fs) as log:
-            mover = _Mover(writable(fs), journal, record, watch, log, on_step, timeout)
+        _observe(host, record)
+        with host.waiter.watch(bus, name) as watch, KernelLog(fs) as log:
+            mover = _Mover(host, journal, record, watch, log, timeout)
             try:
                 mover.set_override(vfio)
                 mover.step("override-written")
@@ -314,14 +347,15 @@ def _roll_back(mover: _Mover, failure: Exception | KeyboardInterrupt) -> None:
     mover.journal.remove(mover.name)
 
 
-def reattach(fs: HostFs, device: Target, journal: Journal, waiter: Waiter, *,
-             on_step: StepHook | None = None,
+def reattach(host: Host, device: Target, journal: Journal | None = None, *,
              timeout: float = DEFAULT_TIMEOUT) -> ReattachResult:
     """Give a detached device back to its original driver; remove its journal record.
 
-    Nothing is loaded for a re-attach (the original driver was bound before),
-    so unlike :func:`detach` it takes no process runner.
+    Each journal update is reported to ``host.observer`` as ``reattach:DEVICE:STEP``.
+    ``journal`` defaults to :func:`host_journal`.
     """
+    fs = host.fs
+    journal = journal if journal is not None else host_journal(host)
     bus, name = device.bus, device.name
     vfio = VFIO_DRIVERS.get(bus, "vfio")
     with journal.locked():
@@ -330,16 +364,18 @@ def reattach(fs: HostFs, device: Target, journal: Journal, waiter: Waiter, *,
         if record is not None and not record.complete_detach and record.op == "detach":
             raise InterruptedOperationError(
                 f"an interrupted detach of {name} left {journal.host_file(name)} "
-                f"(last step: {record.step})", "run 'platform-hostdev recover'")
+                f"(last step: {record.step})", "run 'platform-hostdev recover'",
+                device=name, path=journal.host_file(name))
         if record is None:
             if state.driver != vfio:
                 raise NotDetachedError(
                     f"{name} is not bound to {vfio} (driver: {state.driver or 'none'}) and "
-                    "no journal records a detach", "nothing to re-attach")
+                    "no journal records a detach", "nothing to re-attach", device=name,
+                    driver=state.driver)
             record = JournalRecord(
                 device=name, bus=bus, op="reattach", step="planned", vfio_driver=vfio,
                 original_driver=None, original_override=None, original_known=False,
-                pid=os.getpid(), started=time.time())
+                pid=os.getpid(), started=host.clock())
         if state.iommu_group is not None and state.driver == vfio:
             holders = vfio_holders(fs, state.iommu_group)
             if holders:
@@ -347,13 +383,13 @@ def reattach(fs: HostFs, device: Target, journal: Journal, waiter: Waiter, *,
                 raise DeviceInUseError(
                     f"{name}'s VFIO group {state.iommu_group} is open by {users}; unbinding "
                     "would block until they close it",
-                    "stop the guest or program using the device first")
+                    "stop the guest or program using the device first", device=name,
+                    group=state.iommu_group, pids=[pid for pid, _ in holders])
         record = record.at("planned", "reattach")
         journal.write(record)
-        if on_step is not None:
-            on_step(record)
-        with waiter.watch(bus, name) as watch, KernelLog(fs) as log:
-            mover = _Mover(writable(fs), journal, record, watch, log, on_step, timeout)
+        _observe(host, record)
+        with host.waiter.watch(bus, name) as watch, KernelLog(fs) as log:
+            mover = _Mover(host, journal, record, watch, log, timeout)
             final = _restore(mover, "reattach", steps=True)
         journal.remove(name)
     return ReattachResult(device=name, bus=bus, driver=final.driver,
@@ -361,13 +397,15 @@ def reattach(fs: HostFs, device: Target, journal: Journal, waiter: Waiter, *,
                           original_known=record.original_known)
 
 
-def recover(fs: HostFs, journal: Journal, waiter: Waiter, *,
+def recover(host: Host, journal: Journal | None = None, *,
             timeout: float = DEFAULT_TIMEOUT) -> list[RecoverAction]:
     """Restore every device an interrupted detach/reattach left half-way; idempotent.
 
     A completed detach whose device is still bound to vfio is kept (it is in
     use by design); one whose device left vfio meanwhile is removed as stale.
     """
+    fs = host.fs
+    journal = journal if journal is not None else host_journal(host)
     actions = []
     with journal.locked():
         for name in journal.devices():
@@ -389,8 +427,8 @@ def recover(fs: HostFs, journal: Journal, waiter: Waiter, *,
                         f"no longer bound to {record.vfio_driver} "
                         f"(driver: {state.driver or 'none'})"))
                 continue
-            with waiter.watch(record.bus, name) as watch, KernelLog(fs) as log:
-                mover = _Mover(writable(fs), journal, record, watch, log, None, timeout)
+            with host.waiter.watch(record.bus, name) as watch, KernelLog(fs) as log:
+                mover = _Mover(host, journal, record, watch, log, timeout)
                 try:
                     final = _restore(mover, record.op, steps=False)
                 except HostdevError as exc:

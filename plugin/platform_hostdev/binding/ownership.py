@@ -19,12 +19,12 @@ prepare hook and QEMU's exec).
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, NamedTuple
 
 from platform_hostdev.errors import HostdevError
+from platform_hostdev.host.boundary import pid_alive, wall_clock
 from platform_hostdev.host.fs import HostFs
 from platform_hostdev.host.statefiles import RecordStore
 
@@ -37,6 +37,8 @@ START_GRACE = 300.0  # seconds a prepared domain may take to get its QEMU runnin
 
 class OwnersBusyError(HostdevError):
     """Another hook call holds the ownership lock for too long."""
+
+    code = "state-busy"
 
 
 class OwnerRecord(NamedTuple):
@@ -74,8 +76,9 @@ class OwnerRecord(NamedTuple):
 class Owners(RecordStore[OwnerRecord]):
     """The ownership records of a host (one :class:`RecordStore`, rooted through HostFs)."""
 
-    def __init__(self, fs: HostFs, clock: Callable[[], float] = time.time,
-                 grace: float = START_GRACE) -> None:
+    def __init__(self, fs: HostFs, clock: Callable[[], float] = wall_clock,
+                 grace: float = START_GRACE,
+                 pid_alive: Callable[[int], bool] = pid_alive) -> None:
         super().__init__(
             fs, OWNERS_DIR, what="ownership record", decode=OwnerRecord.from_json,
             encode=OwnerRecord._asdict, device_of=lambda r: r.device, error=HostdevError,
@@ -83,9 +86,10 @@ class Owners(RecordStore[OwnerRecord]):
                 f"check {device}'s state (platform-hostdev nodedev-list) and remove {where}"),
             busy=lambda timeout: OwnersBusyError(
                 f"another platform-hostdev hook holds {OWNERS_DIR}/.lock for more than "
-                f"{timeout:.0f} s", "retry the domain start"))
+                f"{timeout:.0f} s", "retry the domain start", path=f"{OWNERS_DIR}/.lock"))
         self.clock = clock
         self.grace = grace
+        self.pid_alive = pid_alive
 
     def locked(self, timeout: float = 60.0) -> AbstractContextManager[None]:
         """Hold the ownership lock; OwnersBusyError past ``timeout``."""
@@ -111,18 +115,6 @@ class Owners(RecordStore[OwnerRecord]):
         if self.domain_running(record.domain):
             return True
         if record.state == "preparing":
-            return _pid_alive(record.pid)
+            # Our own pid in a "preparing" record can only be an earlier, dead process's.
+            return record.pid != os.getpid() and self.pid_alive(record.pid)
         return self.clock() - record.since < self.grace
-
-
-def _pid_alive(pid: int) -> bool:
-    # Our own pid in a "preparing" record can only be an earlier, dead process's.
-    if pid <= 0 or pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, NamedTuple, Protocol
+from collections.abc import Sequence
+from typing import NamedTuple, Protocol
 
 from platform_hostdev.errors import HostdevError
 from platform_hostdev.host.attributes import read_bool_param
 from platform_hostdev.host.fs import HostFs, is_noiommu, read_driver_override
 from platform_hostdev.host.kmsg import probe_failure
+from platform_hostdev.host.processes import ModprobeRunner
 from platform_hostdev.vfio.uapi import VFIO_DRIVERS, VFIO_MODULES
 
 __all__ = [
@@ -37,8 +38,6 @@ __all__ = [
     "UPSTREAM_RESET_HANDLERS",
     "RESET_RISK",
     "RESET_REQUIRED_FIX",
-    "Runner",
-    "subprocess_runner",
     "Target",
     "DeviceState",
     "device_state",
@@ -72,19 +71,6 @@ RESET_REQUIRED_FIX = (
 """The fix for a device vfio-platform refuses for want of a reset handler (reset_required=1:
 drivers/vfio/platform/vfio_platform_common.c vfio_platform_probe_common())."""
 
-if TYPE_CHECKING:  # subprocess costs the hook ~5 ms at import; only modprobe needs it
-    import subprocess
-
-Runner = Callable[[Sequence[str]], "subprocess.CompletedProcess[str]"]
-
-
-def subprocess_runner(argv: Sequence[str]) -> subprocess.CompletedProcess[str]:
-    """Run a command (modprobe) with captured output and a time limit."""
-    import subprocess
-
-    return subprocess.run(list(argv), capture_output=True, text=True, timeout=60, check=False)
-
-
 class Target(Protocol):
     """What binding needs of a device (inventory.Device has it)."""
 
@@ -100,27 +86,37 @@ class Target(Protocol):
 class BindingError(HostdevError):
     """A detach/reattach that was refused or failed."""
 
+    code = "host-state"
 
 
 class VfioUnavailableError(BindingError):
     """The kernel has no vfio-platform / vfio-amba driver."""
 
+    code = "vfio-unavailable"
+
 
 class NoIommuError(BindingError):
     """No IOMMU group and vfio's no-IOMMU mode is off."""
+
+    code = "no-iommu"
 
 
 class ResetRequiredError(BindingError):
     """vfio-platform requires a reset handler the device has not."""
 
+    code = "reset-required"
+
 
 class DeviceInUseError(BindingError):
     """A process holds the device's VFIO group open."""
+
+    code = "device-in-use"
 
 
 class ProbeFailedError(BindingError):
     """drivers_probe left the device without the expected driver."""
 
+    code = "probe-failed"
 
 
 class DeviceState(NamedTuple):
@@ -146,17 +142,18 @@ def device_state(fs: HostFs, bus: str, name: str) -> DeviceState:
     )
 
 
-def ensure_vfio_driver(fs: HostFs, bus: str, runner: Runner | None) -> None:
+def ensure_vfio_driver(fs: HostFs, bus: str, modprobe: ModprobeRunner | None) -> None:
+    """Load the bus's vfio module (through ``modprobe``) unless its driver is registered."""
     driver, module = VFIO_DRIVERS[bus], VFIO_MODULES[bus]
     drivers_dir = f"/sys/bus/{bus}/drivers/{driver}"
     if fs.path(drivers_dir).is_dir():
         return
     detail = "no modprobe attempted (no process runner)"
-    if runner is not None:
+    if modprobe is not None:
         import subprocess
 
         try:
-            done = runner(["modprobe", module])
+            done = modprobe(["modprobe", module])
         except (OSError, subprocess.SubprocessError) as exc:
             detail = f"modprobe {module} could not run: {exc}"
         else:
@@ -170,7 +167,8 @@ def ensure_vfio_driver(fs: HostFs, bus: str, runner: Runner | None) -> None:
         f"{detail})",
         f"load the {module} module; if it does not exist the kernel lacks {config} "
         "(Debian's stock arm64 kernels do not enable VFIO_PLATFORM, VFIO_AMBA or "
-        "VFIO_NOIOMMU): use a kernel that has them or build the modules out of tree")
+        "VFIO_NOIOMMU): use a kernel that has them or build the modules out of tree",
+        bus=bus, driver=driver, module=module)
 
 
 def check_iommu(fs: HostFs, name: str, state: DeviceState) -> None:
@@ -189,7 +187,8 @@ def check_iommu(fs: HostFs, name: str, state: DeviceState) -> None:
     raise NoIommuError(
         f"{name} has no IOMMU group (no iommu_group link) and vfio's no-IOMMU mode is off: "
         "vfio would refuse it (probe fails with EINVAL)",
-        "put the device behind an enabled IOMMU (an 'iommus' property to an SMMU); " + tail)
+        "put the device behind an enabled IOMMU (an 'iommus' property to an SMMU); " + tail,
+        device=name)
 
 
 def kernel_release(fs: HostFs) -> str | None:
@@ -220,7 +219,7 @@ def check_reset(fs: HostFs, target: Target) -> None:
         f"vfio-platform requires a reset handler (reset_required=1) and there is none for "
         f"{target.name} (first compatible {first!r}; upstream handlers exist only for "
         f"{', '.join(UPSTREAM_RESET_HANDLERS)})",
-        RESET_REQUIRED_FIX)
+        RESET_REQUIRED_FIX, device=target.name, compatible=first)
 
 
 def vfio_holders(fs: HostFs, group: str) -> list[tuple[int, str]]:
@@ -276,6 +275,7 @@ def explain_probe_failure(fs: HostFs, target: Target, messages: list[str],
         what = (f"{target.name} is not bound to {vfio} after drivers_probe "
                 f"(driver now: {state.driver or 'none'}; {logged})")
         fix = "see dmesg; check that driver_override reads the vfio driver"
-    return ProbeFailedError(what + "; the device was put back as it was", fix)
+    return ProbeFailedError(what + "; the device was put back as it was", fix,
+                            device=target.name, driver=vfio, errno=err)
 
 

@@ -1,38 +1,41 @@
-"""Discovery commands: nodedev-list, nodedev-dumpxml, show."""
+"""Discovery commands: nodedev-list, nodedev-dumpxml, show.
+
+Interactive: only what a command uses is imported (the inventory for all
+three; the correlation, the VFIO flag names and the guest DT store for show).
+"""
 from __future__ import annotations
 
 import argparse
-import fnmatch
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import platform_hostdev as api
 from platform_hostdev.cli.main import Context
 from platform_hostdev.cli.table import render_table
 from platform_hostdev.host.fs import BUSES
-from platform_hostdev.host.inventory import Device
-from platform_hostdev.vfio.correlate import Correlation, correlate
-from platform_hostdev.vfio.uapi import flag_names
 
-__all__ = ["register"]
+if TYPE_CHECKING:
+    from platform_hostdev.host.inventory import Device
+    from platform_hostdev.vfio.correlate import Correlation
+
+__all__ = ["configure", "device_json", "render_correlation"]
 
 
-def register(sub: Any) -> None:
-    p = sub.add_parser("nodedev-list", help="list platform and amba devices")
-    p.add_argument("--bus", choices=BUSES, help="only devices on this bus")
-    p.add_argument("--compatible", metavar="GLOB",
-                   help="only devices with a compatible matching GLOB (e.g. 'arm,pl0*')")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.set_defaults(handler=cmd_nodedev_list)
-
-    p = sub.add_parser("nodedev-dumpxml", help="libvirt nodedev-style XML for a device")
-    p.add_argument("device", metavar="DEVICE", help="DT path, sysfs name or DT alias")
-    p.add_argument("--json", action="store_true", help="JSON instead of XML")
-    p.set_defaults(handler=cmd_nodedev_dumpxml)
-
-    p = sub.add_parser("show", help="a device's VFIO regions/IRQs tied to its DT origin, "
-                                    "and its entanglements")
-    p.add_argument("device", metavar="DEVICE", help="DT path, sysfs name or DT alias")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.set_defaults(handler=cmd_show)
+def configure(name: str, p: argparse.ArgumentParser) -> None:
+    """The arguments and handler of a discovery command."""
+    if name == "nodedev-list":
+        p.add_argument("--bus", choices=BUSES, help="only devices on this bus")
+        p.add_argument("--compatible", metavar="GLOB",
+                       help="only devices with a compatible matching GLOB (e.g. 'arm,pl0*')")
+        p.add_argument("--json", action="store_true", help="machine-readable output")
+        p.set_defaults(handler=cmd_nodedev_list)
+    elif name == "nodedev-dumpxml":
+        p.add_argument("device", metavar="DEVICE", help="DT path, sysfs name or DT alias")
+        p.add_argument("--json", action="store_true", help="JSON instead of XML")
+        p.set_defaults(handler=cmd_nodedev_dumpxml)
+    elif name == "show":
+        p.add_argument("device", metavar="DEVICE", help="DT path, sysfs name or DT alias")
+        p.add_argument("--json", action="store_true", help="machine-readable output")
+        p.set_defaults(handler=cmd_show)
 
 
 def device_json(device: Device) -> dict[str, Any]:
@@ -51,6 +54,8 @@ def device_json(device: Device) -> dict[str, Any]:
 
 
 def cmd_nodedev_list(args: argparse.Namespace, ctx: Context) -> int:
+    import fnmatch
+
     devices = [d for d in ctx.inventory().devices
                if (args.bus is None or d.bus == args.bus)
                and (args.compatible is None
@@ -70,7 +75,7 @@ def cmd_nodedev_dumpxml(args: argparse.Namespace, ctx: Context) -> int:
 
     inventory = ctx.inventory()
     device = inventory.resolve(args.device)
-    correlation = correlate(inventory.tree, device) if device.dt_path else None
+    correlation = api.correlate(inventory.tree, device) if device.dt_path else None
     if args.json:
         data = device_json(device)
         data["correlation"] = correlation.to_json() if correlation else None
@@ -83,10 +88,12 @@ def cmd_nodedev_dumpxml(args: argparse.Namespace, ctx: Context) -> int:
 def cmd_show(args: argparse.Namespace, ctx: Context) -> int:
     inventory = ctx.inventory()
     device = inventory.resolve(args.device)
-    correlation = correlate(inventory.tree, device)
-    from platform_hostdev.cli.guestdt import render_chain, store_for
+    correlation = api.correlate(inventory.tree, device)
+    placements: list[tuple[str, dict[str, Any]]] = []
+    if ctx.dtb is None:
+        from platform_hostdev.guestdt.store import guest_dt_store
 
-    placements = store_for(ctx).placements_of(device.name) if ctx.dtb is None else []
+        placements = guest_dt_store(ctx.host).placements_of(device.name)
     if args.json:
         data = correlation.to_json()
         if placements:
@@ -94,6 +101,8 @@ def cmd_show(args: argparse.Namespace, ctx: Context) -> int:
         ctx.print_json(data)
     else:
         ctx.print(render_correlation(correlation))
+        if placements:
+            from platform_hostdev.cli.guestdt import render_chain
         for uuid, chain in placements:
             ctx.print(f"\nIn the guest of domain {uuid} (host DT -> VFIO -> guest):")
             ctx.print(render_chain([chain]))
@@ -101,6 +110,7 @@ def cmd_show(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def render_correlation(c: Correlation) -> str:
+    """The text report of ``show``."""
     lines = [
         f"Device:      {c.device} ({c.bus})",
         f"DT path:     {c.dt_path}",
@@ -144,4 +154,6 @@ def render_correlation(c: Correlation) -> str:
 def _irq_flag_names(flags: int | None) -> str:
     if flags is None:
         return "? (trigger unknown)"
+    from platform_hostdev.vfio.uapi import flag_names
+
     return "|".join(flag_names("irq", flags))

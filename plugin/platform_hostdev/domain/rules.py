@@ -34,7 +34,9 @@ def refuse_non_platform(name: str, bus: str, dt_path: str | None = None) -> None
     raise HostdevError(
         f"{name} is {kind}{where}; QEMU's vfio-platform accepts only devices with "
         "VFIO_DEVICE_FLAGS_PLATFORM and refuses vfio-amba devices",
-        "AMBA devices cannot be passed to QEMU guests; pick a platform device")
+        "AMBA devices cannot be passed to QEMU guests; pick a platform device",
+        code="amba-unsupported" if bus == "amba" else "bus-unsupported", device=name,
+        dt_path=dt_path)
 
 
 def check_names_agree(name: str | None, dt_path: str | None, found: str,
@@ -51,11 +53,16 @@ def check_names_agree(name: str | None, dt_path: str | None, found: str,
         f"hostdev names two devices: device name {name} is {found} at DT node "
         f"{found_dt_path or '(none: no of_node)'}, but the DT path is {dt_path}",
         "give one of them, or make <devicetree path> and <device name> name the same device "
-        "('platform-hostdev nodedev-list' shows both)")
+        "('platform-hostdev nodedev-list' shows both)", code="dt-mismatch", device=found,
+        dt_path=dt_path)
 
 
-def refuse_duplicates(entries: Iterable[tuple[PlatformHostdev, str, str | None]]) -> None:
-    """No device, DT path or alias twice: ``entries`` are (hostdev, device name, DT path)."""
+def refuse_duplicates(entries: Iterable[tuple[PlatformHostdev, str, str | None]],
+                      domain: str | None = None) -> None:
+    """No device, DT path or alias twice: ``entries`` are (hostdev, device name, DT path).
+
+    ``domain`` names the domain in the error's data, when known.
+    """
     seen: dict[tuple[str, str], PlatformHostdev] = {}
     for hostdev, name, dt_path in entries:
         keys = [("device", name)]
@@ -70,7 +77,8 @@ def refuse_duplicates(entries: Iterable[tuple[PlatformHostdev, str, str | None]]
                     f"{key[0]} {key[1]} appears in two platform hostdevs "
                     f"({other.label} and {hostdev.label})",
                     "a device can be given to a domain once, and aliases must be unique: "
-                    "remove one of the two <hostdev> elements")
+                    "remove one of the two <hostdev> elements", code="duplicate-device",
+                    **{key[0].replace(" ", "_").lower(): key[1]}, domain=domain)
             seen[key] = hostdev
 
 
@@ -84,4 +92,5 @@ def refuse_acpi(root: Any) -> None:
         raise HostdevError(
             "this domain boots with ACPI (<features><acpi/>); the guest would ignore the "
             "device tree that describes the passed-through devices",
-            "remove <acpi/> from <features> so the guest boots with a device tree")
+            "remove <acpi/> from <features> so the guest boots with a device tree",
+            code="acpi-unsupported")

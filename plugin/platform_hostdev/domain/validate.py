@@ -115,7 +115,7 @@ def resolve_hostdevs(hostdevs: Sequence[PlatformHostdev], inventory: Inventory |
                 f"hostdev {hostdev.dt_path} gives only a DT path, and this host cannot tell "
                 "which device name it has",
                 "add <device name='...'/> to <source>, run on the host that has the device, "
-                "or pass --dtb with the host's DTB")
+                "or pass --dtb with the host's DTB", code="device-not-found")
         warnings.append(f"{hostdev.label}: not checked on a host (no device tree here); "
                         "QEMU will look for /sys/bus/platform/devices/"
                         f"{hostdev.name} when the domain starts")
@@ -129,19 +129,20 @@ def check_domain(root: etree._Element) -> None:
     """The guest must be an aarch64 virt machine booted with a device tree."""
     if root.tag != "domain":
         raise HostdevError(f"the document's root element is <{root.tag}>, not <domain>",
-                           "give a libvirt domain XML (virsh dumpxml DOMAIN shows one)")
+                           "give a libvirt domain XML (virsh dumpxml DOMAIN shows one)",
+                           code="xml-invalid")
     os_type = root.find("os/type")
     arch = os_type.get("arch") if os_type is not None else None
     machine = os_type.get("machine") if os_type is not None else None
     if arch != "aarch64":
         raise HostdevError(
             f"platform hostdevs need an aarch64 guest; this domain's arch is {arch or 'unset'}",
-            "set <os><type arch='aarch64' machine='virt'>hvm</type></os>")
+            "set <os><type arch='aarch64' machine='virt'>hvm</type></os>", code="xml-invalid")
     if machine is not None and not _MACHINE.fullmatch(machine):
         raise HostdevError(
             f"platform hostdevs need QEMU's arm 'virt' machine; this domain uses {machine!r}",
             "set machine='virt' (or a versioned virt-X.Y) on <os><type>: only virt accepts "
-            "vfio-platform as a dynamic sysbus device")
+            "vfio-platform as a dynamic sysbus device", code="xml-invalid")
     refuse_acpi(root)
 
 

@@ -9,7 +9,7 @@ VFIO calls IRQ i; the count stops at the first entry that does not resolve.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from platform_hostdev.dt.tree import DeviceTree, Node
 from platform_hostdev.errors import DeviceTreeError
@@ -38,11 +38,10 @@ _GIC_KINDS = {0: ("SPI", 32), 1: ("PPI", 16), 2: ("ESPI", 4096), 3: ("EPPI", 105
 _MAX_HOPS = 32
 
 
-@dataclass(frozen=True)
-class IrqSpec:
+class IrqSpec(NamedTuple):
     """Interrupt entry ``index`` of a node, resolved to its final controller."""
 
-    index: int
+    index: int  # type: ignore[assignment]  # the field, not tuple.index()
     prop: str
     controller: str
     specifier: tuple[int, ...]
@@ -147,8 +146,7 @@ def _walk_map(tree: DeviceTree, device: Node, parent: Node,
     raise device.error(prop, f"interrupt-map chain longer than {_MAX_HOPS} hops (a loop?)")
 
 
-@dataclass(frozen=True)
-class IrqResolution:
+class IrqResolution(NamedTuple):
     """The resolved entries, and why the count stopped early (None if it did not)."""
 
     specs: list[IrqSpec]

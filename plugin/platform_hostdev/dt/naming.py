@@ -17,7 +17,7 @@
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from platform_hostdev.dt.address import Untranslatable, translate
 from platform_hostdev.dt.interrupts import is_gic
@@ -38,8 +38,7 @@ def _claimed_early(node: Node) -> bool:
     return any(c in _EARLY_CLOCKS for c in node.compatible)
 
 
-@dataclass(frozen=True)
-class PredictedDevice:
+class PredictedDevice(NamedTuple):
     name: str
     bus: str  # "platform" or "amba"
     dt_path: str

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 
 from platform_hostdev.dt.fdt import RawNode, read_dtb, read_sysfs_tree
 from platform_hostdev.errors import DeviceTreeError
@@ -22,15 +21,18 @@ OF_ROOT_ADDR_CELLS = 1
 OF_ROOT_SIZE_CELLS = 1
 
 
-@dataclass(eq=False)
 class Node:
     """One device-tree node."""
 
-    name: str
-    path: str
-    parent: Node | None
-    properties: dict[str, bytes]
-    children: list[Node] = field(default_factory=list)
+    __slots__ = ("name", "path", "parent", "properties", "children")
+
+    def __init__(self, name: str, path: str, parent: Node | None,
+                 properties: dict[str, bytes], children: list[Node] | None = None) -> None:
+        self.name = name
+        self.path = path
+        self.parent = parent
+        self.properties = properties
+        self.children: list[Node] = children if children is not None else []
 
     def __repr__(self) -> str:
         return f"Node({self.path!r})"

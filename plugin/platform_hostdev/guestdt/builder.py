@@ -101,7 +101,8 @@ def dt_clock_rate(tree: DeviceTree, device: Node, target: str,
 
 
 def _refuse(device: str, problem: str, fix: str) -> HostdevError:
-    return HostdevError(f"device {device} cannot be given to a guest: {problem}", fix)
+    return HostdevError(f"device {device} cannot be given to a guest: {problem}", fix,
+                        code="guest-dt-failed")
 
 
 class _Builder:
@@ -115,7 +116,7 @@ class _Builder:
             raise HostdevError(
                 f"QEMU's device tree has no {PLATFORM_BUS_PATH} node",
                 "the machine must be the arm 'virt' machine (other machines have no "
-                "platform bus for vfio-platform)")
+                "platform bus for vfio-platform)", code="guest-dt-failed")
         self.bus = bus
 
     def phandle(self) -> int:
@@ -253,8 +254,9 @@ def build_guest_tree(base: RawNode, host: DeviceTree, correlations: Sequence[Cor
     for correlation in correlations:
         try:
             refuse_non_platform(correlation.device, correlation.bus, correlation.dt_path)
-        except HostdevError as exc:
-            raise _refuse(correlation.device, exc.what, exc.fix) from None
+        except HostdevError as exc:  # the rule's code: the same refusal as define's
+            raise HostdevError(f"device {correlation.device} cannot be given to a guest: "
+                               f"{exc.what}", exc.fix, code=exc.code, **exc.data) from None
     devices = list(other_bus_devices) + [bus_device_for(c) for c in correlations]
     placements = allocate(devices)[len(other_bus_devices):]
     builder = _Builder(base, host, clock_rate)

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from platform_hostdev.dt.naming import predict_devices
 from platform_hostdev.dt.tree import DeviceTree
 from platform_hostdev.errors import DeviceNotFoundError
-from platform_hostdev.host.fs import BUSES, DT_BASE, HostFs
+from platform_hostdev.host.boundary import Host, host_at
+from platform_hostdev.host.fs import BUSES, DT_BASE
 from platform_hostdev.host.sources import device_source
 from platform_hostdev.host.specs import check_spec
 
@@ -28,8 +29,7 @@ def nodedev_name(bus: str, name: str) -> str:
     return f"{bus}_" + re.sub(r"[^A-Za-z0-9]", "_", name)
 
 
-@dataclass(frozen=True)
-class Device:
+class Device(NamedTuple):
     """A platform or amba device: its identity on the host and in the device tree."""
 
     name: str
@@ -49,22 +49,18 @@ class Device:
         return nodedev_name(self.bus, self.name)
 
 
-@dataclass
 class Inventory:
     """Every device of a host or DTB, indexed by name, DT path, alias and nodedev name."""
 
-    tree: DeviceTree
-    devices: list[Device]
-    by_name: dict[str, Device] = field(init=False)
-    by_path: dict[str, Device] = field(init=False)
-    by_alias: dict[str, Device] = field(init=False)
-    by_nodedev: dict[str, Device] = field(init=False)
+    __slots__ = ("tree", "devices", "by_name", "by_path", "by_alias", "by_nodedev")
 
-    def __post_init__(self) -> None:
+    def __init__(self, tree: DeviceTree, devices: list[Device]) -> None:
+        self.tree = tree
+        self.devices = devices
         self.by_name = {d.name: d for d in self.devices}
         self.by_path = {d.dt_path: d for d in self.devices if d.dt_path}
         self.by_nodedev = {d.nodedev_name: d for d in self.devices}
-        self.by_alias = {}
+        self.by_alias: dict[str, Device] = {}
         for alias, path in self.tree.aliases.items():
             device = self.by_path.get(path)
             if device is not None:
@@ -90,8 +86,13 @@ class Inventory:
         raise DeviceNotFoundError(spec)
 
 
-def load_inventory(root: str | os.PathLike[str] = "/", dtb: str | None = None) -> Inventory:
-    """Scan a host rooted at ``root``, or predict the devices of a DTB file."""
+def load_inventory(host: Host | str | os.PathLike[str] = "/",
+                   dtb: str | None = None) -> Inventory:
+    """Scan a host, or predict the devices of a DTB file (``dtb``: the host is not read).
+
+    ``host`` is a :class:`~platform_hostdev.host.boundary.Host` or a filesystem
+    root (``host_at(root)``); pyudev enumerates the live host, files any other.
+    """
     if dtb is not None:
         tree = DeviceTree.from_dtb(dtb)
         devices = [
@@ -104,9 +105,11 @@ def load_inventory(root: str | os.PathLike[str] = "/", dtb: str | None = None) -
             for p in predict_devices(tree)
         ]
         return Inventory(tree, devices)
-    fs = HostFs(root)
+    if not isinstance(host, Host):
+        host = host_at(host)
+    fs = host.fs
     tree = DeviceTree.from_sysfs(fs.path("/" + DT_BASE))
-    source = device_source(fs)
+    source = device_source(fs, host.live)
     devices = []
     for bus in BUSES:
         for host_device in source.devices(bus):

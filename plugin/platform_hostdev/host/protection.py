@@ -69,8 +69,11 @@ class HostUse(NamedTuple):
 class HostUseError(HostdevError):
     """Detaching the device would take it from the host (see the uses)."""
 
-    def __init__(self, what: str, fix: str, uses: Sequence[HostUse]) -> None:
-        super().__init__(what, fix)
+    code = "host-uses-device"
+
+    def __init__(self, what: str, fix: str, uses: Sequence[HostUse], *,
+                 device: str | None = None) -> None:
+        super().__init__(what, fix, device=device, uses=[u.kind for u in uses])
         self.uses = list(uses)
 
 
@@ -93,7 +96,7 @@ def refuse_if_host_uses(fs: HostFs, device: Usable, force: bool) -> list[HostUse
         raise HostUseError(
             f"{device.name} " + "; it also ".join(u.detail for u in uses),
             f"choose another device, or pass --force if you really mean it (to free it: "
-            f"{frees})", uses)
+            f"{frees})", uses, device=device.name)
     return uses
 
 

@@ -1,15 +1,15 @@
 """How the platform and amba devices of a host are enumerated.
 
-On a live host (root ``/``) pyudev is the enumeration and uevent source,
-behind the :class:`DeviceSource` interface; libudev cannot be pointed at a
-fake tree, so a non-``/`` root is read from the sysfs files directly.
+On the live host (``Host.live``, :mod:`platform_hostdev.host.boundary`) pyudev
+is the enumeration source, behind the :class:`DeviceSource` interface;
+libudev cannot be pointed at a fake tree, so any other root is read from the
+sysfs files directly.
 """
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from platform_hostdev.host.fs import HostFs, parse_uevent, read_driver_override
 
@@ -17,8 +17,7 @@ __all__ = ["HostDevice", "DeviceSource", "SysfsDeviceSource", "UdevDeviceSource"
            "device_dt_path", "device_source"]
 
 
-@dataclass(frozen=True)
-class HostDevice:
+class HostDevice(NamedTuple):
     """A platform or amba device as the host kernel shows it."""
 
     name: str
@@ -28,7 +27,7 @@ class HostDevice:
     driver: str | None
     driver_override: str | None
     iommu_group: str | None          # "3", or None when the device has none
-    uevent: dict[str, str] = field(default_factory=dict, compare=False)
+    uevent: dict[str, str] = {}
 
     @property
     def compatible(self) -> list[str]:
@@ -112,9 +111,10 @@ class UdevDeviceSource:
         return sorted(result, key=lambda d: d.name)
 
 
-def device_source(fs: HostFs) -> DeviceSource:
-    """pyudev on the live root, plain files elsewhere (fake hosts, chroots)."""
-    if os.path.realpath(fs.root) == "/":
+def device_source(fs: HostFs, live: bool) -> DeviceSource:
+    """pyudev on the live host (``live``, from the Host), plain files elsewhere (fake
+    hosts, chroots), and when pyudev is missing."""
+    if live:
         try:
             return UdevDeviceSource(fs)
         except ImportError:

@@ -12,13 +12,14 @@ import errno
 import fcntl
 import json
 import os
-import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from platform_hostdev.errors import HostdevError
+from platform_hostdev.host.boundary import monotonic_clock
+from platform_hostdev.host.boundary import sleep as default_sleep
 from platform_hostdev.host.fs import HostFs
 
 __all__ = ["atomic_write", "sync_dir", "exclusive_lock", "RecordStore", "check_device_name"]
@@ -61,8 +62,8 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o600, durable: bool = Tru
 
 @contextmanager
 def exclusive_lock(lock_file: Path, timeout: float, busy: Callable[[], Exception],
-                   clock: Callable[[], float] = time.monotonic,
-                   sleep: Callable[[float], None] = time.sleep) -> Iterator[None]:
+                   clock: Callable[[], float] = monotonic_clock,
+                   sleep: Callable[[float], None] = default_sleep) -> Iterator[None]:
     """Hold an flock on ``lock_file``; raise ``busy()`` if not had within ``timeout``.
 
     The kernel drops the lock when the holder dies, so a crash never leaves it held.
@@ -94,7 +95,8 @@ def check_device_name(device: str) -> str:
     """A sysfs device name fit to be a file name: not empty, no '/', not starting with '.'."""
     if not device or "/" in device or device.startswith(".") or "\0" in device:
         raise HostdevError(f"device name {device!r} is not a sysfs device name",
-                           "the domain XML or the record names the device wrongly")
+                           "the domain XML or the record names the device wrongly",
+                           code="invalid-device-spec", device=device)
     return device
 
 
@@ -115,8 +117,8 @@ class RecordStore(Generic[R]):
                  device_of: Callable[[R], str], error: type[HostdevError],
                  corrupt_fix: Callable[[str, str], str],
                  busy: Callable[[float], Exception], indent: int | None = None,
-                 clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 clock: Callable[[], float] = monotonic_clock,
+                 sleep: Callable[[float], None] = default_sleep) -> None:
         self.fs = fs
         self.directory = directory
         self.what = what
@@ -156,18 +158,21 @@ class RecordStore(Generic[R]):
             return None
         except OSError as exc:
             raise self._error(f"cannot read {self.what} {where}: {exc.strerror}",
-                              "run as root") from None
+                              "run as root", code="permission-denied", device=device,
+                              path=where) from None
         try:
             record = self._decode(json.loads(text))
         except ValueError as exc:  # json.JSONDecodeError is a ValueError
             raise self._error(f"{self.what} {where} is corrupt ({exc})",
-                              self._corrupt_fix(device, where)) from None
+                              self._corrupt_fix(device, where), code="journal-corrupt",
+                              device=device, path=where) from None
         recorded = self._device_of(record)
         if recorded != device:
             raise self._error(
                 f"{self.what} {where} describes device {recorded!r}",
                 f"the file was renamed or copied: move it back to "
-                f"{self.host_file(recorded)} if that file is missing, else delete {where}")
+                f"{self.host_file(recorded)} if that file is missing, else delete {where}",
+                code="journal-corrupt", device=device, path=where)
         return record
 
     def all(self) -> list[R]:

@@ -97,25 +97,35 @@ class OsSyscalls:
 class VfioError(HostdevError):
     """A VFIO call failed; ``errno`` is the kernel's answer, when there was one."""
 
+    code = "vfio-error"
+
     def __init__(self, what: str, fix: str = "", errno_: int | None = None) -> None:
-        super().__init__(what, fix)
+        super().__init__(what, fix, errno=errno_)
         self.errno = errno_
 
 
 class NotBoundError(VfioError):
     """The device is not bound to vfio-platform/vfio-amba (or has no iommu group)."""
 
+    code = "not-detached"
+
 
 class GroupNotViableError(VfioError):
     """Another device of the iommu group is bound to a host driver."""
+
+    code = "group-not-viable"
 
 
 class VfioPermissionError(VfioError):
     """The caller may not open the container or group node."""
 
+    code = "permission-denied"
+
 
 class VfioBusyError(VfioError):
     """Another process holds the group or device (a running VM, another inspect)."""
+
+    code = "device-in-use"
 
 
 # ---------------------------------------------------------------- sysfs side

@@ -14,8 +14,7 @@ node's own ``ranges``. They make the verdict "complex".
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from platform_hostdev.dt.address import reg_entries
 from platform_hostdev.dt.interrupts import is_gic, resolve_interrupts
@@ -31,7 +30,7 @@ __all__ = [
 
 PAGE_SIZE = 4096          # Debian's arm64 kernels use 4 KiB pages
 AMBA_NR_IRQS = 9          # include/linux/amba/bus.h
-# The VFIO flags to expect, from the one table of the uapi's flag words.
+# The VFIO flags to expect, from the one table of the uapi's flag words (vfio.uapi).
 _READ_WRITE = flag_bit("region", "READ") | flag_bit("region", "WRITE")
 _MMAP = flag_bit("region", "MMAP")
 _EDGE_IRQ = flag_bit("irq", "EVENTFD")
@@ -41,9 +40,8 @@ _LEVEL_IRQ = _EDGE_IRQ | flag_bit("irq", "MASKABLE") | flag_bit("irq", "AUTOMASK
 _HOST_SIDE_PROPS = frozenset({"iommus", "interrupt-parent", "interrupts-extended", "msi-parent"})
 
 
-@dataclass(frozen=True)
-class RegionMap:
-    index: int
+class RegionMap(NamedTuple):
+    index: int  # type: ignore[assignment]  # the field, not tuple.index()
     dt_path: str
     prop: str
     entry: int
@@ -53,9 +51,8 @@ class RegionMap:
     expected_flags: int
 
 
-@dataclass(frozen=True)
-class IrqMap:
-    index: int
+class IrqMap(NamedTuple):
+    index: int  # type: ignore[assignment]  # the field, not tuple.index()
     dt_path: str
     prop: str
     entry: int
@@ -67,43 +64,63 @@ class IrqMap:
     expected_flags: int | None  # None when the trigger is unknown
 
 
-@dataclass(frozen=True)
-class Link:
+class Link(NamedTuple):
     prop: str
     target: str
     args: tuple[int, ...]
 
 
-@dataclass(frozen=True)
-class ChildNode:
+class ChildNode(NamedTuple):
     path: str
     has_reg: bool
     has_interrupts: bool
     compatible: tuple[str, ...]
 
 
-@dataclass
 class Correlation:
-    device: str
-    bus: str
-    dt_path: str
-    compatible: tuple[str, ...]
-    driver: str | None
-    iommu_group: str | None
-    regions: list[RegionMap] = field(default_factory=list)
-    irqs: list[IrqMap] = field(default_factory=list)
-    links: list[Link] = field(default_factory=list)
-    children: list[ChildNode] = field(default_factory=list)
-    own_ranges: bool = False
-    notes: list[str] = field(default_factory=list)
-    reasons: list[str] = field(default_factory=list)
+    """What VFIO region i and IRQ i of a device are in the device tree, and what VFIO
+    does not carry (links to other nodes, child nodes with resources, own ranges)."""
+
+    __slots__ = ("device", "bus", "dt_path", "compatible", "driver", "iommu_group", "regions",
+                 "irqs", "links", "children", "own_ranges", "notes", "reasons")
+
+    def __init__(self, device: str, bus: str, dt_path: str, compatible: tuple[str, ...],
+                 driver: str | None, iommu_group: str | None) -> None:
+        self.device = device
+        self.bus = bus
+        self.dt_path = dt_path
+        self.compatible = compatible
+        self.driver = driver
+        self.iommu_group = iommu_group
+        self.regions: list[RegionMap] = []
+        self.irqs: list[IrqMap] = []
+        self.links: list[Link] = []
+        self.children: list[ChildNode] = []
+        self.own_ranges = False
+        self.notes: list[str] = []
+        self.reasons: list[str] = []
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Correlation):
+            return NotImplemented
+        return all(getattr(self, f) == getattr(other, f) for f in self.__slots__)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable
+
+    def __repr__(self) -> str:
+        return f"Correlation({self.device!r}, {self.dt_path!r}, verdict={self.verdict!r})"
 
     @property
     def verdict(self) -> str:
         return "complex" if self.reasons else "simple"
 
     def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
+        """Plain JSON values: addresses and sizes in hex, tuples as lists."""
+        data: dict[str, Any] = {f: getattr(self, f) for f in self.__slots__}
+        for key in ("regions", "irqs", "links", "children"):
+            data[key] = [item._asdict() for item in data[key]]
+        data["notes"] = list(self.notes)
+        data["reasons"] = list(self.reasons)
         data["verdict"] = self.verdict
         for region in data["regions"]:
             region["cpu_address"] = hex(region["cpu_address"])

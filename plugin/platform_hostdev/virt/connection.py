@@ -23,7 +23,7 @@ __all__ = [
     "open_connection",
     "libvirt_errors",
     "lookup_domain",
-    "define_domain",
+    "define_xml",
 ]
 
 # virDomainXMLFlags, virDomainDefineFlags.
@@ -34,11 +34,14 @@ DEFAULT_URI = "qemu:///system"
 
 
 class LibvirtError(HostdevError):
-    """libvirt refused an operation; ``code`` is libvirt's error code."""
+    """libvirt refused an operation; ``libvirt_code`` is libvirt's error number."""
 
-    def __init__(self, what: str, fix: str, code: int | None = None) -> None:
-        super().__init__(what, fix)
-        self.code = code
+    code = "libvirt-error"
+
+    def __init__(self, what: str, fix: str, libvirt_code: int | None = None, *,
+                 code: str | None = None) -> None:
+        super().__init__(what, fix, code=code, libvirt_code=libvirt_code)
+        self.libvirt_code = libvirt_code
 
 
 def default_uri(env: Mapping[str, str]) -> str:
@@ -70,7 +73,8 @@ def open_connection(uri: str) -> Any:
         import libvirt
     except ImportError:
         raise HostdevError("libvirt-python is not installed",
-                           "pip install libvirt-python (or apt install python3-libvirt)") from None
+                           "pip install libvirt-python (or apt install python3-libvirt)",
+                           code="missing-dependency") from None
     with libvirt_errors(f"cannot connect to {uri}",
                         "start libvirtd (or virtqemud), run as root for qemu:///system, "
                         "or pass another URI with -c"):
@@ -91,10 +95,10 @@ def lookup_domain(conn: Any, name: str) -> Any:
         return conn.lookupByUUIDString(name)
     raise LibvirtError(f"no domain named {name!r} on this connection",
                        "'virsh list --all' lists the domains; check -c/--connect",
-                       libvirt.VIR_ERR_NO_DOMAIN)
+                       libvirt.VIR_ERR_NO_DOMAIN, code="domain-not-found")
 
 
-def define_domain(conn: Any, xml: str, action: str, fix: str) -> Any:
+def define_xml(conn: Any, xml: str, action: str, fix: str) -> Any:
     """Define (or redefine) a domain, always validated against libvirt's schema.
 
     Every definition we make goes through here (define, attach/detach-device,
