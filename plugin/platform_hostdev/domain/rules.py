@@ -32,8 +32,8 @@ def refuse_non_platform(name: str, bus: str, dt_path: str | None = None) -> None
     kind = "an AMBA device (a primecell" if bus == "amba" else f"a {bus} device ("
     where = f", DT node {dt_path})" if dt_path else ")"
     raise HostdevError(
-        f"{name} is {kind}{where}; QEMU's vfio-platform accepts only devices with "
-        "VFIO_DEVICE_FLAGS_PLATFORM and refuses vfio-amba devices",
+        f"{name} is {kind}{where}; QEMU's vfio-platform refuses vfio-amba devices: it "
+        "accepts only devices with VFIO_DEVICE_FLAGS_PLATFORM",
         "AMBA devices cannot be passed to QEMU guests; pick a platform device",
         code="amba-unsupported" if bus == "amba" else "bus-unsupported", device=name,
         dt_path=dt_path)
