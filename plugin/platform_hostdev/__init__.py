@@ -30,7 +30,10 @@ your own tools) needs, importable from the package itself::
   :class:`SyncResult`.
 * **Binding**: :func:`detach`, :func:`reattach`, :func:`recover` (the journal
   of interrupted operations), :func:`recover_host` (that, then the devices of
-  domains that are gone), :func:`refuse_if_host_uses`, :func:`host_usage`.
+  domains that are gone), :func:`refuse_if_host_uses`, :func:`host_usage`,
+  :func:`refuse_unsafe_detach` and :class:`UnbindImpact` (what an unbind
+  takes with it through the kernel's device links), :func:`link_view`,
+  :class:`LinkView`.
 * **check-host**: :func:`check_host`, :class:`Check`.
 * **Errors**: :class:`HostdevError` and its subclasses, each with a stable
   ``code`` (:data:`CODES`).
@@ -91,6 +94,10 @@ _EXPORTS: dict[str, str] = {
     "refuse_if_host_uses": "host.protection",
     "host_usage": "host.protection",
     "HostUse": "host.protection",
+    "refuse_unsafe_detach": "host.protection",
+    "UnbindImpact": "host.protection",
+    "link_view": "host.devlinks",
+    "LinkView": "host.devlinks",
     # check-host
     "check_host": "checkhost.run",
     "Check": "checkhost.model",
@@ -113,23 +120,26 @@ _EXPORTS: dict[str, str] = {
     "RestoreError": "binding.operations",
     "InterruptedOperationError": "binding.operations",
     "HostUseError": "host.protection",
+    "ConsumerWouldUnbindError": "host.protection",
+    "UnbindForbiddenError": "host.devlinks",
     "UeventTimeoutError": "host.uevents",
     "LibvirtError": "virt.connection",
     "VfioError": "vfio.client",
 }
 
 __all__ = [
-    "AlreadyDetachedError", "BindingError", "CODES", "Check", "Correlation", "DEFAULT_TIMEOUT",
-    "DefineResult", "DetachResult", "Device", "DeviceInUseError", "DeviceNotFoundError",
-    "DeviceTreeError", "Host", "HostError", "HostUse", "HostUseError", "HostdevError",
-    "InterruptedOperationError", "InvalidDeviceSpecError", "Inventory", "LibvirtError",
-    "NoIommuError", "NotDetachedError", "PlatformHostdev", "Prepared", "ProbeFailedError",
-    "ReattachResult", "RecoverAction", "ResetRequiredError", "RestoreError", "StaleRelease",
-    "SyncResult", "Translation", "UeventTimeoutError", "VfioError", "VfioUnavailableError",
-    "XmlError", "add_device", "backward", "check_host", "check_spec", "correlate", "define_domain",
-    "detach", "forward", "host_at", "host_usage", "is_platform_hostdev", "live_host",
-    "load_inventory", "parse_xml", "platform_hostdev_elements", "prepare_domain", "reattach",
-    "recover", "recover_host", "refuse_if_host_uses", "remove_device", "sync", "sync_domain",
+    "AlreadyDetachedError", "BindingError", "CODES", "Check", "ConsumerWouldUnbindError",
+    "Correlation", "DEFAULT_TIMEOUT", "DefineResult", "DetachResult", "Device", "DeviceInUseError",
+    "DeviceNotFoundError", "DeviceTreeError", "Host", "HostError", "HostUse", "HostUseError",
+    "HostdevError", "InterruptedOperationError", "InvalidDeviceSpecError", "Inventory",
+    "LibvirtError", "LinkView", "NoIommuError", "NotDetachedError", "PlatformHostdev", "Prepared",
+    "ProbeFailedError", "ReattachResult", "RecoverAction", "ResetRequiredError", "RestoreError",
+    "StaleRelease", "SyncResult", "Translation", "UeventTimeoutError", "UnbindForbiddenError",
+    "UnbindImpact", "VfioError", "VfioUnavailableError", "XmlError", "add_device", "backward",
+    "check_host", "check_spec", "correlate", "define_domain", "detach", "forward", "host_at",
+    "host_usage", "is_platform_hostdev", "link_view", "live_host", "load_inventory", "parse_xml",
+    "platform_hostdev_elements", "prepare_domain", "reattach", "recover", "recover_host",
+    "refuse_if_host_uses", "refuse_unsafe_detach", "remove_device", "sync", "sync_domain",
     "to_string",
 ]
 """The public names (``_EXPORTS`` says where each lives)."""
@@ -187,12 +197,16 @@ if TYPE_CHECKING:  # what mypy and pdoc see; at run time __getattr__ loads each 
     from platform_hostdev.guestdt.sync import SyncResult, sync_domain
     from platform_hostdev.hook.qemu import StaleRelease, recover_host
     from platform_hostdev.host.boundary import Host, host_at, live_host
+    from platform_hostdev.host.devlinks import LinkView, UnbindForbiddenError, link_view
     from platform_hostdev.host.inventory import Device, Inventory, load_inventory
     from platform_hostdev.host.protection import (
+        ConsumerWouldUnbindError,
         HostUse,
         HostUseError,
+        UnbindImpact,
         host_usage,
         refuse_if_host_uses,
+        refuse_unsafe_detach,
     )
     from platform_hostdev.host.specs import check_spec
     from platform_hostdev.host.uevents import UeventTimeoutError

@@ -34,7 +34,9 @@ code                       meaning
 ``hotplug-unsupported``    a live change: platform devices cannot be hot-plugged
 ``amba-unsupported``       an AMBA device for QEMU, whose vfio-platform refuses vfio-amba
 ``acpi-unsupported``       a domain booting with ACPI, which ignores the guest DT
-``unbind-forbidden``       the kernel refused to take the device from its driver
+``unbind-forbidden``       the kernel refused to take the device from its driver, or its driver
+                           (or a dependent's) has no unbind file (suppress_bind_attrs)
+``consumer-would-unbind``  the kernel would unbind devices that depend on it (device links)
 ``sysfs-write-failed``     the kernel refused another sysfs write of a binding step
 ``host-uses-device``       the host needs the device (console, mounted disk, route)
 ``bus-unsupported``        a device on a bus other than platform or amba

@@ -12,6 +12,10 @@ The same test module runs twice:
 
 A missing prerequisite (qemu-system-aarch64 on the host; vfio modules, root
 or pyudev in the board) fails the tests with a message naming it.
+
+A module named ``test_*_<machine>.py`` holds a board other than QEMU's virt
+(``test_devlinks_raspi3b.py``: the raspi3b board, with a fake raspi3b host on
+the host side): see tests/support/machines.py.
 """
 from __future__ import annotations
 
@@ -31,7 +35,13 @@ from platform_hostdev.host.boundary import Host, Observer, live_host
 from platform_hostdev.host.fs import HostFs
 from platform_hostdev.host.inventory import Inventory, load_inventory
 
+from tests.support.machines import ignore_other_machines
+
 INSIDE_BOARD = os.environ.get("PLATFORM_HOSTDEV_BOARD") == "1"
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    return ignore_other_machines(collection_path, config)
 
 
 class SimulatedKill(BaseException):

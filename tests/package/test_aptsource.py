@@ -1,4 +1,5 @@
-"""The host-mirror reader the clean root is debootstrapped from (tests/package/aptsource.py)."""
+"""The clean root's archive from the host's apt sources (tests/package/aptsource.py over
+board.aptsources, whose parser has its own tests in tests/board/test_board_aptsources.py)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -85,7 +86,7 @@ def test_environment_overrides_the_uri(tmp_path: Path) -> None:
                                           "bookworm main\n"})
     archive = host_archive("bookworm", etc, env={MIRROR_ENV: "http://override.invalid/d/"})
     assert (archive.uri, archive.keyring, archive.origin) == (
-        "http://override.invalid/d", "/k.gpg", MIRROR_ENV)
+        "http://override.invalid/d", "/k.gpg", f"${MIRROR_ENV}")
     empty = _etc(tmp_path / "empty", {})
     assert host_archive("bookworm", empty, env={MIRROR_ENV: "http://o.invalid"}).keyring == \
         DEBIAN_KEYRING
@@ -93,5 +94,5 @@ def test_environment_overrides_the_uri(tmp_path: Path) -> None:
 
 def test_no_matching_source_is_a_clear_error(tmp_path: Path) -> None:
     etc = _etc(tmp_path, {"sources.list": "deb http://x.invalid/debian bullseye main\n"})
-    with pytest.raises(MirrorError, match=f"no 'deb' source for suite bookworm.*{MIRROR_ENV}"):
+    with pytest.raises(MirrorError, match=f"no Debian archive for suite 'bookworm'.*{MIRROR_ENV}"):
         host_archive("bookworm", etc, env={})

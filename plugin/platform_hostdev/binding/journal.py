@@ -70,6 +70,7 @@ class JournalRecord(NamedTuple):
     pid: int = 0
     started: float = 0.0
     format: int = FORMAT
+    consumers: tuple[tuple[str, str, str], ...] = ()  # (bus, name, driver) to give back
 
     @property
     def complete_detach(self) -> bool:
@@ -108,7 +109,12 @@ class JournalRecord(NamedTuple):
             raise ValueError("pid/started have the wrong type")
         if not isinstance(data.get("original_known", True), bool):
             raise ValueError("'original_known' is not a boolean")
-        return cls(**data)
+        consumers = data.get("consumers", [])
+        if not isinstance(consumers, list) or not all(
+                isinstance(c, list) and len(c) == 3 and all(isinstance(v, str) and v for v in c)
+                and "/" not in "".join(c) and not c[1].startswith(".") for c in consumers):
+            raise ValueError("'consumers' is not a list of [bus, device, driver] names")
+        return cls(**{**data, "consumers": tuple(tuple(c) for c in consumers)})
 
 
 class Journal(RecordStore[JournalRecord]):

@@ -15,6 +15,17 @@ driver_set_override()):
 Re-attach writes "\\n" to driver_override (it then reads "(null)"), unbinds
 from vfio, probes again and checks that the ORIGINAL driver is back.
 
+Step 2 also makes the kernel unbind every device that depends on D through an
+active device link (drivers/base/core.c device_links_unbind_consumers; see
+:mod:`~platform_hostdev.host.devlinks`). A detach that would do so is refused
+unless the caller passes ``unbind_consumers`` (the command line's --force,
+never the hook); a driver that forbids unbinding (no ``unbind`` file) is
+refused before anything is written, always. The consumers are recorded in
+the journal before the first write and re-probed, suppliers first, once D is
+back with its driver (reattach, rollback, recover): the kernel's own re-probe
+(deferred probe, DL_FLAG_AUTOPROBE_CONSUMER) is asynchronous and absent for
+links removed on supplier unbind.
+
 Before the first write a :class:`~platform_hostdev.binding.journal.JournalRecord`
 holds the original driver and override; it is rewritten after every step.
 A failure midway rolls the device back to its original state and removes the
@@ -57,7 +68,15 @@ from platform_hostdev.binding.preflight import (
 from platform_hostdev.errors import HostdevError, HostError
 from platform_hostdev.host.attributes import AttributeWriteError, WritableHostFs
 from platform_hostdev.host.boundary import Host
+from platform_hostdev.host.devlinks import (
+    Dependent,
+    refuse_forbidden_unbind,
+    reprobe_order,
+    unbind_dependents,
+)
+from platform_hostdev.host.fs import HostFs
 from platform_hostdev.host.kmsg import KernelLog, probe_failure
+from platform_hostdev.host.protection import consumers_error, located, unbind_impact
 from platform_hostdev.host.uevents import UeventTimeoutError, Watch
 from platform_hostdev.vfio.uapi import VFIO_DRIVERS
 
@@ -127,6 +146,7 @@ class DetachResult(NamedTuple):
     original_override: str | None
     iommu_group: str | None
     noiommu: bool
+    unbound_consumers: tuple[str, ...] = ()   # devices the kernel unbound with it
 
 
 class ReattachResult(NamedTuple):
@@ -137,6 +157,7 @@ class ReattachResult(NamedTuple):
     driver: str | None
     original_driver: str | None
     original_known: bool
+    reprobed_consumers: tuple[str, ...] = ()  # consumers given their driver back
 
 
 class RecoverAction(NamedTuple):
@@ -163,6 +184,7 @@ class _Mover:
         self.timeout = timeout
         self.messages: list[str] = []
         self.ddir = device_dir(record.bus, record.device)
+        self.reprobed: list[str] = []          # consumers that have their driver back
 
     @property
     def name(self) -> str:
@@ -217,6 +239,59 @@ class _Mover:
         except UeventTimeoutError:
             pass  # nothing bound in time: the caller reports it with the reason it can find
 
+    def give_back_consumers(self) -> None:
+        """drivers_probe every recorded consumer that has no driver, in the recorded order
+        (suppliers first), and wait for its driver; RestoreError names those still without.
+
+        ``reprobed`` lists the consumers that have their driver back, whether by this
+        write or by the kernel's own deferred probe (which may come first)."""
+        failed: list[str] = []
+        for bus, name, driver in self.record.consumers:
+            ddir = device_dir(bus, name)
+            if not self.fs.path(ddir).exists():
+                failed.append(f"{name} is no longer in sysfs")
+                continue
+            current = self.fs.link_name(ddir + "/driver")
+            if current is None:
+                with self.host.waiter.watch(bus, name) as watch:
+                    self.write(f"/sys/bus/{bus}/drivers_probe", name)
+
+                    def settled(ddir: str = ddir, name: str = name,
+                                driver: str = driver) -> bool:
+                        self.messages += self.log.new_messages()
+                        return self.fs.link_name(ddir + "/driver") == driver or \
+                            probe_failure(self.messages, name) is not None
+
+                    try:
+                        watch.wait("bind", settled, self.timeout)
+                    except UeventTimeoutError:
+                        pass  # reported below
+                current = self.fs.link_name(ddir + "/driver")
+            if current == driver:
+                self.reprobed.append(name)
+            else:
+                failed_probe = probe_failure(self.messages, name)
+                reason = f" (kernel: probe with driver {failed_probe[0]} failed with error " \
+                    f"-{failed_probe[1]})" if failed_probe else ""
+                failed.append(f"{name} did not get {driver} back (driver: {current or 'none'})"
+                              f"{reason}")
+        if failed:
+            raise RestoreError(
+                f"{self.name} is back with its driver, but not every device that lost its driver "
+                f"with it: {'; '.join(failed)}; the journal {self.journal.host_file(self.name)} "
+                "keeps the list",
+                "see dmesg for why they did not bind (a supplier still missing?), fix it, then "
+                "run 'platform-hostdev recover'", device=self.name,
+                path=self.journal.host_file(self.name))
+
+
+def _record_consumers(record: JournalRecord, dependents: list[Dependent]) -> JournalRecord:
+    """``record`` with ``dependents`` added to its consumers (suppliers first, no repeats)."""
+    known = {(bus, name) for bus, name, _ in record.consumers}
+    added = tuple((d.bus, d.name, d.driver) for d in reprobe_order(dependents)
+                  if (d.bus, d.name) not in known)
+    return record._replace(consumers=record.consumers + added)
+
 
 def _restore(mover: _Mover, op: str, steps: bool) -> DeviceState:
     """Put the original override and driver back; journal steps when ``steps``."""
@@ -247,6 +322,7 @@ def _restore(mover: _Mover, op: str, steps: bool) -> DeviceState:
             "see dmesg for why the driver did not bind, fix it, then run "
             "'platform-hostdev recover'", device=record.device,
             path=mover.journal.host_file(record.device))
+    mover.give_back_consumers()
     return final
 
 
@@ -263,16 +339,20 @@ def host_journal(host: Host) -> Journal:
 
 
 def detach(host: Host, device: Target, journal: Journal | None = None, force: bool = False,
-           *, timeout: float = DEFAULT_TIMEOUT) -> DetachResult:
+           *, timeout: float = DEFAULT_TIMEOUT, unbind_consumers: bool = False) -> DetachResult:
     """Bind ``device`` to its vfio driver; roll back and raise BindingError on failure.
 
     The vfio module is loaded through ``host.modprobe`` when its driver is not
     registered. ``force`` skips the predictions (IOMMU group / no-IOMMU mode,
     reset handler) and lets the kernel decide; a failed probe still rolls back.
     Whether the host itself uses the device is the caller's check
-    (:func:`~platform_hostdev.host.protection.refuse_if_host_uses`). Each
-    journal update is reported to ``host.observer`` as ``detach:DEVICE:STEP``.
-    ``journal`` defaults to :func:`host_journal`.
+    (:func:`~platform_hostdev.host.protection.refuse_if_host_uses`). A device
+    whose unbind would make the kernel unbind other devices (device links) is
+    refused with :class:`~platform_hostdev.host.protection.ConsumerWouldUnbindError`
+    unless ``unbind_consumers``; one whose driver, or a dependent's, forbids
+    unbinding with :class:`~platform_hostdev.host.devlinks.UnbindForbiddenError`.
+    Each journal update is reported to ``host.observer`` as
+    ``detach:DEVICE:STEP``. ``journal`` defaults to :func:`host_journal`.
     """
     fs = host.fs
     journal = journal if journal is not None else host_journal(host)
@@ -301,14 +381,15 @@ def detach(host: Host, device: Target, journal: Journal | None = None, force: bo
                 device=name, driver=vfio)
         if previous is not None:  # a detach record, but the device left vfio without us
             journal.remove(name)
+        dependents = _check_dependents(fs, bus, name, state, unbind_consumers)
         ensure_vfio_driver(fs, bus, host.modprobe)
         if not force:
             check_iommu(fs, name, state)
             check_reset(fs, device)
-        record = JournalRecord(
+        record = _record_consumers(JournalRecord(
             device=name, bus=bus, op="detach", step="planned", vfio_driver=vfio,
             original_driver=state.driver, original_override=state.override,
-            pid=os.getpid(), started=host.clock())
+            pid=os.getpid(), started=host.clock()), dependents)
         journal.write(record)
         _observe(host, record)
         with host.waiter.watch(bus, name) as watch, KernelLog(fs) as log:
@@ -319,6 +400,8 @@ def detach(host: Host, device: Target, journal: Journal | None = None, force: bo
                 if state.driver is not None:
                     mover.unbind(state.driver)
                 mover.step("unbound")
+                unbound = tuple(n for b, n, _ in record.consumers
+                                if fs.link_name(device_dir(b, n) + "/driver") is None)
                 mover.probe(vfio)
                 mover.step("probed")
                 after = mover.state()
@@ -332,7 +415,31 @@ def detach(host: Host, device: Target, journal: Journal | None = None, force: bo
                 raise
     return DetachResult(device=name, bus=bus, driver=vfio, original_driver=state.driver,
                         original_override=state.override, iommu_group=after.iommu_group,
-                        noiommu=is_noiommu(fs, after.iommu_group))
+                        noiommu=is_noiommu(fs, after.iommu_group), unbound_consumers=unbound)
+
+
+def _check_dependents(fs: HostFs, bus: str, name: str, state: DeviceState,
+                      unbind_consumers: bool) -> list[Dependent]:
+    """The devices the unbind takes with it; refuses what must not be unbound."""
+    if state.driver is None:
+        return []
+    dependents = unbind_dependents(fs, bus, name)
+    refuse_forbidden_unbind(fs, bus, name, state.driver, dependents)
+    if dependents and not unbind_consumers:
+        raise consumers_error(unbind_impact(fs, located(fs, bus, name), dependents))
+    for dependent in dependents:
+        group = fs.link_name(dependent.sysfs_path + "/iommu_group")
+        if dependent.driver in VFIO_DRIVERS.values() and group is not None:
+            holders = vfio_holders(fs, group)
+            if holders:
+                users = ", ".join(f"{comm} (pid {pid})" for pid, comm in holders)
+                raise DeviceInUseError(
+                    f"unbinding {name} makes the kernel unbind {dependent.name} from "
+                    f"{dependent.driver}, and its VFIO group {group} is open by {users}: the "
+                    "unbind would block until they close it",
+                    f"stop the guest or program using {dependent.name} first",
+                    device=dependent.name, group=group, pids=[pid for pid, _ in holders])
+    return dependents
 
 
 def _roll_back(mover: _Mover, failure: Exception | KeyboardInterrupt) -> None:
@@ -385,7 +492,9 @@ def reattach(host: Host, device: Target, journal: Journal | None = None, *,
                     "would block until they close it",
                     "stop the guest or program using the device first", device=name,
                     group=state.iommu_group, pids=[pid for pid, _ in holders])
-        record = record.at("planned", "reattach")
+        # consumers that bound meanwhile lose their driver again when vfio lets go
+        dependents = unbind_dependents(fs, bus, name) if state.driver is not None else []
+        record = _record_consumers(record.at("planned", "reattach"), dependents)
         journal.write(record)
         _observe(host, record)
         with host.waiter.watch(bus, name) as watch, KernelLog(fs) as log:
@@ -394,7 +503,8 @@ def reattach(host: Host, device: Target, journal: Journal | None = None, *,
         journal.remove(name)
     return ReattachResult(device=name, bus=bus, driver=final.driver,
                           original_driver=record.original_driver,
-                          original_known=record.original_known)
+                          original_known=record.original_known,
+                          reprobed_consumers=tuple(mover.reprobed))
 
 
 def recover(host: Host, journal: Journal | None = None, *,
@@ -420,12 +530,22 @@ def recover(host: Host, journal: Journal | None = None, *,
             if record.complete_detach:
                 if state.driver == record.vfio_driver:
                     actions.append(RecoverAction(name, "kept", f"detached to {state.driver}"))
-                else:
-                    journal.remove(name)
-                    actions.append(RecoverAction(
-                        name, "stale-removed",
-                        f"no longer bound to {record.vfio_driver} "
-                        f"(driver: {state.driver or 'none'})"))
+                    continue
+                detail = (f"no longer bound to {record.vfio_driver} "
+                          f"(driver: {state.driver or 'none'})")
+                if record.consumers and state.driver is not None and \
+                        state.driver == record.original_driver:
+                    with host.waiter.watch(record.bus, name) as watch, KernelLog(fs) as log:
+                        mover = _Mover(host, journal, record, watch, log, timeout)
+                        try:
+                            mover.give_back_consumers()
+                        except HostdevError as exc:
+                            actions.append(RecoverAction(name, "failed", str(exc)))
+                            continue
+                    if mover.reprobed:
+                        detail += f"; re-probed {', '.join(mover.reprobed)}"
+                journal.remove(name)
+                actions.append(RecoverAction(name, "stale-removed", detail))
                 continue
             with host.waiter.watch(record.bus, name) as watch, KernelLog(fs) as log:
                 mover = _Mover(host, journal, record, watch, log, timeout)

@@ -244,6 +244,15 @@ def vfio_holders(fs: HostFs, group: str) -> list[tuple[int, str]]:
 
 
 
+def _suppliers_not_ready(fs: HostFs, target: Target) -> list[str]:
+    """Suppliers whose managed link keeps the device from probing (not "available")."""
+    from platform_hostdev.host.devlinks import device_links  # the hook imports preflight
+
+    suppliers, _ = device_links(fs, device_dir(target.bus, target.name))
+    return [f"{lk.name} ({lk.status})" for lk in suppliers
+            if lk.managed and not lk.sync_state_only and lk.status not in ("available", "active")]
+
+
 def explain_probe_failure(fs: HostFs, target: Target, messages: list[str],
                            state: DeviceState) -> ProbeFailedError:
     vfio = VFIO_DRIVERS[target.bus]
@@ -271,6 +280,12 @@ def explain_probe_failure(fs: HostFs, target: Target, messages: list[str],
     elif err is not None:
         what = f"{vfio} refused {target.name}: {os.strerror(err)} ({logged})"
         fix = "see dmesg for the driver's messages about the device"
+    elif waiting := _suppliers_not_ready(fs, target):
+        what = (f"the kernel deferred {target.name}'s probe with {vfio} (EPROBE_DEFER, not "
+                f"logged): its supplier{'s' if len(waiting) > 1 else ''} "
+                f"{', '.join(waiting)} {'have' if len(waiting) > 1 else 'has'} no driver "
+                "(device links, drivers/base/core.c device_links_check_suppliers)")
+        fix = "bind the supplier first, or choose a device whose suppliers are bound"
     else:
         what = (f"{target.name} is not bound to {vfio} after drivers_probe "
                 f"(driver now: {state.driver or 'none'}; {logged})")

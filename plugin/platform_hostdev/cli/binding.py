@@ -25,7 +25,9 @@ def configure(name: str, p: argparse.ArgumentParser) -> None:
     if name == "nodedev-detach":
         p.add_argument("--force", action="store_true",
                        help="skip the host-use (console, mounts, default route), IOMMU and "
-                       "reset-handler checks and let the kernel decide")
+                       "reset-handler checks and let the kernel decide; also lets the kernel "
+                       "unbind the devices that depend on this one (device links), which "
+                       "nodedev-reattach gives back")
     p.add_argument("--timeout", type=float, default=api.DEFAULT_TIMEOUT, metavar="SECONDS",
                    help=f"how long to wait for each bind/unbind (default "
                    f"{api.DEFAULT_TIMEOUT:g})")
@@ -38,13 +40,21 @@ def configure(name: str, p: argparse.ArgumentParser) -> None:
 def cmd_nodedev_detach(args: argparse.Namespace, ctx: Context) -> int:
     device = ctx.inventory().resolve(args.device)
     host = ctx.host
-    for use in api.refuse_if_host_uses(host.fs, device, args.force):
+    impact = api.refuse_unsafe_detach(host.fs, device, args.force)
+    for use in impact.uses.get(device.name, []):
         print(f"warning: --force: {device.name} {use.detail}", file=ctx.err)
-    result = api.detach(host, device, force=args.force, timeout=args.timeout)
+    for dependent in impact.dependents:
+        print(f"warning: --force: {dependent.name} ({dependent.driver}) loses its driver: "
+              f"{impact.chain(dependent)}", file=ctx.err)
+    result = api.detach(host, device, force=args.force, timeout=args.timeout,
+                        unbind_consumers=args.force)
     if args.json:
         ctx.print_json(result._asdict())
     else:
         ctx.print(f"Device {result.device} detached")
+        if result.unbound_consumers:
+            ctx.print(f"Lost their driver with it: {', '.join(result.unbound_consumers)} "
+                      f"('nodedev-reattach {result.device}' gives them back)")
     return 0
 
 
@@ -55,6 +65,8 @@ def cmd_nodedev_reattach(args: argparse.Namespace, ctx: Context) -> int:
         ctx.print_json(result._asdict())
     else:
         ctx.print(f"Device {result.device} re-attached")
+        if result.reprobed_consumers:
+            ctx.print(f"Given their driver back: {', '.join(result.reprobed_consumers)}")
     return 0
 
 

@@ -14,6 +14,7 @@ from platform_hostdev.cli.table import render_table
 from platform_hostdev.host.fs import BUSES
 
 if TYPE_CHECKING:
+    from platform_hostdev.host.devlinks import LinkView
     from platform_hostdev.host.inventory import Device
     from platform_hostdev.vfio.correlate import Correlation
 
@@ -70,18 +71,29 @@ def cmd_nodedev_list(args: argparse.Namespace, ctx: Context) -> int:
     return 0
 
 
+def _links(ctx: Context, device: Device) -> LinkView | None:
+    """The device's links on a live (or fake) host; None for a DTB (it has no kernel)."""
+    if ctx.dtb is not None:
+        return None
+    from platform_hostdev.host.devlinks import link_view
+
+    return link_view(ctx.host.fs, device.bus, device.name)
+
+
 def cmd_nodedev_dumpxml(args: argparse.Namespace, ctx: Context) -> int:
     from platform_hostdev.domain.nodedev import nodedev_xml
 
     inventory = ctx.inventory()
     device = inventory.resolve(args.device)
     correlation = api.correlate(inventory.tree, device) if device.dt_path else None
+    links = _links(ctx, device)
     if args.json:
         data = device_json(device)
         data["correlation"] = correlation.to_json() if correlation else None
+        data["device_links"] = links.to_json() if links is not None else None
         ctx.print_json(data)
     else:
-        ctx.out.write(nodedev_xml(device, correlation))
+        ctx.out.write(nodedev_xml(device, correlation, links))
     return 0
 
 
@@ -94,13 +106,17 @@ def cmd_show(args: argparse.Namespace, ctx: Context) -> int:
         from platform_hostdev.guestdt.store import guest_dt_store
 
         placements = guest_dt_store(ctx.host).placements_of(device.name)
+    links = _links(ctx, device)
     if args.json:
         data = correlation.to_json()
+        data["device_links"] = links.to_json() if links is not None else None
         if placements:
             data["guest"] = [{"domain_uuid": uuid, **chain} for uuid, chain in placements]
         ctx.print_json(data)
     else:
         ctx.print(render_correlation(correlation))
+        if links is not None:
+            ctx.print(render_links(links))
         if placements:
             from platform_hostdev.cli.guestdt import render_chain
         for uuid, chain in placements:
@@ -148,6 +164,26 @@ def render_correlation(c: Correlation) -> str:
         lines.append(f"note: {note}")
     lines += ["", f"Verdict: {c.verdict}"]
     lines += [f"  - {reason}" for reason in c.reasons]
+    return "\n".join(lines)
+
+
+def render_links(view: LinkView) -> str:
+    """The device links section of ``show``: both ends with their drivers, and the chains
+    an unbind of the device takes with it."""
+    from platform_hostdev.host.devlinks import render_dependent
+
+    rows = [[lk.role, lk.name, lk.bus, lk.driver or "-", lk.status,
+             "sync-state-only" if lk.sync_state_only else "-"]
+            for lk in [*view.suppliers, *view.consumers]]
+    if not rows:
+        return "\nDevice links: none"
+    lines = ["", "Device links (/sys/class/devlink):",
+             render_table(["ROLE", "DEVICE", "BUS", "DRIVER", "STATUS", "FLAGS"], rows, indent=2)]
+    if view.dependents:
+        lines.append("Unbinding it makes the kernel unbind:")
+        lines += [f"  {render_dependent(d)}" +
+                  ("" if d.can_unbind else " (its driver forbids unbinding)")
+                  for d in view.dependents]
     return "\n".join(lines)
 
 

@@ -387,7 +387,10 @@ def _take(device: HookDevice, domain: _Domain, env: HookEnv, owners: Owners,
     from platform_hostdev.binding.operations import detach
     from platform_hostdev.host.protection import refuse_if_host_uses
 
-    refuse_if_host_uses(env.fs, device, force=False)  # console, mounted disk, route
+    # console, mounted disk, route, of the device and of every device its unbind takes
+    # (device links); consumers that would lose their driver and drivers that forbid
+    # unbinding are refused too: never forced here
+    refuse_if_host_uses(env.fs, device, force=False)
     record = record.at(detached_by_us=True)
     owners.write(record)  # before the first sysfs write: release knows to give it back
     env.host.step(f"prepare:{device.name}:recorded", record)
