@@ -15,7 +15,7 @@ the median of ``--rounds`` runs each:
   /usr/bin/python3, which runs the hook on a host where the package is
   installed; the venv's python (``--interpreter .venv/bin/python``) starts
   slower (its editable-install finder), which flatters the ratios;
-* (b) the rendered hook (``cli.hook.render_hook``) as libvirt runs it
+* (b) the rendered hook (``hook.install.render_hook``) as libvirt runs it
   (argv ``DOMAIN OP SUBOP -``, the domain XML on stdin, libvirt's environment)
   for a realistic domain of a few KB with NO platform hostdevs, for each of
   prepare, start, started, stopped and release: the fast path;
@@ -48,10 +48,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO / "plugin"), str(REPO)]
 
-from platform_hostdev.cli.hook import render_hook  # noqa: E402
 from platform_hostdev.dt.fdt import parse_dtb  # noqa: E402
 from platform_hostdev.dt.naming import predict_devices  # noqa: E402
 from platform_hostdev.dt.tree import DeviceTree  # noqa: E402
+from platform_hostdev.hook.install import render_hook  # noqa: E402
 from platform_hostdev.host.fs import HostFs  # noqa: E402
 
 from board.cache import cache_root, content_key, files_digest, publish_dir  # noqa: E402
@@ -244,7 +244,7 @@ def _hook_text(root: str, interpreter: str) -> str:
     lines = text.splitlines(keepends=True)
     lines[0] = f"#!{interpreter} -S\n"
     start = next(i for i, line in enumerate(lines) if line.startswith("PACKAGE_PATH = "))
-    lines[start] = f"PACKAGE_PATH = {str(REPO / 'plugin')!r}\n"
+    lines[start] = f"PACKAGE_PATH = {(str(REPO / 'plugin'),)!r}\n"
     return "".join(lines)
 
 

@@ -15,7 +15,8 @@ from platform_hostdev.binding.operations import detach, device_state, reattach, 
 
 from tests.contract.conftest import Backend, SimulatedKill, kill_at
 
-# name -> (bus, DT path, compatibles), from QEMU's virt machine (kernel.md, seen on 6.12)
+# name -> (bus, DT path, compatibles): the nodes QEMU's virt machine writes (hw/arm/virt.c
+# create_virtio_devices, create_fw_cfg, create_rtc, create_gpio_devices), as 6.12 names them
 IDENTITIES = {
     "a000000.virtio_mmio": ("platform", "/virtio_mmio@a000000", ("virtio,mmio",)),
     "9020000.fw-cfg": ("platform", "/fw-cfg@9020000", ("qemu,fw-cfg-mmio",)),

@@ -34,7 +34,7 @@ REFUSED = {
                              "child node /axi/ethernet@ff0e0000/mdio/ethernet-phy@c has its own"),
     "ls1046a-uart-clockgen": ("freescale/fsl-ls1046a-rdb.dtb", "21c0500.serial",
                               "the rate of its clock /soc/clocking@1ee1000 [4, 1] is not known"),
-    "virt-pl061-amba": ("qemu-virt", "9030000.pl061", "it is an AMBA device"),
+    "virt-pl061-amba": ("qemu-virt", "9030000.pl061", "9030000.pl061 is an AMBA device"),
 }
 
 

@@ -86,6 +86,26 @@ def test_prepare_detaches_hands_over_the_node_and_release_restores(kernel: FakeK
     assert Owners(kernel).all() == []
 
 
+def test_an_owner_record_under_another_device_name_is_refused_not_acted_on(
+        kernel: FakeKernel) -> None:
+    """Owners check the record's device against its file, as the journal does: a record
+    moved to B.json naming device A is not taken for A's (once A was given back under
+    it and B.json was never removed)."""
+    xml = libvirt_domain("vm1", [VIRTIO])
+    assert run_hook(kernel, "vm1", "prepare", xml)[0] == 0
+    owners = Owners(kernel)
+    os.rename(owners.file(VIRTIO), owners.file(VIRTIO2))
+    code, err = run_hook(kernel, "vm1", "release", xml)
+    assert code == 1
+    assert f"{VIRTIO2}.json describes device '{VIRTIO}'" in err
+    assert f"move it back to /run/platform-hostdev/owners/{VIRTIO}.json" in err
+    assert device_state(kernel, "platform", VIRTIO).driver == "vfio-platform"  # not touched
+    assert owners.file(VIRTIO2).exists()
+    os.rename(owners.file(VIRTIO2), owners.file(VIRTIO))  # as the hint says
+    assert run_hook(kernel, "vm1", "release", xml) == (0, "")
+    assert device_state(kernel, "platform", VIRTIO).driver is None and owners.all() == []
+
+
 def test_amba_device_is_refused_before_anything_changes(kernel: FakeKernel) -> None:
     code, err = run_hook(kernel, "vm1", "prepare", libvirt_domain("vm1", ["9030000.pl061"]))
     assert code == 1

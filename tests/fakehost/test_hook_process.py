@@ -11,15 +11,18 @@ import io
 import os
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 from platform_hostdev.cli import main as cli
+from platform_hostdev.hook.install import render_hook
 
 from tests.support.domains import libvirt_domain, synced_domain
 from tests.support.fakehost import FakeHost, build_fake_host, tree_state
 from tests.support.fakekernel import QEMU_VIRT_DRIVERS
 
 VIRTIO = "a000000.virtio_mmio"
+PLUGIN = Path(__file__).resolve().parents[2] / "plugin"
 HOOK = "etc/libvirt/hooks/qemu.d/platform-hostdev"
 QEMU_UID = 64055
 ENV = {"LC_ALL": "C", "PATH": "/usr/bin:/bin", "HOME": "/root", "USER": "root",
@@ -110,6 +113,21 @@ def test_migrate_is_refused_with_the_reason_on_stderr(host: FakeHost) -> None:
     done = run(host, "migrate", libvirt_domain("vm1", [VIRTIO], managed=False))
     assert done.returncode == 1
     assert "not migratable" in done.stderr and "hint:" in done.stderr
+
+
+def test_a_package_directory_whose_name_holds_a_colon_is_kept_whole(
+        host: FakeHost, tmp_path: Path, mocker: Any) -> None:
+    """'hook install' writes the import directories and the hook reads them by one rule
+    (a tuple literal): a ':' or os.pathsep in a directory name does not split it."""
+    odd = tmp_path / f"site{os.pathsep}packages:x"
+    odd.symlink_to(PLUGIN, target_is_directory=True)  # the only place platform_hostdev is
+    mocker.patch("platform_hostdev.hook.install.package_paths", return_value=[str(odd)])
+    rendered = render_hook(str(host.root))
+    assert f"PACKAGE_PATH = ({str(odd)!r},)" in rendered  # this checkout's hook, filled in
+    (host.root / HOOK).write_text(rendered)
+    done = run(host, "migrate", libvirt_domain("vm1", [VIRTIO], managed=False))
+    assert "Traceback" not in done.stderr, done.stderr
+    assert done.returncode == 1 and "migrate of domain vm1 refused" in done.stderr
 
 
 @pytest.mark.parametrize("xml,message", [

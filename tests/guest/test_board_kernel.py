@@ -1,7 +1,8 @@
 """Facts about the board's real kernel that the rest of the guest suite relies on.
 
-Seen on Debian's arm64 6.12 kernel under qemu-system-aarch64 -M virt
-(docs: kernel.md, "QEMU virt machine as a test host").
+Seen on Debian's arm64 6.12 kernel under qemu-system-aarch64 -M virt (the
+machine's devices: QEMU hw/arm/virt.c; the kernel's names for them:
+drivers/of/platform.c of_device_make_bus_id(), for platform and amba devices).
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ mode, vfio-platform reset_required=0)::
 
     python3 -m board run -- python3 -m pytest -q -p no:cacheprovider tests/guest/test_hook_guest.py
 
-The hook is rendered for root "/" (``commands_hook.render_hook``) into a
+The hook is rendered for root "/" (``hook.install.render_hook``) into a
 temporary file and run as libvirt runs it: a subprocess, argv ``DOMAIN OP
 SUBOP -``, the translated domain XML on stdin, libvirt's environment only.
 The board has no IOMMU, so /etc/platform-hostdev/hook.conf sets
@@ -33,8 +33,8 @@ import pytest
 from platform_hostdev.binding.journal import Journal
 from platform_hostdev.binding.operations import device_state
 from platform_hostdev.binding.ownership import Owners
-from platform_hostdev.cli.hook import render_hook
 from platform_hostdev.guestdt.store import STATE_DIR
+from platform_hostdev.hook.install import render_hook
 from platform_hostdev.hook.qemu import HOOK_CONFIG
 from platform_hostdev.host.fs import HostFs
 

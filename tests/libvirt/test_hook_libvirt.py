@@ -7,7 +7,7 @@ from typing import Any
 
 import libvirt
 import pytest
-from platform_hostdev.cli.hook import HOOK_NAME, render_hook
+from platform_hostdev.hook.install import HOOK_NAME, render_hook
 
 from tests.libvirt.daemon import DaemonError, PrivateLibvirt, private_libvirtd
 from tests.support.domains import libvirt_domain

@@ -103,7 +103,7 @@ def test_the_daemon_runs_the_packaged_hook_with_debians_python(packaged: Private
     assert seen.split() == ["755", "root:root"]
     text = _in_daemon_namespace(packaged, ["cat", HOOK])
     assert text == (unpacked / HOOK.lstrip("/")).read_text()
-    assert text.startswith("#!/usr/bin/python3 -S\n") and 'PACKAGE_PATH = ""' in text
+    assert text.startswith("#!/usr/bin/python3 -S\n") and 'PACKAGE_PATH = ()' in text
     # What the hook's interpreter imports there: the package's module, Debian's lxml.
     module, lxml, libxml2, digest = _in_daemon_namespace(
         packaged, ["env", "-i", "PATH=/usr/bin:/bin", "/usr/bin/python3", "-c", WHERE]).split()

@@ -75,7 +75,7 @@ def test_the_hook_is_a_conffile_run_by_debians_python(deb: Path) -> None:
     assert conffiles == [HOOK]
     text = _member(deb, HOOK).decode()
     assert text.splitlines()[0] == "#!/usr/bin/python3 -S"
-    assert 'PACKAGE_PATH = ""' in text and 'HOST_ROOT = "/"' in text
+    assert 'PACKAGE_PATH = ()' in text and 'HOST_ROOT = "/"' in text
     assert text == (REPO / "hooks/qemu.d/platform-hostdev").read_text()
     vdsm = _member(deb, VDSM_HOOK).decode()
     assert vdsm == (REPO / "hooks/vdsm/before_vm_start/50_platform_hostdev").read_text()

@@ -6,8 +6,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from lxml import etree
-from platform_hostdev.domain.domainxml import declared_hostdevs, parse_domain
+from platform_hostdev.domain.domainxml import parse_domain
 from platform_hostdev.domain.hostdev import parse_xml
+from platform_hostdev.domain.model import declared_hostdevs
 from platform_hostdev.domain.translate import forward, to_string
 from platform_hostdev.dt.fdt import RawNode, build_dtb
 from platform_hostdev.errors import HostdevError

@@ -47,6 +47,7 @@ from platform_hostdev.dt.fdt import RawNode
 from platform_hostdev.dt.naming import PredictedDevice, predict_devices
 from platform_hostdev.dt.tree import DeviceTree, Node
 from platform_hostdev.host.fs import BUSES, HostFs
+from platform_hostdev.vfio.uapi import VFIO_DRIVERS  # the vfio driver of each bus
 
 from tests.support.fakedevlinks import FakeLink, fw_devlinks
 
@@ -57,11 +58,8 @@ __all__ = [
     "build_fake_host",
     "write_devicetree",
     "tree_state",
-    "VFIO_DRIVERS",
 ]
 
-#: bus -> the vfio driver that binds devices of that bus (through driver_override only)
-VFIO_DRIVERS = {"platform": "vfio-platform", "amba": "vfio-amba"}
 IommuSpec = Literal["all", "none"] | Collection[str] | Mapping[str, int]
 _PRIMECELL = re.compile(r"arm,pl(\d{3})$")
 

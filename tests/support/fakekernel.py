@@ -3,7 +3,7 @@
 :class:`FakeKernel` is a :class:`~platform_hostdev.host.attributes.WritableHostFs`
 over a :class:`~tests.support.fakehost.FakeHost`; the code under test writes
 through it exactly as it writes to the real sysfs. Each rule below mirrors the
-kernel source (6.12) or a fact in /work/shared/reference/kernel.md:
+kernel source (6.12), file and function named:
 
 * ``driver_override`` (drivers/base/driver.c driver_set_override): longer than
   PAGE_SIZE-2 -> EINVAL; the value is cut at the first newline; an empty
@@ -77,8 +77,9 @@ from platform_hostdev.host.attributes import AttributeWriteError, WritableHostFs
 from platform_hostdev.host.boundary import Host
 from platform_hostdev.host.kmsg import format_record
 from platform_hostdev.host.uevents import SynchronousWaiter
+from platform_hostdev.vfio.uapi import VFIO_DRIVERS
 
-from tests.support.fakehost import VFIO_DRIVERS, FakeHost
+from tests.support.fakehost import FakeHost
 
 __all__ = ["FakeKernel", "QEMU_VIRT_DRIVERS", "MODULES", "PAGE_SIZE"]
 

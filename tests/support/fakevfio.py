@@ -20,7 +20,8 @@ from pathlib import Path
 
 __all__ = ["FakeVfio", "FakeRegion", "FakeIrq", "vfio_sysfs", "NUMBERS"]
 
-# ioctl numbers, _IO(';', 100 + n), spelled out as in kernel.md.
+# ioctl numbers, _IO(';', 100 + n) (include/uapi/linux/vfio.h: VFIO_TYPE ';', VFIO_BASE 100),
+# spelled out here, not taken from the code under test.
 NUMBERS = {
     0x3B64: "GET_API_VERSION", 0x3B65: "CHECK_EXTENSION", 0x3B66: "SET_IOMMU",
     0x3B67: "GROUP_GET_STATUS", 0x3B68: "GROUP_SET_CONTAINER",

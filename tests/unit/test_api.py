@@ -84,6 +84,9 @@ def test_the_hook_does_not_load_the_api() -> None:
         "platform_hostdev.host.fs", "platform_hostdev.host.kmsg",
         "platform_hostdev.host.processes", "platform_hostdev.host.specs",
         "platform_hostdev.host.statefiles", "platform_hostdev.host.uevents",
+        # the rules the hook shares with the commands (light: no lxml, no dataclasses)
+        "platform_hostdev.domain", "platform_hostdev.domain.rules",
+        "platform_hostdev.vfio", "platform_hostdev.vfio.groups", "platform_hostdev.vfio.uapi",
     }
 
 

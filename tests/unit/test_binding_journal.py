@@ -49,7 +49,7 @@ def test_write_is_temp_then_rename_without_fsync(tmp_path: Path, mocker: MockerF
         calls.append("fsync")
         real_fsync(fd)
 
-    mocker.patch("platform_hostdev.binding.journal.os.fsync", side_effect=fsync)
+    mocker.patch("platform_hostdev.host.statefiles.os.fsync", side_effect=fsync)
 
     def replace(src: os.PathLike[str], dst: os.PathLike[str]) -> None:
         calls.append("replace")
@@ -58,7 +58,7 @@ def test_write_is_temp_then_rename_without_fsync(tmp_path: Path, mocker: MockerF
         assert json.loads(Path(src).read_text())["step"] == "unbound"
         real_replace(src, dst)
 
-    mocker.patch("platform_hostdev.binding.journal.os.replace", side_effect=replace)
+    mocker.patch("platform_hostdev.host.statefiles.os.replace", side_effect=replace)
     journal.write(_record(step="unbound"))
     assert calls == ["replace"]  # /run is a tmpfs: an fsync buys nothing there
     assert os.listdir(journal.path) == ["9030000.pl061.json"]  # no temp file left
@@ -83,7 +83,7 @@ def test_durable_write_fsyncs_file_then_directory(tmp_path: Path, mocker: Mocker
 def test_crash_before_rename_keeps_old_record(tmp_path: Path, mocker: MockerFixture) -> None:
     journal = Journal(HostFs(tmp_path))
     journal.write(_record())
-    mocker.patch("platform_hostdev.binding.journal.os.replace", side_effect=OSError(28, "No space"))
+    mocker.patch("platform_hostdev.host.statefiles.os.replace", side_effect=OSError(28, "No space"))
     with pytest.raises(OSError):
         journal.write(_record(step="unbound"))
     assert journal.read("9030000.pl061") == _record()

@@ -283,3 +283,19 @@ def test_define_without_a_host_check_says_to_sync_later(mocker: Any, tmp_path: P
     assert cli.main(["define", src, "--no-host-check"], ctx) == 0
     assert "run 'platform-hostdev sync guest1' on the host" in ctx.err.getvalue()  # type: ignore[attr-defined]
     conn.domainXMLToNative.assert_not_called()
+
+
+def test_sync_defines_with_validation_as_define_does(mocker: Any, tmp_path: Path,
+                                                     virt_dtb: Path) -> None:
+    """'sync DOMAIN' redefined the domain without libvirt's validation (defineXML) while
+    the sync that follows 'define' validates: both go through define_domain now."""
+    plain = ("<domain type='qemu'><name>guest1</name>"
+             "<uuid>5f0c2a8e-0000-4000-8000-00000000beef</uuid>"
+             "<os><type arch='aarch64' machine='virt'>hvm</type></os><devices/></domain>")
+    ctx, conn, _ = _ctx(mocker, tmp_path, xml=plain)
+    ctx.dtb = str(virt_dtb)
+    assert cli.main(["sync", "guest1"], ctx) == 0, ctx.err.getvalue()  # type: ignore[attr-defined]
+    conn.defineXML.assert_not_called()
+    xml, flags = conn.defineXMLFlags.call_args.args
+    assert flags == DEFINE_VALIDATE and "<name>guest1</name>" in xml
+    assert "needs no generated device tree" in ctx.out.getvalue()  # type: ignore[attr-defined]

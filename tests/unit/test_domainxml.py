@@ -1,8 +1,10 @@
-"""The hook's light XML reader (domainxml) against lxml and the RelaxNG schema.
+"""The hostdev field table (domain.model) and the hook's expat tree against the RelaxNG schemas.
 
-The hook reads the domain with expat and checks the metadata by hand, the
-commands with lxml and metadata.rng: both must give the same verdict and the
-same devices in the same order, on chosen and on generated input.
+The hook reads the domain with expat and checks the metadata with the field
+table, the commands with lxml and metadata.rng / hostdev.rng, then the same
+table: both must give the same verdict and the same devices (every field) in
+the same order, on chosen and on generated input, in the stored form and in
+the user form.
 """
 from __future__ import annotations
 
@@ -11,8 +13,10 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from platform_hostdev.domain.domainxml import PHD_NS, declared_hostdevs, parse_domain
-from platform_hostdev.domain.hostdev import PlatformHostdev, parse_xml
+from lxml import etree
+from platform_hostdev.domain.domainxml import parse_domain
+from platform_hostdev.domain.hostdev import PlatformHostdev, parse_xml, validate_element
+from platform_hostdev.domain.model import PHD_NS, declared_hostdevs, read_hostdev
 from platform_hostdev.domain.translate import backward, platform_hostdev_elements
 from platform_hostdev.errors import XmlError
 from platform_hostdev.guestdt.store import fingerprint_inputs
@@ -117,21 +121,68 @@ def _hostdev(attrs: str = ' type="platform"', inner: str = '<source><device name
     return f'<hostdevs xmlns="{PHD_NS}"><hostdev{attrs}>{inner}</hostdev></hostdevs>'
 
 
+def _oracle(element: etree._Element) -> PlatformHostdev:
+    """The model of a valid user-form element as a plain lxml reading gives it.
+
+    Independent of the field table (what the commands read before it existed):
+    RelaxNG <value>s compare tokens, the string patterns take the raw value.
+    """
+    def tok(value: str | None) -> str | None:
+        return None if value is None else " ".join(value.split())
+
+    source = element.find("source")
+    assert source is not None
+    devicetree, device = source.find("devicetree"), source.find("device")
+    driver, alias = element.find("driver"), element.find("alias")
+
+    def on_off(attr: str) -> bool | None:
+        value = tok(driver.get(attr)) if driver is not None else None
+        return None if value is None else value == "on"
+
+    timeout = driver.get("mmap_timeout") if driver is not None else None
+    return PlatformHostdev(
+        devicetree.get("path") if devicetree is not None else None,
+        device.get("name") if device is not None else None,
+        tok(element.get("managed", "yes")) == "yes", on_off("mmap"), on_off("irqfd"),
+        int(timeout) if timeout is not None else None,
+        alias.get("name") if alias is not None else None)
+
+
 def _commands_read(xml: bytes) -> list[PlatformHostdev]:
-    """What the commands (lxml, RelaxNG) take the domain to declare, in order."""
+    """What the commands' path (lxml, metadata.rng, backward's order) takes the domain to
+    declare, each read by the oracle."""
     user = backward(parse_xml(xml, "d"))
-    return [PlatformHostdev.from_element(e) for e in platform_hostdev_elements(user.getroot())]
+    return [_oracle(e) for e in platform_hostdev_elements(user.getroot())]
 
 
 def _verdicts(xml: bytes) -> tuple[Any, Any]:
-    """(ours, lxml's): the declared (name, path, managed) list, or "refused"."""
+    """(ours, lxml's): the declared hostdevs (every field), or "refused"."""
     try:
-        ours: Any = [(h.name, h.dt_path, h.managed) for h in declared_hostdevs(parse_domain(xml))]
+        ours: Any = declared_hostdevs(parse_domain(xml))
     except XmlError:
         ours = "refused"
     try:
-        theirs: Any = [(h.name, h.dt_path, h.managed)
-                       for h in _commands_read(xml)]
+        theirs: Any = _commands_read(xml)
+    except XmlError:
+        theirs = "refused"
+    try:
+        on_lxml: Any = declared_hostdevs(parse_xml(xml, "d").getroot())
+    except XmlError:
+        on_lxml = "refused"
+    assert on_lxml == ours  # one reader: either tree gives the same answer
+    return ours, theirs
+
+
+def _user_form_verdicts(hostdev: str) -> tuple[Any, Any]:
+    """(the table's, hostdev.rng's) verdict on a user-form <hostdev> (no namespace)."""
+    element = parse_xml(hostdev, "h").getroot()
+    try:
+        ours: Any = read_hostdev(element, "the hostdev")[0]
+    except XmlError:
+        ours = "refused"
+    try:
+        validate_element(element, "hostdev", "h")
+        theirs: Any = _oracle(element)
     except XmlError:
         theirs = "refused"
     return ours, theirs
@@ -218,6 +269,13 @@ def test_chosen_metadata_same_verdict_as_relaxng(attrs: str | None, inner: str |
     ours, theirs = _verdicts(_domain(_hostdev(**kwargs)))
     assert ours == theirs
     assert (ours != "refused") == valid
+    user = _hostdev(**kwargs).split(">", 1)[1].rsplit("</hostdevs>", 1)[0]  # no container
+    table, schema = _user_form_verdicts(user)
+    assert table == schema
+    if valid and "position" not in user:  # the user form has no bookkeeping
+        assert schema != "refused"
+    if table != "refused" and ours != "refused":
+        assert [table] == ours
 
 
 @pytest.mark.parametrize("container", [
@@ -254,8 +312,9 @@ def test_a_translated_domain_reads_the_same() -> None:
     xml = libvirt_domain("vm", ["a.dev", "b.dev", "c.dev"], managed=False,
                          extra_devices="<disk type='file'/><!-- c --><tpm model='tpm-tis'/>")
     ours, theirs = _verdicts(xml)
-    assert ours == theirs == [("a.dev", None, False), ("b.dev", None, False),
-                              ("c.dev", None, False)]
+    assert ours == theirs == [PlatformHostdev(None, "a.dev", False),
+                              PlatformHostdev(None, "b.dev", False),
+                              PlatformHostdev(None, "c.dev", False)]
     assert [h.key for h in declared_hostdevs(parse_domain(xml))] == \
         [h.name or h.dt_path for h in _commands_read(xml)]
 
@@ -329,3 +388,13 @@ def _domain_xml(draw: st.DrawFn) -> bytes:
 def test_generated_domains_same_verdict_and_order(xml: bytes) -> None:
     ours, theirs = _verdicts(xml)
     assert ours == theirs, xml
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_hostdev_xml())
+def test_generated_user_form_same_verdict_as_hostdev_rng(hostdev: str) -> None:
+    table, schema = _user_form_verdicts(hostdev)
+    assert table == schema, hostdev
+    if table != "refused":
+        element = parse_xml(hostdev, "h").getroot()
+        assert PlatformHostdev.from_element(element) == table

@@ -1,4 +1,4 @@
-"""vfio.client: the ioctl table, the call order and the errno -> message mapping."""
+"""vfio.uapi's ioctl table; vfio.client's call order and errno -> message mapping."""
 from __future__ import annotations
 
 import errno
@@ -12,6 +12,7 @@ from platform_hostdev.errors import HostdevError
 from platform_hostdev.host.fs import HostFs
 from platform_hostdev.host.inventory import Device
 from platform_hostdev.vfio import client as vfio
+from platform_hostdev.vfio import uapi
 
 from tests.support.fakevfio import FakeIrq, FakeRegion, FakeVfio, vfio_sysfs
 
@@ -29,7 +30,7 @@ PL061 = Device("9030000.pl061", "amba", "/pl061@9030000", ("arm,pl061", "arm,pri
     ("DEVICE_GET_IRQ_INFO", 0x3B6D),
 ])
 def test_ioctl_numbers_match_the_uapi_header(name: str, number: int) -> None:
-    assert vfio.IOCTLS[name].number == number
+    assert uapi.IOCTLS[name].number == number
 
 
 @pytest.mark.parametrize(("name", "size"), [
@@ -37,8 +38,8 @@ def test_ioctl_numbers_match_the_uapi_header(name: str, number: int) -> None:
     ("DEVICE_GET_REGION_INFO", 32), ("DEVICE_GET_IRQ_INFO", 16),
 ])
 def test_struct_sizes(name: str, size: int) -> None:
-    assert vfio.IOCTLS[name].size == size
-    assert len(vfio.IOCTLS[name].pack()) == size
+    assert uapi.IOCTLS[name].size == size
+    assert len(uapi.IOCTLS[name].pack()) == size
 
 
 def _le32(*values: int) -> bytes:
@@ -46,7 +47,7 @@ def _le32(*values: int) -> bytes:
 
 
 def test_pack_sets_argsz_and_places_fields_at_their_offsets() -> None:
-    buf = vfio.IOCTLS["DEVICE_GET_REGION_INFO"].pack(index=3)
+    buf = uapi.IOCTLS["DEVICE_GET_REGION_INFO"].pack(index=3)
     assert buf[0:4] == _le32(32)          # argsz
     assert buf[8:12] == _le32(3)          # index after flags
     assert buf[12:] == bytes(20)          # cap_offset, size, offset
@@ -55,44 +56,44 @@ def test_pack_sets_argsz_and_places_fields_at_their_offsets() -> None:
 def test_unpack_region_info_reads_u64_size_and_offset() -> None:
     raw = (_le32(32, 0x7, 1, 0) + (0x1000).to_bytes(8, sys.byteorder)
            + (1 << 40).to_bytes(8, sys.byteorder))
-    fields = vfio.IOCTLS["DEVICE_GET_REGION_INFO"].unpack(raw)
+    fields = uapi.IOCTLS["DEVICE_GET_REGION_INFO"].unpack(raw)
     assert fields == {"argsz": 32, "flags": 7, "index": 1, "cap_offset": 0,
                       "size": 0x1000, "offset": 1 << 40}
 
 
 def test_device_info_accepts_the_older_20_byte_layout() -> None:
-    fields = vfio.IOCTLS["DEVICE_GET_INFO"].unpack(_le32(20, 0x8, 1, 1, 0))
+    fields = uapi.IOCTLS["DEVICE_GET_INFO"].unpack(_le32(20, 0x8, 1, 1, 0))
     assert (fields["flags"], fields["num_regions"], fields["num_irqs"]) == (8, 1, 1)
     assert fields["pad"] == 0
 
 
 def test_device_info_too_short_is_refused() -> None:
     with pytest.raises(ValueError, match="num_irqs"):
-        vfio.IOCTLS["DEVICE_GET_INFO"].unpack(_le32(12, 4, 1))
+        uapi.IOCTLS["DEVICE_GET_INFO"].unpack(_le32(12, 4, 1))
 
 
 def test_region_info_shorter_than_its_layout_is_refused() -> None:
     with pytest.raises(ValueError, match="DEVICE_GET_REGION_INFO"):
-        vfio.IOCTLS["DEVICE_GET_REGION_INFO"].unpack(_le32(32, 7, 0, 0))
+        uapi.IOCTLS["DEVICE_GET_REGION_INFO"].unpack(_le32(32, 7, 0, 0))
 
 
 def test_pack_refuses_unknown_fields() -> None:
     with pytest.raises(TypeError, match="sizee"):
-        vfio.IOCTLS["DEVICE_GET_REGION_INFO"].pack(sizee=1)
+        uapi.IOCTLS["DEVICE_GET_REGION_INFO"].pack(sizee=1)
 
 
 def test_flag_names() -> None:
-    assert vfio.flag_names("device", 0x4) == ["PLATFORM"]
-    assert vfio.flag_names("device", 0x8 | 0x1) == ["RESET", "AMBA"]
-    assert vfio.flag_names("region", 0x7) == ["READ", "WRITE", "MMAP"]
-    assert vfio.flag_names("irq", 0x7) == ["EVENTFD", "MASKABLE", "AUTOMASKED"]
-    assert vfio.flag_names("irq", 0x1 | 0x40) == ["EVENTFD", "0x40"]
-    assert vfio.flag_names("group", 0) == []
-    assert vfio.flag_bit("region", "MMAP") == 4
+    assert uapi.flag_names("device", 0x4) == ["PLATFORM"]
+    assert uapi.flag_names("device", 0x8 | 0x1) == ["RESET", "AMBA"]
+    assert uapi.flag_names("region", 0x7) == ["READ", "WRITE", "MMAP"]
+    assert uapi.flag_names("irq", 0x7) == ["EVENTFD", "MASKABLE", "AUTOMASKED"]
+    assert uapi.flag_names("irq", 0x1 | 0x40) == ["EVENTFD", "0x40"]
+    assert uapi.flag_names("group", 0) == []
+    assert uapi.flag_bit("region", "MMAP") == 4
 
 
 def test_iommu_model_arguments() -> None:
-    assert dict(vfio.IOMMU_TYPES) == {"TYPE1v2": 3, "TYPE1": 1, "NOIOMMU": 8}
+    assert dict(uapi.IOMMU_TYPES) == {"TYPE1v2": 3, "TYPE1": 1, "NOIOMMU": 8}
 
 
 # ---------------------------------------------------------------- the group
@@ -101,14 +102,14 @@ def test_noiommu_group_node(tmp_path: Path) -> None:
     vfio_sysfs(tmp_path, "platform", VIRTIO.name, "vfio-platform", "0")
     ref = vfio.find_group(HostFs(tmp_path), VIRTIO)
     assert ref == vfio.GroupRef("0", True, "/dev/vfio/noiommu-0")
-    assert ref.unsafe
+    assert ref.noiommu and ref.to_json()["unsafe"]
 
 
 def test_iommu_group_node(tmp_path: Path) -> None:
     vfio_sysfs(tmp_path, "amba", PL061.name, "vfio-amba", "7", group_name=None)
     ref = vfio.find_group(HostFs(tmp_path), PL061)
     assert ref == vfio.GroupRef("7", False, "/dev/vfio/7")
-    assert not ref.unsafe
+    assert not ref.noiommu and not ref.to_json()["unsafe"]
 
 
 @pytest.mark.parametrize("driver", [None, "virtio-mmio", "vfio-amba"])

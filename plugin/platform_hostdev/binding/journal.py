@@ -1,9 +1,10 @@
 """The binding journal: what a detach or re-attach is about to change, kept across crashes.
 
-One JSON file per device, ``<root>/run/platform-hostdev/<device>.json``,
-written atomically (temporary file, rename; no fsync: /run is a tmpfs that a
-reboot empties, when the devices start afresh too) BEFORE the first sysfs
-write and rewritten after each step. It records the
+One JSON file per device, ``<root>/run/platform-hostdev/<device>.json`` (a
+:class:`~platform_hostdev.host.statefiles.RecordStore`, as the ownership
+records), written atomically (temporary file, rename; no fsync: /run is a
+tmpfs that a reboot empties, when the devices start afresh too) BEFORE the
+first sysfs write and rewritten after each step. It records the
 device, its bus, the driver and driver_override it had before the detach, the
 operation and the last step done. A completed detach keeps its record (the
 re-attach needs the original driver); a completed re-attach or a rolled-back
@@ -15,17 +16,14 @@ whose lock is free belongs to no running operation.
 """
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from pathlib import Path
 from typing import Any, NamedTuple
 
 from platform_hostdev.errors import HostdevError
 from platform_hostdev.host.boundary import monotonic_clock, sleep
 from platform_hostdev.host.fs import HostFs
-from platform_hostdev.host.statefiles import atomic_write, exclusive_lock
+from platform_hostdev.host.statefiles import RecordStore
 
 __all__ = [
     "JOURNAL_DIR",
@@ -119,77 +117,25 @@ class JournalRecord(NamedTuple):
         return cls(**{**data, "consumers": tuple(tuple(c) for c in consumers)})
 
 
-class Journal:
-    """The journal directory under a host root."""
+class Journal(RecordStore[JournalRecord]):
+    """The journal directory under a host root (one :class:`RecordStore`)."""
 
     def __init__(self, fs: HostFs, directory: str = JOURNAL_DIR,
                  clock: Callable[[], float] = monotonic_clock,
                  sleep: Callable[[float], None] = sleep) -> None:
-        self.fs = fs
-        self.directory = directory
-        self._clock = clock
-        self._sleep = sleep
-
-    @property
-    def path(self) -> Path:
-        return self.fs.path(self.directory)
-
-    def file(self, device: str) -> Path:
-        return self.path / f"{device}.json"
-
-    def host_file(self, device: str) -> str:
-        return f"{self.directory}/{device}.json"
-
-    def devices(self) -> list[str]:
-        """Devices that have a record, sorted."""
-        try:
-            names = os.listdir(self.path)
-        except FileNotFoundError:
-            return []
-        return sorted(n[:-5] for n in names if n.endswith(".json") and not n.startswith("."))
-
-    def read(self, device: str) -> JournalRecord | None:
-        """The device's record, None if it has none; JournalError if it is unreadable."""
-        path = self.file(device)
-        try:
-            text = path.read_text()
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            raise JournalError(f"cannot read journal file {self.host_file(device)}: "
-                               f"{exc.strerror}", "run as root", code="permission-denied",
-                               device=device, path=self.host_file(device)) from None
-        try:
-            record = JournalRecord.from_json(json.loads(text))
-        except ValueError as exc:  # json.JSONDecodeError is a ValueError
-            raise JournalError(
-                f"journal file {self.host_file(device)} is corrupt ({exc})",
-                f"check {device}'s driver and driver_override under /sys/bus/*/devices/{device}, "
-                f"put them back by hand if needed, then delete {self.host_file(device)}",
-                device=device, path=self.host_file(device)) from None
-        if record.device != device:
-            raise JournalError(
-                f"journal file {self.host_file(device)} describes device {record.device!r}",
-                f"the file was renamed or copied; delete {self.host_file(device)}",
-                device=device, path=self.host_file(device))
-        return record
-
-    def write(self, record: JournalRecord) -> None:
-        """Replace the device's record atomically (temp file, rename; /run: no fsync)."""
-        self.path.mkdir(parents=True, exist_ok=True, mode=0o700)
-        data = json.dumps(record.to_json(), indent=1, sort_keys=True).encode() + b"\n"
-        atomic_write(self.file(record.device), data, durable=False)
-
-    def remove(self, device: str) -> None:
-        """Delete the device's record (no error if it has none)."""
-        self.file(device).unlink(missing_ok=True)
+        super().__init__(
+            fs, directory, what="journal file", decode=JournalRecord.from_json,
+            encode=JournalRecord.to_json, device_of=lambda r: r.device, error=JournalError,
+            corrupt_fix=lambda device, where: (
+                f"check {device}'s driver and driver_override under "
+                f"/sys/bus/*/devices/{device}, put them back by hand if needed, then "
+                f"delete {where}"),
+            busy=lambda _: JournalBusyError(
+                f"another platform-hostdev operation holds {directory}/.lock",
+                "wait for it to finish; the lock is released when it exits",
+                path=f"{directory}/.lock"),
+            indent=1, clock=clock, sleep=sleep)
 
     def locked(self, timeout: float = 10.0) -> AbstractContextManager[None]:
         """Hold the journal lock; JournalBusyError if another process keeps it past ``timeout``."""
-        return exclusive_lock(
-            self.path / ".lock", timeout,
-            lambda: JournalBusyError(
-                f"another platform-hostdev operation holds {self.directory}/.lock",
-                "wait for it to finish; the lock is released when it exits",
-                path=f"{self.directory}/.lock"),
-            self._clock, self._sleep)
+        return super().locked(timeout)

@@ -2,7 +2,9 @@
 
 libvirt's vocabulary: *detach* takes a device from its host driver and binds
 it to ``vfio-platform`` (platform bus) or ``vfio-amba`` (amba bus);
-*reattach* gives it back. The kernel sequence (kernel.md):
+*reattach* gives it back. The kernel sequence (drivers/base/bus.c
+unbind_store() and drivers_probe_store(), drivers/base/driver.c
+driver_set_override()):
 
 1. write the vfio driver's name to ``D/driver_override`` FIRST (no window in
    which a probe could re-bind the old driver);
@@ -46,8 +48,6 @@ from platform_hostdev.binding.preflight import (
     NOIOMMU_PARAM,
     RESET_REQUIRED_PARAM,
     UPSTREAM_RESET_HANDLERS,
-    VFIO_DRIVERS,
-    VFIO_MODULES,
     BindingError,
     DeviceInUseError,
     DeviceState,
@@ -78,12 +78,11 @@ from platform_hostdev.host.fs import HostFs
 from platform_hostdev.host.kmsg import KernelLog, probe_failure
 from platform_hostdev.host.protection import consumers_error, located, unbind_impact
 from platform_hostdev.host.uevents import UeventTimeoutError, Watch
+from platform_hostdev.vfio.uapi import VFIO_DRIVERS
 
 __all__ = [
     # re-exported from preflight: the vocabulary callers of binding need
     "DEFAULT_TIMEOUT",
-    "VFIO_DRIVERS",
-    "VFIO_MODULES",
     "NOIOMMU_PARAM",
     "RESET_REQUIRED_PARAM",
     "UPSTREAM_RESET_HANDLERS",

@@ -1,8 +1,11 @@
 """One device, one domain: who owns each passed-through device.
 
-One JSON record per device under ``<root>/run/platform-hostdev/owners/``,
-written atomically, all changes made under an exclusive file lock
-(``owners/.lock``) so concurrent domain starts are serialised. A record names
+One JSON record per device under ``<root>/run/platform-hostdev/owners/`` (a
+:class:`~platform_hostdev.host.statefiles.RecordStore`, as the binding
+journal), written atomically, all changes made under an exclusive file lock
+(``owners/.lock``) so concurrent domain starts are serialised. A record must
+name the device of its file: a renamed or copied record is refused, never
+given back for another device. A record names
 the domain (name and UUID), whether the device is managed, whether we
 detached it (then release re-attaches it), and the /dev/vfio node's original
 owner and mode (restored at release).
@@ -15,17 +18,15 @@ prepare hook and QEMU's exec).
 """
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
-from pathlib import Path
 from typing import Any, NamedTuple
 
 from platform_hostdev.errors import HostdevError
 from platform_hostdev.host.boundary import pid_alive, wall_clock
 from platform_hostdev.host.fs import HostFs
-from platform_hostdev.host.statefiles import atomic_write, exclusive_lock
+from platform_hostdev.host.statefiles import RecordStore
 
 __all__ = ["OwnerRecord", "Owners", "OwnersBusyError", "OWNERS_DIR", "START_GRACE"]
 
@@ -72,66 +73,27 @@ class OwnerRecord(NamedTuple):
         return cls(**data)
 
 
-class Owners:
-    """The ownership records of a host (rooted through HostFs)."""
+class Owners(RecordStore[OwnerRecord]):
+    """The ownership records of a host (one :class:`RecordStore`, rooted through HostFs)."""
 
     def __init__(self, fs: HostFs, clock: Callable[[], float] = wall_clock,
                  grace: float = START_GRACE,
                  pid_alive: Callable[[int], bool] = pid_alive) -> None:
-        self.fs = fs
-        self.directory = fs.path(OWNERS_DIR)
+        super().__init__(
+            fs, OWNERS_DIR, what="ownership record", decode=OwnerRecord.from_json,
+            encode=OwnerRecord._asdict, device_of=lambda r: r.device, error=HostdevError,
+            corrupt_fix=lambda device, where: (
+                f"check {device}'s state (platform-hostdev nodedev-list) and remove {where}"),
+            busy=lambda timeout: OwnersBusyError(
+                f"another platform-hostdev hook holds {OWNERS_DIR}/.lock for more than "
+                f"{timeout:.0f} s", "retry the domain start", path=f"{OWNERS_DIR}/.lock"))
         self.clock = clock
         self.grace = grace
         self.pid_alive = pid_alive
 
-    def _file(self, device: str) -> Path:
-        if "/" in device or device.startswith(".") or not device:
-            raise HostdevError(f"device name {device!r} is not a sysfs device name",
-                               "the domain XML names the device wrongly",
-                               code="invalid-device-spec", device=device)
-        return self.directory / f"{device}.json"
-
     def locked(self, timeout: float = 60.0) -> AbstractContextManager[None]:
-        return exclusive_lock(
-            self.directory / ".lock", timeout,
-            lambda: OwnersBusyError(f"another platform-hostdev hook holds {OWNERS_DIR}/.lock "
-                                    f"for more than {timeout:.0f} s", "retry the domain start",
-                                    path=f"{OWNERS_DIR}/.lock"))
-
-    def read(self, device: str) -> OwnerRecord | None:
-        path = self._file(device)
-        try:
-            text = path.read_text()
-        except FileNotFoundError:
-            return None
-        try:
-            return OwnerRecord.from_json(json.loads(text))
-        except ValueError as exc:
-            raise HostdevError(f"ownership record {OWNERS_DIR}/{device}.json is corrupt: {exc}",
-                               "check the device's state and remove the file",
-                               code="journal-corrupt", device=device,
-                               path=f"{OWNERS_DIR}/{device}.json") from None
-
-    def all(self) -> list[OwnerRecord]:
-        try:
-            names = sorted(n for n in os.listdir(self.directory)
-                           if n.endswith(".json") and not n.startswith("."))
-        except FileNotFoundError:
-            return []
-        records = []
-        for name in names:
-            record = self.read(name[:-5])
-            if record is not None:
-                records.append(record)
-        return records
-
-    def write(self, record: OwnerRecord) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        atomic_write(self._file(record.device), json.dumps(record._asdict()).encode(),
-                     durable=False)  # /run: see atomic_write
-
-    def remove(self, device: str) -> None:
-        self._file(device).unlink(missing_ok=True)
+        """Hold the ownership lock; OwnersBusyError past ``timeout``."""
+        return super().locked(timeout)
 
     def domain_running(self, domain: str) -> bool:
         """libvirt's pid file for the domain names a live QEMU process."""

@@ -1,16 +1,18 @@
 """Checks before a detach, and the reasons of a failed probe.
 
 Each check predicts a refusal of the kernel and says how to fix it before
-anything is written (kernel.md):
+anything is written:
 
 * the vfio driver of the bus is registered (``modprobe`` through an injected
   process runner if not); Debian's stock arm64 kernels lack VFIO_PLATFORM,
   VFIO_AMBA and VFIO_NOIOMMU;
 * the device has an IOMMU group, or vfio's no-IOMMU mode is on (else the probe
-  fails with EINVAL);
+  fails with EINVAL: drivers/vfio/group.c vfio_group_find_or_alloc());
 * vfio-platform with reset_required=1 has a reset handler for the device's
-  first compatible (module alias ``vfio-reset:<compatible>``; else ENOENT);
-* no process holds the device's VFIO group open (an unbind would block).
+  first compatible (module alias ``vfio-reset:<compatible>``; else ENOENT:
+  drivers/vfio/platform/vfio_platform_common.c vfio_platform_get_reset());
+* no process holds the device's VFIO group open (an unbind would block:
+  drivers/vfio/vfio_main.c vfio_unregister_group_dev() waits for the users).
 
 A probe that fails anyway is explained from the kernel log and, failing that,
 from the device's state; Debian 6.1's reset bug is recognised by behaviour
@@ -25,16 +27,17 @@ from typing import NamedTuple, Protocol
 
 from platform_hostdev.errors import HostdevError
 from platform_hostdev.host.attributes import read_bool_param
-from platform_hostdev.host.fs import HostFs, is_noiommu
+from platform_hostdev.host.fs import HostFs, is_noiommu, read_driver_override
 from platform_hostdev.host.kmsg import probe_failure
 from platform_hostdev.host.processes import ModprobeRunner
+from platform_hostdev.vfio.uapi import VFIO_DRIVERS, VFIO_MODULES
 
 __all__ = [
-    "VFIO_DRIVERS",
-    "VFIO_MODULES",
     "NOIOMMU_PARAM",
     "RESET_REQUIRED_PARAM",
     "UPSTREAM_RESET_HANDLERS",
+    "RESET_RISK",
+    "RESET_REQUIRED_FIX",
     "Target",
     "DeviceState",
     "device_state",
@@ -54,12 +57,19 @@ __all__ = [
     "explain_probe_failure",
 ]
 
-VFIO_DRIVERS = {"platform": "vfio-platform", "amba": "vfio-amba"}
-VFIO_MODULES = {"platform": "vfio-platform", "amba": "vfio-amba"}
 NOIOMMU_PARAM = "/sys/module/vfio/parameters/enable_unsafe_noiommu_mode"
 RESET_REQUIRED_PARAM = "/sys/module/vfio_platform/parameters/reset_required"
 UPSTREAM_RESET_HANDLERS = ("calxeda,hb-xgmac", "amd,xgbe-seattle-v1a", "brcm,iproc-flexrm-mbox")
 """First compatibles with a vfio-platform reset module upstream (alias vfio-reset:<compat>)."""
+RESET_RISK = ("the device is then not reset between host and guest use, so its state and any "
+              "DMA it has set up carry over")
+"""What reset_required=0 costs (said wherever it is suggested)."""
+RESET_REQUIRED_FIX = (
+    "load vfio-platform with reset_required=0 (modprobe -r vfio-platform; modprobe "
+    "vfio-platform reset_required=0, or vfio_platform.reset_required=0 on the kernel "
+    f"command line). Risk: {RESET_RISK}")
+"""The fix for a device vfio-platform refuses for want of a reset handler (reset_required=1:
+drivers/vfio/platform/vfio_platform_common.c vfio_platform_probe_common())."""
 
 class Target(Protocol):
     """What binding needs of a device (inventory.Device has it)."""
@@ -125,11 +135,9 @@ def device_dir(bus: str, name: str) -> str:
 def device_state(fs: HostFs, bus: str, name: str) -> DeviceState:
     """Driver, driver_override and IOMMU group of a device, read now."""
     ddir = device_dir(bus, name)
-    override = fs.read_text(ddir + "/driver_override")
-    value = override.strip() if override is not None else None
     return DeviceState(
         driver=fs.link_name(ddir + "/driver"),
-        override=None if value in (None, "", "(null)") else value,
+        override=read_driver_override(fs, ddir),
         iommu_group=fs.link_name(ddir + "/iommu_group"),
     )
 
@@ -211,11 +219,7 @@ def check_reset(fs: HostFs, target: Target) -> None:
         f"vfio-platform requires a reset handler (reset_required=1) and there is none for "
         f"{target.name} (first compatible {first!r}; upstream handlers exist only for "
         f"{', '.join(UPSTREAM_RESET_HANDLERS)})",
-        "load vfio-platform with reset_required=0 (modprobe -r vfio-platform; modprobe "
-        "vfio-platform reset_required=0, or vfio_platform.reset_required=0 on the kernel "
-        "command line). Risk: the device is then not reset between host and guest use, "
-        "so its state and any DMA it has set up carry over",
-        device=target.name, compatible=first)
+        RESET_REQUIRED_FIX, device=target.name, compatible=first)
 
 
 def vfio_holders(fs: HostFs, group: str) -> list[tuple[int, str]]:
@@ -261,8 +265,7 @@ def explain_probe_failure(fs: HostFs, target: Target, messages: list[str],
     release = kernel_release(fs) or ""
     if no_reset_line or (err == errno.ENOENT and reset_required):
         what = f"{vfio} refused {target.name}: no reset handler and reset_required=1 ({logged})"
-        fix = ("load vfio-platform with reset_required=0 (risk: the device is not reset between "
-               "host and guest use)")
+        fix = RESET_REQUIRED_FIX
     elif err == errno.ENOENT:
         hint = f" (this kernel is {release})" if release.startswith("6.1.") else ""
         what = (f"{vfio} refused {target.name} with ENOENT although no reset is required "

@@ -5,22 +5,23 @@ not unbind other devices and its driver allows unbinding (device links,
 :mod:`devlinks`; the hook refuses both), it has a usable
 IOMMU group (QEMU cannot use no-IOMMU groups), vfio-platform will accept it
 (a reset handler, or reset_required=0 with its risk), its group is viable
-(every member bound to vfio, unbound, or in the domain), and an unmanaged
-device is already detached. Both the user form and the translated form of a
-domain are read (the translated one through :func:`translate.backward`).
+(:mod:`~platform_hostdev.vfio.groups`: every member bound to a vfio driver,
+unbound, or in the domain), and an unmanaged device is already detached.
+Both the user form and the translated form of a domain are read (the
+translated one through :func:`translate.backward`).
 """
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 
 from lxml import etree
 
 from platform_hostdev.binding.preflight import (
     NOIOMMU_PARAM,
+    RESET_REQUIRED_FIX,
     RESET_REQUIRED_PARAM,
+    RESET_RISK,
     UPSTREAM_RESET_HANDLERS,
-    VFIO_DRIVERS,
     has_reset_handler,
     kernel_release,
 )
@@ -39,10 +40,10 @@ from platform_hostdev.host.devlinks import (
 from platform_hostdev.host.fs import HostFs, is_noiommu
 from platform_hostdev.host.inventory import Device, Inventory
 from platform_hostdev.host.protection import consumers_error, host_usage, unbind_impact
+from platform_hostdev.vfio.groups import group_blockers, group_members
+from platform_hostdev.vfio.uapi import VFIO_DRIVERS
 
 __all__ = ["requested_hostdevs", "guest_check", "device_checks"]
-
-_VFIO = frozenset({*VFIO_DRIVERS.values(), "vfio-pci"})
 
 
 def requested_hostdevs(tree: etree._ElementTree) -> tuple[list[PlatformHostdev], list[Check]]:
@@ -116,7 +117,7 @@ def _device_links(fs: HostFs, device: Device) -> Check:
     label = f"{device.name} device links"
     directory = f"/sys/bus/{device.bus}/devices/{device.name}"
     driver = fs.link_name(directory + "/driver")
-    if driver in _VFIO:
+    if driver is not None and driver == VFIO_DRIVERS.get(device.bus):  # as the hook judges it
         return Check(label, PASS, f"already bound to {driver}: nothing is unbound at start")
     impact = unbind_impact(fs, device)
     try:
@@ -158,16 +159,9 @@ def _iommu(fs: HostFs, device: Device) -> Check:
 
 
 def _viability(fs: HostFs, name: str, group: str, members: set[str]) -> Check:
-    directory = f"/sys/kernel/iommu_groups/{group}/devices"
-    try:
-        others = sorted(os.listdir(fs.path(directory)))
-    except OSError:
-        others = []
-    blockers = []
-    for member in others:
-        driver = fs.link_name(f"{directory}/{member}/driver")
-        if member not in members and driver is not None and driver not in _VFIO:
-            blockers.append(f"{member} (bound to {driver})")
+    others = group_members(fs, group)
+    blockers = [f"{member} (bound to {driver})"
+                for member, driver in group_blockers(fs, group, exempt=members)]
     if blockers:
         return Check(f"{name} group viability", FAIL,
                      f"IOMMU group {group} also holds {', '.join(blockers)}: QEMU fails with "
@@ -192,16 +186,11 @@ def _reset(fs: HostFs, device: Device) -> Check:
     if device.bus != "platform":
         return Check(f"{name} reset", PASS, "vfio-amba needs no reset handler")
     required = read_bool_param(fs, RESET_REQUIRED_PARAM)
-    risk = ("the device is then not reset between host and guest use, so its state and any "
-            "DMA it has set up carry over")
     if required is False:
         return Check(f"{name} reset", WARN, f"no reset handler for {first!r}; vfio_platform "
-                     f"reset_required=0 lets vfio take it anyway: {risk}",
+                     f"reset_required=0 lets vfio take it anyway: {RESET_RISK}",
                      "pass only devices that are quiescent (no DMA running) when detached, "
                      f"or use one with a reset handler ({', '.join(UPSTREAM_RESET_HANDLERS)})")
     state = "reset_required=1" if required else "reset_required=1 (the default; not loaded yet)"
     return Check(f"{name} reset", FAIL, f"no reset handler for {first!r} and vfio_platform "
-                 f"{state}: vfio-platform refuses the device",
-                 "load vfio-platform with reset_required=0 (modprobe -r vfio-platform; modprobe "
-                 "vfio-platform reset_required=0, or vfio_platform.reset_required=0 on the kernel "
-                 f"command line). Risk: {risk}")
+                 f"{state}: vfio-platform refuses the device", RESET_REQUIRED_FIX)

@@ -3,9 +3,9 @@
 Each check gives a :class:`Check`: PASS, WARN or FAIL, the finding, and for
 WARN/FAIL the exact fix. This module holds the model and the host-wide
 checks (VFIO modules, QEMU, memory locking, the libvirt hook);
-:mod:`checkhost_conf` checks qemu.conf and AppArmor/SELinux,
-:mod:`checkhost_devices` each requested device. The command
-(:mod:`commands_checkhost`) exits 0 when nothing FAILs, 1 otherwise.
+:mod:`~platform_hostdev.checkhost.conf` checks qemu.conf and AppArmor/SELinux,
+:mod:`~platform_hostdev.checkhost.devices` each requested device. The command
+(:mod:`platform_hostdev.cli.checkhost`) exits 0 when nothing FAILs, 1 otherwise.
 """
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 from lxml import etree
 
-from platform_hostdev.cli.hook import HOOK_DIR, HOOK_NAME
 from platform_hostdev.errors import HostdevError
+from platform_hostdev.hook.install import HOOK_PATH
 from platform_hostdev.host.fs import HostFs
 from platform_hostdev.host.processes import ModprobeRunner
 from platform_hostdev.virt.qemu_caps import QemuCaps, check_vfio_platform
@@ -37,7 +37,7 @@ __all__ = [
 ]
 
 PASS, WARN, FAIL = "PASS", "WARN", "FAIL"
-HOOK = f"{HOOK_DIR}/{HOOK_NAME}"
+HOOK = HOOK_PATH
 _DAEMON_PIDFILES = ("/run/libvirtd.pid", "/run/virtqemud.pid")
 _MODULES = (("vfio", FAIL, "CONFIG_VFIO"), ("vfio_platform", FAIL, "CONFIG_VFIO_PLATFORM"),
             ("vfio_amba", WARN, "CONFIG_VFIO_AMBA"))

@@ -1,29 +1,20 @@
 """``platform-hostdev hook install|uninstall``: the libvirt qemu hook.
 
-The hook goes into /etc/libvirt/hooks/qemu.d/ (libvirt >= 6.5 runs every
-executable there), never into /etc/libvirt/hooks/qemu, which VDSM owns on
-oVirt hosts. libvirt reads the hook directory when the daemon starts (and on
-SIGHUP), so a new hook needs a daemon restart: the command says so.
+Where the hook goes and what is written there is :mod:`platform_hostdev.hook.install`.
+libvirt reads the hook directory when the daemon starts (and on SIGHUP), so a
+new hook needs a daemon restart: the command says so.
 """
 from __future__ import annotations
 
 import argparse
-import os
-import site
-import sys
-import sysconfig
-from importlib import resources
 from pathlib import Path
 
 from platform_hostdev.cli.main import Context
 from platform_hostdev.errors import HostdevError
+from platform_hostdev.hook.install import HOOK_DIR, HOOK_NAME, SIGNATURE, render_hook
 from platform_hostdev.host.statefiles import atomic_write
 
-__all__ = ["configure", "hook_source", "render_hook", "HOOK_DIR", "HOOK_NAME"]
-
-HOOK_DIR = "/etc/libvirt/hooks/qemu.d"
-HOOK_NAME = "platform-hostdev"
-MARKER = "libvirt qemu hook for platform-hostdev"
+__all__ = ["configure"]
 
 
 def configure(name: str, p: argparse.ArgumentParser) -> None:
@@ -42,39 +33,6 @@ def configure(name: str, p: argparse.ArgumentParser) -> None:
     u.set_defaults(handler=cmd_uninstall)
 
 
-def hook_source() -> str:
-    """The packaged hook executable's text (or the source tree's, when run from it)."""
-    try:
-        files = resources.files("platform_hostdev.hookfiles")
-        return (files / "qemu.d" / HOOK_NAME).read_text()
-    except (ModuleNotFoundError, FileNotFoundError):
-        return (Path(__file__).resolve().parents[3] / "hooks" / "qemu.d" / HOOK_NAME).read_text()
-
-
-def _package_paths() -> list[str]:
-    """Directories the hook must add (site-style) to import us and our dependencies."""
-    # site.getsitepackages(): on Debian's python3 sysconfig names only /usr/local/lib/...,
-    # while apt's python3-lxml and python3-pyudev live in /usr/lib/python3/dist-packages
-    paths = [*site.getsitepackages(), sysconfig.get_paths()["purelib"],
-             sysconfig.get_paths()["platlib"]]
-    here = str(Path(__file__).resolve().parents[2])  # the directory holding platform_hostdev
-    if here not in paths:
-        paths.append(here)
-    return list(dict.fromkeys(paths))
-
-
-def render_hook(root: str) -> str:
-    """The hook with this interpreter, our import paths and the host root filled in."""
-    text = hook_source()
-    lines = text.splitlines(keepends=True)
-    lines[0] = f"#!{sys.executable} -S\n"
-    text = "".join(lines)
-    paths = os.pathsep.join(_package_paths())
-    text = text.replace('PACKAGE_PATH = ""', f"PACKAGE_PATH = {paths!r}")
-    text = text.replace('HOST_ROOT = "/"', f"HOST_ROOT = {os.path.abspath(root)!r}")
-    return text
-
-
 def cmd_install(args: argparse.Namespace, ctx: Context) -> int:
     fs = ctx.host.fs
     main_hook = fs.path("/etc/libvirt/hooks/qemu")
@@ -86,7 +44,7 @@ def cmd_install(args: argparse.Namespace, ctx: Context) -> int:
         if current == wanted:
             _report(ctx, args, "unchanged", target, restart=False)
             return 0
-        if MARKER not in current and not args.force:
+        if SIGNATURE not in current and not args.force:
             raise HostdevError(f"{HOOK_DIR}/{HOOK_NAME} exists and is not ours",
                                "move it away, or pass --force to replace it", code="hook-conflict")
     target.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
@@ -101,7 +59,7 @@ def cmd_uninstall(args: argparse.Namespace, ctx: Context) -> int:
     if not target.exists():
         _report(ctx, args, "absent", target, restart=False)
         return 0
-    if MARKER not in target.read_text(errors="replace"):
+    if SIGNATURE not in target.read_text(errors="replace"):
         raise HostdevError(f"{HOOK_DIR}/{HOOK_NAME} is not ours; left in place",
                            "remove it by hand if you mean to", code="hook-conflict")
     target.unlink()

@@ -23,8 +23,9 @@ import argparse
 import platform_hostdev as api
 from platform_hostdev.cli.main import Context
 from platform_hostdev.cli.table import render_table
-from platform_hostdev.vfio.client import flag_names, query
+from platform_hostdev.vfio.client import query
 from platform_hostdev.vfio.inspection import Inspection, inspect
+from platform_hostdev.vfio.uapi import flag_names
 
 __all__ = ["configure", "cmd_inspect", "render_inspection", "EXIT_AGREE", "EXIT_DISAGREE"]
 

@@ -1,4 +1,4 @@
-"""The platform hostdev element: hardened parsing, schema checks and the model.
+"""The platform hostdev element with lxml: hardened parsing and the RelaxNG schemas.
 
 The user form, inside ``<devices>`` of a domain::
 
@@ -15,18 +15,19 @@ The schemas are RelaxNG files shipped in ``platform_hostdev.xml_schemas``:
 ``hostdev.rng`` (the user form) and ``metadata.rng`` (the copy kept in our
 namespace under ``<metadata>``). Untrusted XML goes through :func:`parse_xml`,
 which refuses any DOCTYPE (external entities, billion laughs) before lxml sees it.
+The model and its field table are :mod:`platform_hostdev.domain.model`
+(re-exported here for the commands).
 """
 from __future__ import annotations
 
 import functools
 import re
-from dataclasses import dataclass
-from pathlib import Path
 
 from lxml import etree
 
-from platform_hostdev.domain.domainxml import PHD_NS, QEMU_NS, SCHEMA_HINT
+from platform_hostdev.domain.model import PHD_NS, QEMU_NS, SCHEMA_HINT, PlatformHostdev, token
 from platform_hostdev.errors import XmlError
+from platform_hostdev.shipped import shipped_dir
 
 __all__ = [
     "PHD_NS",
@@ -73,20 +74,10 @@ def parse_xml(data: str | bytes, what: str) -> etree._ElementTree:
     return tree
 
 
-def _schema_dir() -> Path:
-    from importlib import resources  # lazily: its import costs the hook ~5 ms
-
-    try:
-        return Path(str(resources.files("platform_hostdev.xml_schemas")))
-    except ModuleNotFoundError:
-        # Running from a source tree with PYTHONPATH=plugin: the schemas sit at the top.
-        return Path(__file__).resolve().parents[3] / "xml_schemas"
-
-
 @functools.cache
 def load_schema(name: str) -> etree.RelaxNG:
     """One of our shipped RelaxNG schemas: "hostdev" or "metadata" (compiled once)."""
-    path = _schema_dir() / f"{name}.rng"
+    path = shipped_dir("platform_hostdev.xml_schemas") / f"{name}.rng"
     return etree.RelaxNG(etree.parse(str(path)))
 
 
@@ -102,7 +93,7 @@ def validate_element(element: etree._Element, schema: str, what: str) -> None:
 
 def is_platform_hostdev(element: etree._Element) -> bool:
     """A <hostdev type='platform'> element of the user form (no namespace)."""
-    return element.tag == "hostdev" and (element.get("type") or "").strip() == "platform"
+    return element.tag == "hostdev" and token(element.get("type") or "") == "platform"
 
 
 def renamespace(element: etree._Element, ns: str | None) -> etree._Element:
@@ -117,60 +108,3 @@ def renamespace(element: etree._Element, ns: str | None) -> etree._Element:
     etree.cleanup_namespaces(copy)
     copy.tail = element.tail
     return copy
-
-
-@dataclass(frozen=True)
-class PlatformHostdev:
-    """A platform hostdev as the user wrote it (names not yet checked on a host)."""
-
-    dt_path: str | None = None
-    name: str | None = None
-    managed: bool = True
-    mmap: bool | None = None
-    irqfd: bool | None = None
-    mmap_timeout_ms: int | None = None
-    alias: str | None = None
-
-    @classmethod
-    def from_element(cls, element: etree._Element, what: str = "a platform hostdev") -> \
-            PlatformHostdev:
-        """The model of a user-form element, validated against hostdev.rng first."""
-        validate_element(element, "hostdev", what)
-        source = element.find("source")
-        assert source is not None  # the schema requires it
-        devicetree = source.find("devicetree")
-        device = source.find("device")
-        driver = element.find("driver")
-        alias = element.find("alias")
-
-        def on_off(attr: str) -> bool | None:
-            value = driver.get(attr) if driver is not None else None
-            return None if value is None else value.strip() == "on"  # RelaxNG tokens: trimmed
-
-        timeout = driver.get("mmap_timeout") if driver is not None else None
-        return cls(
-            dt_path=devicetree.get("path") if devicetree is not None else None,
-            name=device.get("name") if device is not None else None,
-            managed=element.get("managed", "yes").strip() == "yes",
-            mmap=on_off("mmap"),
-            irqfd=on_off("irqfd"),
-            mmap_timeout_ms=int(timeout) if timeout is not None else None,
-            alias=alias.get("name") if alias is not None else None,
-        )
-
-    @property
-    def label(self) -> str:
-        """How messages name this hostdev: its DT path and/or device name."""
-        parts = [p for p in (self.dt_path, self.name) if p]
-        return " = ".join(parts)
-
-    def qemu_tuning(self) -> list[str]:
-        """QEMU vfio-platform properties for the <driver> tuning (hw/vfio/platform.c)."""
-        props = []
-        if self.mmap is not None:
-            props.append(f"x-no-mmap={'off' if self.mmap else 'on'}")
-        if self.irqfd is not None:
-            props.append(f"x-irqfd={'on' if self.irqfd else 'off'}")
-        if self.mmap_timeout_ms is not None:
-            props.append(f"mmap-timeout-ms={self.mmap_timeout_ms}")
-        return props

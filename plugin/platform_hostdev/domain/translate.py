@@ -40,14 +40,19 @@ from typing import TYPE_CHECKING
 from lxml import etree
 
 from platform_hostdev.domain.hostdev import (
-    PHD_NS,
     PHD_PREFIX,
-    QEMU_NS,
-    PlatformHostdev,
-    XmlError,
     is_platform_hostdev,
     renamespace,
     validate_element,
+)
+from platform_hostdev.domain.model import (
+    CONTAINER,
+    PHD_NS,
+    QEMU_NS,
+    PlatformHostdev,
+    in_insertion_order,
+    read_container,
+    stored_container,
 )
 from platform_hostdev.virt.qemu_caps import VFIO_PLATFORM_MODELS
 
@@ -58,7 +63,6 @@ if TYPE_CHECKING:  # validate pulls in the inventory; the hook reads XML without
     from platform_hostdev.domain.validate import ResolvedHostdev
     from platform_hostdev.host.inventory import Inventory
 
-_CONTAINER = f"{{{PHD_NS}}}hostdevs"
 _MODELS = "|".join(map(re.escape, VFIO_PLATFORM_MODELS))
 _OUR_ARG = re.compile(rf"(?:{_MODELS}),(?:[^,]*,)*id=phd-[^,]*(?:,.*)?")
 _METADATA_AFTER = ("name", "uuid", "genid", "title", "description")
@@ -111,7 +115,7 @@ def forward(tree: etree._ElementTree, inventory: Inventory | None) -> Translatio
     devices = root.find("devices")
     assert devices is not None
     added: list[str] = []
-    container = etree.Element(_CONTAINER, nsmap={PHD_PREFIX: PHD_NS})
+    container = etree.Element(CONTAINER, nsmap={PHD_PREFIX: PHD_NS})
     for element in elements:
         stored = renamespace(element, PHD_NS)
         stored.set("position", str(devices.index(element)))
@@ -151,20 +155,11 @@ def backward(tree: etree._ElementTree) -> etree._ElementTree:
     """The user form of a translated domain (a copy; input without our metadata is kept)."""
     tree = copy.deepcopy(tree)
     root = tree.getroot()
-    containers = root.findall(f"metadata/{_CONTAINER}")
-    stray = [e for e in root.iter(etree.Element)
-             if etree.QName(e).namespace == PHD_NS
-             and not any(e is c or c in e.iterancestors() for c in containers)]
-    if stray:
-        raise XmlError(f"element <{stray[0].tag}> of our namespace is outside "
-                       "<metadata><phd:hostdevs>", "remove it; only phd:hostdevs is allowed")
-    if not containers:
+    container = stored_container(root)
+    if container is None:
         return tree
-    if len(containers) > 1:
-        raise XmlError("<metadata> holds phd:hostdevs twice", "keep one phd:hostdevs element")
-    container = containers[0]
     validate_element(container, "metadata", "<metadata><phd:hostdevs>")
-    added = set((container.get("added") or "").split())
+    added, stored = read_container(container)
 
     commandline = root.find(f"{{{QEMU_NS}}}commandline")
     if commandline is not None:
@@ -179,7 +174,6 @@ def backward(tree: etree._ElementTree) -> etree._ElementTree:
         if "memoryBacking" in added and len(backing) == 0:
             _remove(backing)
 
-    stored = list(container)
     metadata = container.getparent()
     assert metadata is not None
     _remove(container)
@@ -189,14 +183,10 @@ def backward(tree: etree._ElementTree) -> etree._ElementTree:
     devices = root.find("devices")
     if devices is None:
         devices = etree.SubElement(root, "devices")
-    entries = []
-    for order, element in enumerate(e for e in stored if isinstance(e.tag, str)):
-        position = int(element.get("position", 1 << 30))
-        user = renamespace(element, None)
+    for item in in_insertion_order(stored):
+        user = renamespace(item.element, None)
         user.attrib.pop("position", "")
-        entries.append((position, order, user))
-    for position, _, user in sorted(entries, key=lambda t: t[:2]):
-        _insert_at(devices, position, user)
+        _insert_at(devices, item.position, user)
     return tree
 
 

@@ -4,9 +4,10 @@
   device tree (no ``<features><acpi/>``): only the arm virt machine accepts
   vfio-platform as a dynamic sysbus device, and an ACPI guest ignores the DT.
 * The emulator: has ``vfio-platform`` (see :mod:`qemu_caps`).
-* Each hostdev: well-formed names (``inventory.check_spec``), DT path and name
-  agreeing, no device twice, no AMBA device (QEMU requires
-  VFIO_DEVICE_FLAGS_PLATFORM and refuses vfio-amba devices).
+* Each hostdev: well-formed names (``inventory.check_spec``), ``<device name>``
+  a sysfs name, DT path and name agreeing, no device twice, no AMBA device
+  (the rules of :mod:`platform_hostdev.domain.rules`, which the hook applies
+  too).
 
 Host check rule: devices are resolved against an :class:`inventory.Inventory`
 when one is given (the live host, or ``--dtb``). The caller passes ``None``
@@ -23,11 +24,17 @@ from dataclasses import dataclass
 
 from lxml import etree
 
-from platform_hostdev.domain.hostdev import PlatformHostdev
-from platform_hostdev.errors import HostdevError, InvalidDeviceSpecError
-from platform_hostdev.guestdt.rules import qemu_builds_node
+from platform_hostdev.domain.model import PlatformHostdev
+from platform_hostdev.domain.rules import (
+    check_names_agree,
+    refuse_acpi,
+    refuse_duplicates,
+    refuse_non_platform,
+)
+from platform_hostdev.errors import DeviceNotFoundError, HostdevError, InvalidDeviceSpecError
 from platform_hostdev.host.inventory import Device, Inventory, check_spec
 from platform_hostdev.virt.qemu_caps import QemuCaps, check_vfio_platform
+from platform_hostdev.virt.qemu_nodes import qemu_builds_node
 
 __all__ = [
     "ResolvedHostdev",
@@ -67,24 +74,28 @@ def _check_form(hostdev: PlatformHostdev) -> None:
 
 
 def _on_host(hostdev: PlatformHostdev, inventory: Inventory) -> Device:
-    by_path = inventory.resolve(hostdev.dt_path) if hostdev.dt_path else None
-    by_name = inventory.resolve(hostdev.name) if hostdev.name else None
-    if by_path is not None and by_name is not None and by_path.name != by_name.name:
-        raise HostdevError(
-            f"hostdev names two devices: DT path {hostdev.dt_path} is {by_path.name} "
-            f"but device name {hostdev.name} is {by_name.name} ({by_name.dt_path or 'no DT node'})",
-            "give one of them, or make <devicetree path> and <device name> name the same device "
-            "('platform-hostdev nodedev-list' shows both)", code="dt-mismatch")
-    device = by_path or by_name
-    assert device is not None  # the schema requires a path or a name
-    if device.bus == "amba":
-        raise HostdevError(
-            f"{device.name} ({device.dt_path}) is an AMBA (primecell) device; QEMU's "
-            "vfio-platform accepts only devices with VFIO_DEVICE_FLAGS_PLATFORM and refuses "
-            "vfio-amba devices",
-            "AMBA devices cannot be passed to QEMU guests; pick a platform device",
-            code="amba-unsupported")
+    """The host device a hostdev names: <device name> is the sysfs name, looked up as such
+    (as the hook looks it up), else the device at <devicetree path>."""
+    if hostdev.name is not None:
+        device = inventory.by_name.get(hostdev.name)
+        if device is None:
+            raise DeviceNotFoundError(hostdev.name, _not_a_sysfs_name(hostdev.name, inventory))
+    else:
+        assert hostdev.dt_path is not None  # the schema requires a path or a name
+        device = inventory.resolve(hostdev.dt_path)
+    check_names_agree(hostdev.name, hostdev.dt_path, device.name, device.dt_path)
+    refuse_non_platform(device.name, device.bus, device.dt_path)
     return device
+
+
+def _not_a_sysfs_name(name: str, inventory: Inventory) -> str:
+    try:
+        other = inventory.resolve(name)
+    except HostdevError:
+        return ("<device name> takes the sysfs device name, e.g. ff0e0000.ethernet "
+                "('platform-hostdev nodedev-list' lists them)")
+    return (f"{name} is another name of {other.name}: <device name> takes the sysfs device "
+            f"name, which the hook and QEMU look up; write <device name='{other.name}'/>")
 
 
 def resolve_hostdevs(hostdevs: Sequence[PlatformHostdev], inventory: Inventory | None) -> \
@@ -110,27 +121,8 @@ def resolve_hostdevs(hostdevs: Sequence[PlatformHostdev], inventory: Inventory |
                         f"{hostdev.name} when the domain starts")
         resolved.append(ResolvedHostdev(hostdev, hostdev.name, hostdev.dt_path,
                                         "vfio-platform", False))
-    _refuse_duplicates(resolved)
+    refuse_duplicates((r.hostdev, r.name, r.dt_path) for r in resolved)
     return resolved, warnings
-
-
-def _refuse_duplicates(resolved: Sequence[ResolvedHostdev]) -> None:
-    seen: dict[tuple[str, str], ResolvedHostdev] = {}
-    for item in resolved:
-        keys = [("device", item.name)]
-        if item.dt_path:
-            keys.append(("DT path", item.dt_path))
-        if item.hostdev.alias:
-            keys.append(("alias", item.hostdev.alias))
-        for key in keys:
-            other = seen.get(key)
-            if other is not None:
-                raise HostdevError(
-                    f"{key[0]} {key[1]} appears in two platform hostdevs "
-                    f"({other.hostdev.label} and {item.hostdev.label})",
-                    "a device can be given to a domain once, and aliases must be unique: "
-                    "remove one of the two <hostdev> elements", code="duplicate-device")
-            seen[key] = item
 
 
 def check_domain(root: etree._Element) -> None:
@@ -151,12 +143,7 @@ def check_domain(root: etree._Element) -> None:
             f"platform hostdevs need QEMU's arm 'virt' machine; this domain uses {machine!r}",
             "set machine='virt' (or a versioned virt-X.Y) on <os><type>: only virt accepts "
             "vfio-platform as a dynamic sysbus device", code="xml-invalid")
-    if root.find("features/acpi") is not None:
-        raise HostdevError(
-            "this domain boots with ACPI (<features><acpi/>); the guest would ignore the "
-            "device tree that describes the passed-through devices",
-            "remove <acpi/> from <features> so the guest boots with a device tree",
-            code="acpi-unsupported")
+    refuse_acpi(root)
 
 
 def domain_emulator(root: etree._Element, conn: object | None) -> str | None:

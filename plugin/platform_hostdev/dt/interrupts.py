@@ -15,7 +15,7 @@ from platform_hostdev.dt.tree import DeviceTree, Node
 from platform_hostdev.errors import DeviceTreeError
 
 __all__ = [
-    "IrqSpec", "IrqResolution", "interrupt_specs", "resolve_interrupts", "is_gic",
+    "IrqSpec", "IrqResolution", "resolve_interrupts", "is_gic",
     "find_interrupt_parent", "TRIGGERS",
 ]
 
@@ -151,11 +151,6 @@ class IrqResolution(NamedTuple):
 
     specs: list[IrqSpec]
     stopped: str | None
-
-
-def interrupt_specs(tree: DeviceTree, node: Node) -> list[IrqSpec]:
-    """The node's interrupts in VFIO index order (see :func:`resolve_interrupts`)."""
-    return resolve_interrupts(tree, node).specs
 
 
 def resolve_interrupts(tree: DeviceTree, node: Node) -> IrqResolution:

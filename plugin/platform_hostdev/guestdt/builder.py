@@ -8,7 +8,7 @@ exact machine (``-machine dumpdtb=``) and add one node per passthrough
 device under /platform-bus@c000000, at the addresses and SPIs the platform
 bus will assign (:mod:`platform_bus`), built from the host node: properties
 copied, ``reg``/``interrupts`` rewritten, host-only links handled by the
-rules in :mod:`guestdt_rules`.
+rules in :mod:`platform_hostdev.guestdt.rules`.
 """
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from platform_hostdev.domain.rules import refuse_non_platform
 from platform_hostdev.dt.fdt import RawNode
 from platform_hostdev.dt.phandles import phandle_links
 from platform_hostdev.dt.tree import DeviceTree, Node
@@ -250,10 +251,12 @@ def build_guest_tree(base: RawNode, host: DeviceTree, correlations: Sequence[Cor
     order; ``other_bus_devices`` are dynamic sysbus devices QEMU creates before
     them (they take platform-bus space first).
     """
-    if any(c.bus != "platform" for c in correlations):
-        amba = next(c for c in correlations if c.bus != "platform")
-        raise _refuse(amba.device, "it is an AMBA device; QEMU's vfio-platform needs a "
-                      "platform device", "AMBA devices cannot be passed to QEMU guests")
+    for correlation in correlations:
+        try:
+            refuse_non_platform(correlation.device, correlation.bus, correlation.dt_path)
+        except HostdevError as exc:  # the rule's code: the same refusal as define's
+            raise HostdevError(f"device {correlation.device} cannot be given to a guest: "
+                               f"{exc.what}", exc.fix, code=exc.code, **exc.data) from None
     devices = list(other_bus_devices) + [bus_device_for(c) for c in correlations]
     placements = allocate(devices)[len(other_bus_devices):]
     builder = _Builder(base, host, clock_rate)

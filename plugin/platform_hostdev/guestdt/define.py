@@ -33,9 +33,9 @@ from platform_hostdev.host.boundary import Host
 from platform_hostdev.host.inventory import Inventory
 from platform_hostdev.host.processes import DumpdtbRunner
 from platform_hostdev.virt.connection import (
-    DEFINE_VALIDATE,
     XML_INACTIVE,
     XML_SECURE,
+    define_xml,
     libvirt_errors,
 )
 from platform_hostdev.virt.qemu_caps import probe
@@ -93,9 +93,8 @@ def define_domain(conn: Any, translation: Translation, host: Host,
     that cannot be generated raises HostdevError after the definition (the
     message says the domain was defined).
     """
-    with libvirt_errors("libvirt refused the domain",
-                        "fix the domain XML as libvirt's message says; nothing was changed"):
-        dom = conn.defineXMLFlags(translation.xml(), DEFINE_VALIDATE)
+    dom = define_xml(conn, translation.xml(), "libvirt refused the domain",
+                     "fix the domain XML as libvirt's message says; nothing was changed")
     name = dom.name()
     if not translation.hostdevs:
         return DefineResult(dom, name, None, None)
@@ -113,9 +112,8 @@ def define_domain(conn: Any, translation: Translation, host: Host,
         raise HostdevError(f"domain {name} was defined, but its guest device tree cannot be "
                            f"generated: {exc.what}", exc.fix, code=exc.code, domain=name,
                            **exc.data) from None
-    with libvirt_errors("libvirt refused the domain with its guest DTB",
-                        f"run 'platform-hostdev sync {name}' to retry"):
-        conn.defineXMLFlags(to_string(result.tree), DEFINE_VALIDATE)
+    define_xml(conn, to_string(result.tree), "libvirt refused the domain with its guest DTB",
+               f"run 'platform-hostdev sync {name}' to retry")
     return DefineResult(dom, name, result.dtb_path, None)
 
 
@@ -125,9 +123,9 @@ def sync(conn: Any, dom: Any, host: Host, inventory: Inventory) -> SyncResult:
         xml = dom.XMLDesc(XML_INACTIVE | XML_SECURE)
     tree = parse_xml(xml, "the domain XML from libvirt")
     result = sync_domain(conn, tree, inventory, guest_dt_store(host), _dumpdtb(host))
-    with libvirt_errors("libvirt refused the domain with its guest DTB",
-                        "see the message; 'platform-hostdev dumpxml --raw' shows the XML"):
-        conn.defineXML(to_string(result.tree))
+    # validated, as every definition (define_xml): the checks of define's own sync
+    define_xml(conn, to_string(result.tree), "libvirt refused the domain with its guest DTB",
+               "see the message; 'platform-hostdev dumpxml --raw' shows the XML")
     return result
 
 

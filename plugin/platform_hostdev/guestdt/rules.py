@@ -2,17 +2,14 @@
 
 Generic policy by property (``drop`` quietly, ``drop-report`` with a note,
 ``refuse`` the device, ``clock-stub``); per-compatible fixups override it.
-Keep device-specific knowledge here, not in guestdt.py.
+Keep device-specific knowledge here, not in the builder.
 """
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
 
-from platform_hostdev.virt.qemu_nodes import QEMU_BUILDS_NODE, qemu_builds_node
-
-__all__ = ["Fixup", "FIXUPS", "property_policy", "fixup_for", "QEMU_BUILDS_NODE",
-           "qemu_builds_node"]
+__all__ = ["Fixup", "FIXUPS", "property_policy", "fixup_for"]
 
 # Rewritten or meaningless in the guest: never copied.
 _ALWAYS_DROP = frozenset({
@@ -46,7 +43,7 @@ class Fixup:
     note: str = ""
 
 
-# QEMU builds the guest node itself for the QEMU_BUILDS_NODE devices
+# QEMU builds the guest node itself for the virt.qemu_nodes.QEMU_BUILDS_NODE devices
 # (hw/core/sysbus-fdt.c), but not when the domain boots with our DTB (-dtb
 # disables QEMU's nodes), so they are listed here with the rules QEMU's own
 # generator follows.

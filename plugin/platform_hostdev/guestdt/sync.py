@@ -15,7 +15,8 @@ from typing import Any
 
 from lxml import etree
 
-from platform_hostdev.domain.domainxml import declared_hostdevs, parse_domain
+from platform_hostdev.domain.model import declared_hostdevs
+from platform_hostdev.domain.rules import refuse_acpi
 from platform_hostdev.domain.translate import to_string
 from platform_hostdev.dt.fdt import build_dtb, parse_dtb
 from platform_hostdev.errors import HostdevError
@@ -85,13 +86,10 @@ def sync_domain(conn: Any, tree: etree._ElementTree, inventory: Inventory,
     ``dumpdtb`` runs QEMU (the host's dumpdtb runner).
     """
     root = tree.getroot()
-    if root.find("features/acpi") is not None:
-        raise HostdevError("the domain boots with ACPI (<features><acpi/>): the guest would "
-                           "ignore the device tree that describes its platform devices",
-                           "remove <acpi/> from <features>", code="acpi-unsupported")
+    refuse_acpi(root)
     uuid = (root.findtext("uuid") or "").strip()
-    # read as the prepare hook reads it, so the fingerprint's device keys are the same
-    hostdevs = declared_hostdevs(parse_domain(etree.tostring(root)))
+    # the prepare hook's reader (on its own tree): the fingerprint's device keys are the same
+    hostdevs = declared_hostdevs(root)
     correlations: list[Correlation] = []
     for h in hostdevs:
         spec = h.name or h.dt_path

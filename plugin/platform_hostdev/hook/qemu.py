@@ -8,8 +8,8 @@ and aborts a start). Phases:
 * prepare: recover interrupted work, then for each platform hostdev in
   command-line order: refuse a device owned by another running domain;
   managed -> detach to vfio (binding.detach), unmanaged -> must already be
-  bound to vfio; check the IOMMU group is viable (every member bound to vfio,
-  unbound, or in this domain); hand /dev/vfio/N to QEMU's user/group; record
+  bound to vfio; check the IOMMU group is viable (vfio.groups: every member
+  bound to a vfio driver, unbound, or in this domain); hand /dev/vfio/N to QEMU's user/group; record
   ownership. Any failure rolls back what this call did.
 * release (also after "failed"): give every device of this domain back:
   /dev/vfio/N ownership restored, managed devices re-attached to their
@@ -30,11 +30,18 @@ from typing import TYPE_CHECKING, NamedTuple, TextIO
 
 from platform_hostdev.binding.journal import Journal
 from platform_hostdev.binding.ownership import OwnerRecord, Owners
-from platform_hostdev.binding.preflight import VFIO_DRIVERS, device_state
+from platform_hostdev.binding.preflight import device_state
+from platform_hostdev.domain.rules import (
+    check_names_agree,
+    refuse_duplicates,
+    refuse_non_platform,
+)
 from platform_hostdev.errors import HostdevError
 from platform_hostdev.host.boundary import Host, host_at
 from platform_hostdev.host.fs import HostFs, is_noiommu
 from platform_hostdev.host.specs import check_spec
+from platform_hostdev.vfio.groups import group_blockers
+from platform_hostdev.vfio.uapi import VFIO_DRIVERS
 
 if TYPE_CHECKING:
     from platform_hostdev.binding.operations import RecoverAction
@@ -47,7 +54,6 @@ if TYPE_CHECKING:
 __all__ = ["HookEnv", "run", "dispatch", "HookDevice", "resolve_device", "release_stale",
            "StaleRelease", "recover_host"]
 
-VFIO_ANY = frozenset(VFIO_DRIVERS.values()) | {"vfio-pci"}
 HOOK_CONFIG = "/etc/platform-hostdev/hook.conf"
 _WORKING_OPS = ("prepare", "release", "reconnect", "migrate", "restore")  # the rest: exit 0
 
@@ -147,7 +153,8 @@ def _refused(args: Sequence[str], exc: HostdevError, err: TextIO) -> int:
 
 
 def _refuse_migration(data: bytes, op: str) -> None:
-    from platform_hostdev.domain.domainxml import declared_hostdevs, parse_domain
+    from platform_hostdev.domain.domainxml import parse_domain
+    from platform_hostdev.domain.model import declared_hostdevs
 
     if declared_hostdevs(parse_domain(data)):
         raise HostdevError(f"the domain has platform hostdevs; {op} is not possible (QEMU's "
@@ -159,7 +166,8 @@ def _refuse_migration(data: bytes, op: str) -> None:
 
 
 def _parse_domain(data: bytes, name: str, fs: HostFs) -> _Domain:
-    from platform_hostdev.domain.domainxml import declared_hostdevs, parse_domain
+    from platform_hostdev.domain.domainxml import parse_domain
+    from platform_hostdev.domain.model import declared_hostdevs
 
     root = parse_domain(data)
     uuid = (root.findtext("uuid") or "").strip()
@@ -168,19 +176,18 @@ def _parse_domain(data: bytes, name: str, fs: HostFs) -> _Domain:
                            code="xml-invalid", domain=name)
     declared = declared_hostdevs(root)
     devices = [resolve_device(fs, h.name, h.dt_path, h.managed) for h in declared]
-    seen: set[str] = set()
-    for device in devices:
-        if device.name in seen:
-            raise HostdevError(f"device {device.name} is listed twice in the domain",
-                               "remove the duplicate hostdev", code="duplicate-device",
-                               device=device.name, domain=name)
-        seen.add(device.name)
+    refuse_duplicates(((h, d.name, d.dt_path) for h, d in zip(declared, devices, strict=True)),
+                      domain=name)
     return _Domain(name, uuid, devices, root, tuple(h.key for h in declared))
 
 
 def resolve_device(fs: HostFs, name: str | None, dt_path: str | None,
                    managed: bool) -> HookDevice:
-    """Find a device by sysfs name or DT path without scanning the whole host."""
+    """Find a device by sysfs name or DT path without scanning the whole host.
+
+    The rules are the commands' (:mod:`platform_hostdev.domain.rules`): the name is a
+    sysfs name, and the device it names must be at the DT path when both are given.
+    """
     for spec in (name, dt_path):
         if spec is not None:
             check_spec(spec)
@@ -211,10 +218,7 @@ def resolve_device(fs: HostFs, name: str | None, dt_path: str | None,
     dev_name, bus = found
     link = f"/sys/bus/{bus}/devices/{dev_name}"
     actual = fs.dt_path_of(link)
-    if dt_path is not None and actual != dt_path:
-        raise HostdevError(f"device {dev_name} is DT node {actual}, not {dt_path}",
-                           "make <devicetree path> and <device name> name the same device",
-                           code="dt-mismatch", device=dev_name, dt_path=dt_path)
+    check_names_agree(name, dt_path, dev_name, actual)
     raw = fs.read_text(link + "/of_node/compatible") or ""
     compatible = tuple(c for c in raw.split("\0") if c)
     return HookDevice(dev_name, bus, actual, compatible, managed,
@@ -275,7 +279,7 @@ def _give_back(record: OwnerRecord, env: HookEnv, owners: Owners, journal: Journ
     env.host.step(f"release:{record.device}:node-restored", record)
     if record.detached_by_us:
         state = device_state(env.fs, record.bus, record.device)
-        if state.driver in VFIO_ANY:
+        if state.driver == VFIO_DRIVERS.get(record.bus):
             from platform_hostdev.binding.operations import reattach
 
             reattach(env.host, HookDevice(record.device, record.bus, None, (), True), journal)
@@ -366,10 +370,7 @@ def _take(device: HookDevice, domain: _Domain, env: HookEnv, owners: Owners,
                            domain=current.domain)
     state = device_state(env.fs, device.bus, device.name)
     vfio = VFIO_DRIVERS[device.bus]
-    if device.bus == "amba":
-        raise HostdevError(f"{device.name} is an AMBA device; QEMU's vfio-platform refuses "
-                           "vfio-amba devices", "AMBA devices cannot be passed to QEMU guests",
-                           code="amba-unsupported", device=device.name)
+    refuse_non_platform(device.name, device.bus, device.dt_path)
     adopted = current is not None and current.detached_by_us
     record = OwnerRecord(device.name, device.bus, domain.name, domain.uuid, device.managed,
                          detached_by_us=adopted, state="preparing", since=env.host.clock(),
@@ -417,15 +418,8 @@ def _check_groups(domain: _Domain, env: HookEnv) -> None:
                                "the device needs an IOMMU; no-IOMMU mode is only for "
                                "user-space drivers and tests", code="no-iommu",
                                device=device.name, group=group)
-        members = env.fs.path(f"/sys/kernel/iommu_groups/{group}/devices")
-        blockers = []
-        for member in sorted(os.listdir(members)) if members.exists() else []:
-            if member in ours:
-                continue
-            driver = env.fs.link_name(f"/sys/kernel/iommu_groups/{group}/devices/"
-                                         f"{member}/driver")
-            if driver is not None and driver not in VFIO_ANY:
-                blockers.append(f"{member} (driver {driver})")
+        blockers = [f"{member} (driver {driver})"
+                    for member, driver in group_blockers(env.fs, group, exempt=ours)]
         if blockers:
             raise HostdevError(f"IOMMU group {group} of {device.name} is not viable: "
                                f"{', '.join(blockers)} still bound to host drivers",

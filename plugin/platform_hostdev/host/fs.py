@@ -19,6 +19,7 @@ __all__ = [
     "HostFs",
     "parse_uevent",
     "is_noiommu",
+    "read_driver_override",
     "NOIOMMU_GROUP_NAME",
 ]
 
@@ -94,3 +95,16 @@ def is_noiommu(fs: HostFs, group: str | None) -> bool:
         return False
     name = fs.read_text(f"/sys/kernel/iommu_groups/{group}/name")
     return (name or "").strip() == NOIOMMU_GROUP_NAME
+
+
+def read_driver_override(fs: HostFs, device_dir: str) -> str | None:
+    """A device's driver_override, None when it has none (or no such attribute).
+
+    An unset override reads "(null)": drivers/base/platform.c and
+    drivers/amba/bus.c driver_override_show() print the NULL pointer with "%s".
+    """
+    value = fs.read_text(device_dir + "/driver_override")
+    if value is None:
+        return None
+    value = value.strip()
+    return None if value in ("", "(null)") else value

@@ -8,12 +8,13 @@ sysfs files directly.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from typing import NamedTuple, Protocol
 
-from platform_hostdev.host.fs import HostFs, parse_uevent
+from platform_hostdev.host.fs import HostFs, parse_uevent, read_driver_override
 
 __all__ = ["HostDevice", "DeviceSource", "SysfsDeviceSource", "UdevDeviceSource",
-           "device_source"]
+           "device_dt_path", "device_source"]
 
 
 class HostDevice(NamedTuple):
@@ -35,12 +36,15 @@ class HostDevice(NamedTuple):
                 if f"OF_COMPATIBLE_{i}" in self.uevent]
 
 
-def _read_override(fs: HostFs, device_dir: str) -> str | None:
-    value = fs.read_text(device_dir + "/driver_override")
-    if value is None:
-        return None
-    value = value.strip()
-    return None if value in ("", "(null)") else value
+def device_dt_path(fs: HostFs, device_dir: str, uevent: Mapping[str, str]) -> str | None:
+    """A device's DT path: its of_node link first, the uevent's OF_FULLNAME otherwise.
+
+    The link is the kernel's own pointer to the node (drivers/base/core.c
+    device_add_class_symlinks() links ``of_node`` to dev->of_node); OF_FULLNAME
+    (drivers/of/device.c of_device_uevent()) is that node's path as text, all a
+    uevent can carry. Both device sources rank them alike.
+    """
+    return fs.dt_path_of(device_dir) or uevent.get("OF_FULLNAME") or None
 
 
 class DeviceSource(Protocol):
@@ -67,14 +71,14 @@ class SysfsDeviceSource:
         link = f"/sys/bus/{bus}/devices/{name}"
         real = self.fs.host_path(self.fs.path(link))
         uevent = parse_uevent(self.fs.read_text(link + "/uevent") or "")
-        dt_path = self.fs.dt_path_of(link) or uevent.get("OF_FULLNAME")
+        dt_path = device_dt_path(self.fs, link, uevent)
         return HostDevice(
             name=name,
             bus=bus,
             sysfs_path=real,
             dt_path=dt_path,
             driver=self.fs.link_name(link + "/driver"),
-            driver_override=_read_override(self.fs, link),
+            driver_override=read_driver_override(self.fs, link),
             iommu_group=self.fs.link_name(link + "/iommu_group"),
             uevent=uevent,
         )
@@ -98,9 +102,9 @@ class UdevDeviceSource:
                 name=dev.sys_name,
                 bus=bus,
                 sysfs_path=dev.sys_path,
-                dt_path=props.get("OF_FULLNAME") or self.fs.dt_path_of(link),
+                dt_path=device_dt_path(self.fs, link, props),
                 driver=dev.driver,
-                driver_override=_read_override(self.fs, link),
+                driver_override=read_driver_override(self.fs, link),
                 iommu_group=self.fs.link_name(link + "/iommu_group"),
                 uevent=props,
             ))

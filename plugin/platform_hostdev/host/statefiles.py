@@ -1,22 +1,28 @@
-"""Crash-safe state files: atomic replacement and exclusive directory locks.
+"""Crash-safe state files: atomic replacement, exclusive directory locks, record stores.
 
 Shared by the binding journal, the ownership records and the guest DT store,
 whose files must never be seen half-written after a crash and whose changes
-must be serialised between concurrent hook calls.
+must be serialised between concurrent hook calls. :class:`RecordStore` is the
+one store under the journal and the ownership records: a directory, one JSON
+file per device, named after the device and checked against it.
 """
 from __future__ import annotations
 
 import errno
 import fcntl
+import json
 import os
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
+from typing import Any, Generic, TypeVar
 
+from platform_hostdev.errors import HostdevError
 from platform_hostdev.host.boundary import monotonic_clock
 from platform_hostdev.host.boundary import sleep as default_sleep
+from platform_hostdev.host.fs import HostFs
 
-__all__ = ["atomic_write", "sync_dir", "exclusive_lock"]
+__all__ = ["atomic_write", "sync_dir", "exclusive_lock", "RecordStore", "check_device_name"]
 
 
 def sync_dir(directory: Path) -> None:
@@ -80,3 +86,111 @@ def exclusive_lock(lock_file: Path, timeout: float, busy: Callable[[], Exception
         yield
     finally:
         os.close(fd)  # closing the descriptor releases the flock
+
+
+R = TypeVar("R")
+
+
+def check_device_name(device: str) -> str:
+    """A sysfs device name fit to be a file name: not empty, no '/', not starting with '.'."""
+    if not device or "/" in device or device.startswith(".") or "\0" in device:
+        raise HostdevError(f"device name {device!r} is not a sysfs device name",
+                           "the domain XML or the record names the device wrongly",
+                           code="invalid-device-spec", device=device)
+    return device
+
+
+class RecordStore(Generic[R]):
+    """One JSON record per device in a directory under a host root, under one lock.
+
+    ``<directory>/<device>.json``, written atomically without fsync (the
+    stores live under /run, see :func:`atomic_write`); a record must name the
+    device of its file (a renamed or copied file is refused, never acted on
+    for another device). ``decode`` validates a parsed record (ValueError
+    names the problem), ``encode`` gives its JSON data, ``device_of`` its
+    device. Errors are ``error`` (a HostdevError class) with ``what`` naming
+    the record; ``corrupt_fix(device, host_file)`` says how to repair one.
+    """
+
+    def __init__(self, fs: HostFs, directory: str, *, what: str,
+                 decode: Callable[[Any], R], encode: Callable[[R], Any],
+                 device_of: Callable[[R], str], error: type[HostdevError],
+                 corrupt_fix: Callable[[str, str], str],
+                 busy: Callable[[float], Exception], indent: int | None = None,
+                 clock: Callable[[], float] = monotonic_clock,
+                 sleep: Callable[[float], None] = default_sleep) -> None:
+        self.fs = fs
+        self.directory = directory
+        self.what = what
+        self._decode, self._encode, self._device_of = decode, encode, device_of
+        self._error, self._corrupt_fix, self._busy = error, corrupt_fix, busy
+        self._indent = indent
+        self._clock, self._sleep = clock, sleep
+
+    @property
+    def path(self) -> Path:
+        """The directory (under the root)."""
+        return self.fs.path(self.directory)
+
+    def file(self, device: str) -> Path:
+        """The record file of a device (under the root)."""
+        return self.path / f"{check_device_name(device)}.json"
+
+    def host_file(self, device: str) -> str:
+        """The record file of a device as the host names it, for messages."""
+        return f"{self.directory}/{device}.json"
+
+    def devices(self) -> list[str]:
+        """Devices that have a record, sorted."""
+        try:
+            names = os.listdir(self.path)
+        except FileNotFoundError:
+            return []
+        return sorted(n[:-5] for n in names if n.endswith(".json") and not n.startswith("."))
+
+    def read(self, device: str) -> R | None:
+        """The device's record, None if it has none; ``error`` if unreadable or foreign."""
+        path = self.file(device)
+        where = self.host_file(device)
+        try:
+            text = path.read_text()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise self._error(f"cannot read {self.what} {where}: {exc.strerror}",
+                              "run as root", code="permission-denied", device=device,
+                              path=where) from None
+        try:
+            record = self._decode(json.loads(text))
+        except ValueError as exc:  # json.JSONDecodeError is a ValueError
+            raise self._error(f"{self.what} {where} is corrupt ({exc})",
+                              self._corrupt_fix(device, where), code="journal-corrupt",
+                              device=device, path=where) from None
+        recorded = self._device_of(record)
+        if recorded != device:
+            raise self._error(
+                f"{self.what} {where} describes device {recorded!r}",
+                f"the file was renamed or copied: move it back to "
+                f"{self.host_file(recorded)} if that file is missing, else delete {where}",
+                code="journal-corrupt", device=device, path=where)
+        return record
+
+    def all(self) -> list[R]:
+        """Every record, in device order (the first unreadable one raises)."""
+        return [r for r in (self.read(d) for d in self.devices()) if r is not None]
+
+    def write(self, record: R) -> None:
+        """Replace the record of its device atomically."""
+        self.path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        data = json.dumps(self._encode(record), indent=self._indent, sort_keys=True)
+        atomic_write(self.file(self._device_of(record)), data.encode() + b"\n",
+                     durable=False)  # /run: see atomic_write
+
+    def remove(self, device: str) -> None:
+        """Delete the device's record (no error if it has none)."""
+        self.file(device).unlink(missing_ok=True)
+
+    def locked(self, timeout: float) -> AbstractContextManager[None]:
+        """Hold the store's lock (``<directory>/.lock``); ``busy(timeout)`` past ``timeout``."""
+        return exclusive_lock(self.path / ".lock", timeout, lambda: self._busy(timeout),
+                              self._clock, self._sleep)

@@ -1,8 +1,9 @@
 """A read-only VFIO user-space client: what the kernel's vfio driver exposes for a device.
 
 Speaks the legacy container/group API of include/uapi/linux/vfio.h through
-``fcntl.ioctl``. Every ioctl number and argument layout is declared once, in
-:data:`IOCTLS`; every flag word is decoded to names through :data:`FLAGS`.
+``fcntl.ioctl``. The ioctl numbers, argument layouts and flag words are the
+tables of :mod:`platform_hostdev.vfio.uapi`; whether a group is viable is
+:mod:`platform_hostdev.vfio.groups`'s rule.
 
 Order of calls (the kernel refuses GET_DEVICE_FD with -EINVAL before an IOMMU
 model is set): open /dev/vfio/vfio, GET_API_VERSION, CHECK_EXTENSION, open
@@ -28,109 +29,38 @@ from __future__ import annotations
 
 import errno
 import os
-import struct
-from collections.abc import Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Protocol
 
 from platform_hostdev.errors import HostdevError
 from platform_hostdev.host.fs import NOIOMMU_GROUP_NAME, HostFs
-from platform_hostdev.host.inventory import Device as InventoryDevice
-from platform_hostdev.vfio.uapi import FLAGS, flag_bit, flag_names
-
-__all__ = [
-    "Ioctl", "IOCTLS", "FLAGS", "IOMMU_TYPES", "VFIO_DRIVERS", "VFIO_API_VERSION",
-    "flag_names", "Syscalls", "OsSyscalls",
-    "GroupRef", "DeviceInfo", "RegionInfo", "IrqInfo", "VfioView",
-    "Container", "Group", "Device",
-    "VfioError", "NotBoundError", "GroupNotViableError", "VfioPermissionError", "VfioBusyError",
-    "find_group", "group_members", "query",
-]
-
-VFIO_TYPE = ord(";")   # _IO(VFIO_TYPE, VFIO_BASE + n)
-VFIO_BASE = 100
-VFIO_API_VERSION = 0
-PLATFORM_REGION_SHIFT = 40   # vfio_platform_private.h: region offset = index << 40
-
-VFIO_DRIVERS = {"platform": "vfio-platform", "amba": "vfio-amba"}
-
-
-@dataclass(frozen=True)
-class Ioctl:
-    """One VFIO ioctl: its number and how its argument is passed.
-
-    ``argument`` is "none" (no argument), "int" (an integer by value),
-    "fd-pointer" (a pointer to an int file descriptor), "string" (a
-    NUL-terminated name) or "struct" (``layout`` in :mod:`struct` syntax, the
-    first field ``argsz``). ``min_fields`` is how many leading fields older
-    kernel headers already had (a shorter struct is still accepted).
-    """
-
-    name: str
-    n: int
-    argument: str
-    layout: str = ""
-    fields: tuple[str, ...] = ()
-    min_fields: int = 0
-
-    @property
-    def number(self) -> int:
-        return (VFIO_TYPE << 8) | (VFIO_BASE + self.n)
-
-    @property
-    def size(self) -> int:
-        return struct.calcsize(self.layout)
-
-    def pack(self, **values: int) -> bytearray:
-        """The argument buffer, ``argsz`` (for structs) set to the full size unless given."""
-        if "argsz" in self.fields:
-            values.setdefault("argsz", self.size)
-        unknown = set(values) - set(self.fields)
-        if unknown:
-            raise TypeError(f"{self.name} has no field {sorted(unknown)}")
-        return bytearray(struct.pack(self.layout, *(values.get(f, 0) for f in self.fields)))
-
-    def unpack(self, buffer: bytes | bytearray) -> dict[str, int]:
-        """Fields decoded from a buffer; a shorter, older layout leaves the rest 0."""
-        result = dict.fromkeys(self.fields, 0)
-        order = self.layout[0]
-        end = 0
-        for index, (name, code) in enumerate(zip(self.fields, self.layout[1:], strict=True)):
-            width = struct.calcsize(order + code)
-            if end + width > len(buffer):
-                if index < (self.min_fields or len(self.fields)):
-                    raise ValueError(f"{self.name}: {len(buffer)} bytes, "
-                                     f"field {name} needs {end + width}")
-                break
-            (result[name],) = struct.unpack_from(order + code, buffer, end)
-            end += width
-        return result
-
-
-def _table(*ioctls: Ioctl) -> dict[str, Ioctl]:
-    return {ioctl.name: ioctl for ioctl in ioctls}
-
-
-# include/uapi/linux/vfio.h; all _IO(';', 100 + n), the size is not encoded.
-IOCTLS: Mapping[str, Ioctl] = _table(
-    Ioctl("GET_API_VERSION", 0, "none"),
-    Ioctl("CHECK_EXTENSION", 1, "int"),
-    Ioctl("SET_IOMMU", 2, "int"),
-    Ioctl("GROUP_GET_STATUS", 3, "struct", "=II", ("argsz", "flags")),
-    Ioctl("GROUP_SET_CONTAINER", 4, "fd-pointer", "=i", ("fd",)),
-    Ioctl("GROUP_UNSET_CONTAINER", 5, "none"),
-    Ioctl("GROUP_GET_DEVICE_FD", 6, "string"),
-    # 24 bytes since the pad field (v5.x); 20 with older headers (cap_offset, v4.x).
-    Ioctl("DEVICE_GET_INFO", 7, "struct", "=IIIIII",
-          ("argsz", "flags", "num_regions", "num_irqs", "cap_offset", "pad"), min_fields=4),
-    Ioctl("DEVICE_GET_REGION_INFO", 8, "struct", "=IIIIQQ",
-          ("argsz", "flags", "index", "cap_offset", "size", "offset")),
-    Ioctl("DEVICE_GET_IRQ_INFO", 9, "struct", "=IIII", ("argsz", "flags", "index", "count")),
+from platform_hostdev.vfio.groups import group_blockers
+from platform_hostdev.vfio.uapi import (
+    IOCTLS,
+    IOMMU_TYPES,
+    VFIO_API_VERSION,
+    VFIO_DRIVERS,
+    flag_bit,
+    flag_names,
 )
 
-# SET_IOMMU / CHECK_EXTENSION arguments, in order of preference for real groups.
-IOMMU_TYPES: Mapping[str, int] = {"TYPE1v2": 3, "TYPE1": 1, "NOIOMMU": 8}
+__all__ = [
+    "VfioTarget", "Syscalls", "OsSyscalls",
+    "GroupRef", "DeviceInfo", "RegionInfo", "IrqInfo", "VfioView",
+    "Container", "Group", "DeviceFd",
+    "VfioError", "NotBoundError", "GroupNotViableError", "VfioPermissionError", "VfioBusyError",
+    "find_group", "query",
+]
+
+
+class VfioTarget(Protocol):
+    """What the client needs of a device (host.inventory.Device has it)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def bus(self) -> str: ...
 
 
 class Syscalls(Protocol):
@@ -208,30 +138,17 @@ class GroupRef:
     noiommu: bool
     node: str              # host path: /dev/vfio/N or /dev/vfio/noiommu-N
 
-    @property
-    def unsafe(self) -> bool:
-        return self.noiommu
-
     def to_json(self) -> dict[str, Any]:
+        # "unsafe": a no-IOMMU group has no DMA isolation (kept for JSON readers)
         return {"number": self.number, "node": self.node, "noiommu": self.noiommu,
-                "unsafe": self.unsafe}
+                "unsafe": self.noiommu}
 
 
-def _device_dir(device: InventoryDevice) -> str:
+def _device_dir(device: VfioTarget) -> str:
     return f"/sys/bus/{device.bus}/devices/{device.name}"
 
 
-def group_members(fs: HostFs, number: str) -> list[tuple[str, str | None]]:
-    """(device name, bound driver or None) for every device of iommu group ``number``."""
-    directory = f"/sys/kernel/iommu_groups/{number}/devices"
-    try:
-        names = sorted(os.listdir(fs.path(directory)))
-    except FileNotFoundError:
-        return []
-    return [(name, fs.link_name(f"{directory}/{name}/driver")) for name in names]
-
-
-def find_group(fs: HostFs, device: InventoryDevice) -> GroupRef:
+def find_group(fs: HostFs, device: VfioTarget) -> GroupRef:
     """The VFIO group of a device bound to its vfio driver; NotBoundError otherwise."""
     base = _device_dir(device)
     wanted = VFIO_DRIVERS.get(device.bus)
@@ -434,16 +351,17 @@ class Group(_Fd):
             raise ValueError("the container is closed")
         self._ioctl("GROUP_SET_CONTAINER", IOCTLS["GROUP_SET_CONTAINER"].pack(fd=container.fd))
 
-    def device(self, name: str) -> Device:
+    def device(self, name: str) -> DeviceFd:
         """The device's own fd (GROUP_GET_DEVICE_FD); needs SET_CONTAINER and SET_IOMMU."""
         fd = self._ioctl("GROUP_GET_DEVICE_FD", bytearray(name.encode() + b"\0"))
-        return Device(self.syscalls, fd, name)
+        return DeviceFd(self.syscalls, fd, name)
 
 
-class Device(_Fd):
-    """A device fd: asks about regions and IRQs, never touches their contents."""
+class DeviceFd(_Fd):
+    """A device's VFIO file descriptor: asks about regions and IRQs, never touches their
+    contents."""
 
-    def __enter__(self) -> Device:
+    def __enter__(self) -> DeviceFd:
         return self
 
     def info(self) -> DeviceInfo:
@@ -508,11 +426,9 @@ def _ioctl_error(name: str, label: str, exc: OSError) -> VfioError:
 
 # ---------------------------------------------------------------- the whole query
 
-def _not_viable(fs: HostFs, device: InventoryDevice, ref: GroupRef) -> GroupNotViableError:
-    members = group_members(fs, ref.number)
-    others = [f"{name} ({driver or 'no driver'})" for name, driver in members
-              if name != device.name and driver is not None
-              and driver not in VFIO_DRIVERS.values()]
+def _not_viable(fs: HostFs, device: VfioTarget, ref: GroupRef) -> GroupNotViableError:
+    others = [f"{name} ({driver})"
+              for name, driver in group_blockers(fs, ref.number, exempt={device.name})]
     listed = ", ".join(others) or "a device bound to a host driver"
     return GroupNotViableError(
         f"iommu group {ref.number} of {device.name} is not viable: {listed} "
@@ -520,7 +436,7 @@ def _not_viable(fs: HostFs, device: InventoryDevice, ref: GroupRef) -> GroupNotV
         "detach every device of the group (platform-hostdev nodedev-detach DEVICE for each)")
 
 
-def query(fs: HostFs, device: InventoryDevice, syscalls: Syscalls | None = None) -> VfioView:
+def query(fs: HostFs, device: VfioTarget, syscalls: Syscalls | None = None) -> VfioView:
     """Open the device through VFIO and read its device, region and IRQ info."""
     syscalls = syscalls or OsSyscalls()
     ref = find_group(fs, device)

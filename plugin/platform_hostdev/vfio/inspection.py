@@ -22,8 +22,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from platform_hostdev.vfio.client import IrqInfo, RegionInfo, VfioView, flag_bit, flag_names
+from platform_hostdev.vfio.client import IrqInfo, RegionInfo, VfioView
 from platform_hostdev.vfio.correlate import Correlation, IrqMap, RegionMap
+from platform_hostdev.vfio.uapi import flag_bit, flag_names
 
 __all__ = ["Finding", "Inspection", "compare", "inspect", "DISAGREEMENT", "WARNING"]
 

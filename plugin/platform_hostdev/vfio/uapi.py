@@ -1,14 +1,108 @@
-"""The flag words of include/uapi/linux/vfio.h, decoded to names.
+"""The kernel's VFIO user-space ABI as tables: ioctls, flag words, IOMMU models, driver names.
 
-Kept apart from the ioctl client (:mod:`platform_hostdev.vfio.client`) so
-that what only needs the tables (the DT correlation, ``show``) does not load
-the client.
+Everything here is a constant of include/uapi/linux/vfio.h (or of the vfio
+drivers' registration): every ioctl number and argument layout is declared
+once, in :data:`IOCTLS`; every flag word is decoded to names through
+:data:`FLAGS`. The correlation (what the device tree predicts) and the
+client (what the kernel answers) both read these tables, so the correlation
+needs no ioctl client. Light on purpose (no dataclasses): the libvirt hook
+reads :data:`VFIO_DRIVERS` on every domain start.
 """
 from __future__ import annotations
 
+import struct
 from collections.abc import Mapping
+from typing import NamedTuple
 
-__all__ = ["FLAGS", "flag_names", "flag_bit"]
+__all__ = [
+    "VFIO_TYPE", "VFIO_BASE", "VFIO_API_VERSION",
+    "Ioctl", "IOCTLS", "FLAGS", "IOMMU_TYPES", "VFIO_DRIVERS", "VFIO_MODULES",
+    "flag_names", "flag_bit",
+]
+
+VFIO_TYPE = ord(";")   # _IO(VFIO_TYPE, VFIO_BASE + n)
+VFIO_BASE = 100
+VFIO_API_VERSION = 0
+
+# The vfio driver of each bus (drivers/vfio/platform/vfio_platform.c and
+# vfio_amba.c register these names) and the module that provides it.
+VFIO_DRIVERS: Mapping[str, str] = {"platform": "vfio-platform", "amba": "vfio-amba"}
+VFIO_MODULES: Mapping[str, str] = {"platform": "vfio-platform", "amba": "vfio-amba"}
+
+
+class Ioctl(NamedTuple):
+    """One VFIO ioctl: its number and how its argument is passed.
+
+    ``argument`` is "none" (no argument), "int" (an integer by value),
+    "fd-pointer" (a pointer to an int file descriptor), "string" (a
+    NUL-terminated name) or "struct" (``layout`` in :mod:`struct` syntax, the
+    first field ``argsz``). ``min_fields`` is how many leading fields older
+    kernel headers already had (a shorter struct is still accepted).
+    """
+
+    name: str
+    n: int
+    argument: str
+    layout: str = ""
+    fields: tuple[str, ...] = ()
+    min_fields: int = 0
+
+    @property
+    def number(self) -> int:
+        """The request number: _IO(';', 100 + n) (VFIO does not encode the size)."""
+        return (VFIO_TYPE << 8) | (VFIO_BASE + self.n)
+
+    @property
+    def size(self) -> int:
+        """The argument struct's size in bytes."""
+        return struct.calcsize(self.layout)
+
+    def pack(self, **values: int) -> bytearray:
+        """The argument buffer, ``argsz`` (for structs) set to the full size unless given."""
+        if "argsz" in self.fields:
+            values.setdefault("argsz", self.size)
+        unknown = set(values) - set(self.fields)
+        if unknown:
+            raise TypeError(f"{self.name} has no field {sorted(unknown)}")
+        return bytearray(struct.pack(self.layout, *(values.get(f, 0) for f in self.fields)))
+
+    def unpack(self, buffer: bytes | bytearray) -> dict[str, int]:
+        """Fields decoded from a buffer; a shorter, older layout leaves the rest 0."""
+        result = dict.fromkeys(self.fields, 0)
+        order = self.layout[0]
+        end = 0
+        for index, (name, code) in enumerate(zip(self.fields, self.layout[1:], strict=True)):
+            width = struct.calcsize(order + code)
+            if end + width > len(buffer):
+                if index < (self.min_fields or len(self.fields)):
+                    raise ValueError(f"{self.name}: {len(buffer)} bytes, "
+                                     f"field {name} needs {end + width}")
+                break
+            (result[name],) = struct.unpack_from(order + code, buffer, end)
+            end += width
+        return result
+
+
+def _table(*ioctls: Ioctl) -> dict[str, Ioctl]:
+    return {ioctl.name: ioctl for ioctl in ioctls}
+
+
+# include/uapi/linux/vfio.h; all _IO(';', 100 + n), the size is not encoded.
+IOCTLS: Mapping[str, Ioctl] = _table(
+    Ioctl("GET_API_VERSION", 0, "none"),
+    Ioctl("CHECK_EXTENSION", 1, "int"),
+    Ioctl("SET_IOMMU", 2, "int"),
+    Ioctl("GROUP_GET_STATUS", 3, "struct", "=II", ("argsz", "flags")),
+    Ioctl("GROUP_SET_CONTAINER", 4, "fd-pointer", "=i", ("fd",)),
+    Ioctl("GROUP_UNSET_CONTAINER", 5, "none"),
+    Ioctl("GROUP_GET_DEVICE_FD", 6, "string"),
+    # 24 bytes since the pad field (v5.x); 20 with older headers (cap_offset, v4.x).
+    Ioctl("DEVICE_GET_INFO", 7, "struct", "=IIIIII",
+          ("argsz", "flags", "num_regions", "num_irqs", "cap_offset", "pad"), min_fields=4),
+    Ioctl("DEVICE_GET_REGION_INFO", 8, "struct", "=IIIIQQ",
+          ("argsz", "flags", "index", "cap_offset", "size", "offset")),
+    Ioctl("DEVICE_GET_IRQ_INFO", 9, "struct", "=IIII", ("argsz", "flags", "index", "count")),
+)
 
 # Flag words, bit -> name, as in include/uapi/linux/vfio.h.
 FLAGS: Mapping[str, Mapping[int, str]] = {
@@ -18,6 +112,9 @@ FLAGS: Mapping[str, Mapping[int, str]] = {
     "irq": {0x1: "EVENTFD", 0x2: "MASKABLE", 0x4: "AUTOMASKED", 0x8: "NORESIZE"},
     "group": {0x1: "VIABLE", 0x2: "CONTAINER_SET"},
 }
+
+# SET_IOMMU / CHECK_EXTENSION arguments, in order of preference for real groups.
+IOMMU_TYPES: Mapping[str, int] = {"TYPE1v2": 3, "TYPE1": 1, "NOIOMMU": 8}
 
 
 def flag_names(kind: str, value: int) -> list[str]:

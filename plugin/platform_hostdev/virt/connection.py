@@ -13,9 +13,6 @@ from urllib.parse import urlsplit
 from platform_hostdev.errors import HostdevError
 
 __all__ = [
-    "AFFECT_CURRENT",
-    "AFFECT_LIVE",
-    "AFFECT_CONFIG",
     "XML_SECURE",
     "XML_INACTIVE",
     "DEFINE_VALIDATE",
@@ -26,12 +23,10 @@ __all__ = [
     "open_connection",
     "libvirt_errors",
     "lookup_domain",
+    "define_xml",
 ]
 
-# virDomainModificationImpact, virDomainXMLFlags, virDomainDefineFlags.
-AFFECT_CURRENT = 0
-AFFECT_LIVE = 1
-AFFECT_CONFIG = 2
+# virDomainXMLFlags, virDomainDefineFlags.
 XML_SECURE = 1
 XML_INACTIVE = 2
 DEFINE_VALIDATE = 1
@@ -101,3 +96,14 @@ def lookup_domain(conn: Any, name: str) -> Any:
     raise LibvirtError(f"no domain named {name!r} on this connection",
                        "'virsh list --all' lists the domains; check -c/--connect",
                        libvirt.VIR_ERR_NO_DOMAIN, code="domain-not-found")
+
+
+def define_xml(conn: Any, xml: str, action: str, fix: str) -> Any:
+    """Define (or redefine) a domain, always validated against libvirt's schema.
+
+    Every definition we make goes through here (define, attach/detach-device,
+    edit, the guest-DT sync), so libvirt checks each one the same way
+    (VIR_DOMAIN_DEFINE_VALIDATE); a refusal is a LibvirtError saying ``action``.
+    """
+    with libvirt_errors(action, fix):
+        return conn.defineXMLFlags(xml, DEFINE_VALIDATE)

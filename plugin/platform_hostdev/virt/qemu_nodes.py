@@ -1,6 +1,6 @@
 """Which guest DT nodes QEMU builds itself, and so whether a domain needs our guest DTB.
 
-A table and two functions, kept apart from guestdt_rules so the hook can
+A table and two functions, kept apart from guestdt.rules so the hook can
 decide without loading the guest-DT machinery.
 """
 from __future__ import annotations
