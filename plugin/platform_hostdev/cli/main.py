@@ -38,6 +38,7 @@ class Context:
 
     root: str = "/"
     dtb: str | None = None
+    page_size: str | None = None  # --page-size as given (with --dtb)
     out: TextIO = field(default_factory=lambda: sys.stdout)
     err: TextIO = field(default_factory=lambda: sys.stderr)
     env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
@@ -55,8 +56,10 @@ class Context:
         cached = self.extras.get("inventory")
         if cached is None:
             from platform_hostdev.host.inventory import load_inventory
+            from platform_hostdev.host.pagesize import parse_page_size
 
-            cached = load_inventory(self.root, self.dtb)
+            size = parse_page_size(self.page_size) if self.page_size is not None else None
+            cached = load_inventory(self.root, self.dtb, page_size=size)
             self.extras["inventory"] = cached
         return cached
 
@@ -73,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="read the host below DIR instead of / (fake hosts, chroots)")
     parser.add_argument("--dtb", default=None, metavar="FILE",
                         help="analyse a board offline from its DTB instead of the live host")
+    parser.add_argument("--page-size", default=None, metavar="SIZE",
+                        help="with --dtb: the page size of the board's kernel, 4K, 16K or 64K "
+                             "(or bytes); default 4K, and the output says it was assumed")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for module_name in _COMMAND_MODULES:
@@ -92,6 +98,8 @@ def main(argv: Sequence[str] | None = None, ctx: Context | None = None) -> int:
         ctx.root = args.root
     if args.dtb is not None:
         ctx.dtb = args.dtb
+    if args.page_size is not None:
+        ctx.page_size = args.page_size
     handler: Handler = args.handler
     try:
         return handler(args, ctx)

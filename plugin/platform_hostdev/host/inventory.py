@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 
 from platform_hostdev.dt.naming import predict_devices
 from platform_hostdev.dt.tree import DeviceTree
-from platform_hostdev.errors import DeviceNotFoundError
+from platform_hostdev.errors import DeviceNotFoundError, HostdevError
 from platform_hostdev.host.fs import BUSES, DT_BASE, HostFs
+from platform_hostdev.host.pagesize import PageSize, dtb_page_size, read_page_size
 from platform_hostdev.host.sources import device_source
 from platform_hostdev.host.specs import check_spec
 
@@ -55,6 +56,9 @@ class Inventory:
 
     tree: DeviceTree
     devices: list[Device]
+    #: the page size when known up front (a DTB: given or assumed); else read from ``fs``
+    page: PageSize | None = None
+    fs: HostFs | None = None
     by_name: dict[str, Device] = field(init=False)
     by_path: dict[str, Device] = field(init=False)
     by_alias: dict[str, Device] = field(init=False)
@@ -69,6 +73,15 @@ class Inventory:
             device = self.by_path.get(path)
             if device is not None:
                 self.by_alias[alias] = device
+
+    def page_size(self) -> PageSize:
+        """The page size of the host's running kernel (read once), or the DTB's given one."""
+        if self.page is None:
+            if self.fs is None:
+                raise HostdevError("the page size of this inventory's kernel is not known",
+                                   "load the inventory from a host root or give a page size")
+            self.page = read_page_size(self.fs)
+        return self.page
 
     def resolve(self, spec: str) -> Device:
         """The device a spec names; InvalidDeviceSpecError / DeviceNotFoundError otherwise."""
@@ -90,8 +103,18 @@ class Inventory:
         raise DeviceNotFoundError(spec)
 
 
-def load_inventory(root: str | os.PathLike[str] = "/", dtb: str | None = None) -> Inventory:
-    """Scan a host rooted at ``root``, or predict the devices of a DTB file."""
+def load_inventory(root: str | os.PathLike[str] = "/", dtb: str | None = None,
+                   page_size: int | None = None) -> Inventory:
+    """Scan a host rooted at ``root``, or predict the devices of a DTB file.
+
+    ``page_size`` (bytes) is the page size of the kernel a DTB's board runs;
+    a host's own is read from its running kernel when first asked for
+    (:meth:`Inventory.page_size`), so giving one with a host root is an error.
+    """
+    if dtb is None and page_size is not None:
+        raise HostdevError("--page-size applies to --dtb only",
+                           "a host's page size is read from its running kernel "
+                           "(/proc/self/auxv); drop --page-size")
     if dtb is not None:
         tree = DeviceTree.from_dtb(dtb)
         devices = [
@@ -103,7 +126,7 @@ def load_inventory(root: str | os.PathLike[str] = "/", dtb: str | None = None) -
             )
             for p in predict_devices(tree)
         ]
-        return Inventory(tree, devices)
+        return Inventory(tree, devices, page=dtb_page_size(page_size))
     fs = HostFs(root)
     tree = DeviceTree.from_sysfs(fs.path("/" + DT_BASE))
     source = device_source(fs)
@@ -120,7 +143,7 @@ def load_inventory(root: str | os.PathLike[str] = "/", dtb: str | None = None) -
                 aliases=tuple(tree.aliases_of(node)) if node else (),
                 parent=_parent_device(host_device.sysfs_path),
             ))
-    return Inventory(tree, devices)
+    return Inventory(tree, devices, fs=fs)
 
 
 def _parent_device(sysfs_path: str) -> str | None:
