@@ -54,7 +54,7 @@ def cmd_inspect(args: argparse.Namespace, ctx: Context) -> int:
                            "drop --dtb, or use 'platform-hostdev show' for the DT side only")
     inventory = ctx.inventory()
     device = inventory.resolve(args.device)
-    correlation = correlate(inventory.tree, device)
+    correlation = correlate(inventory.tree, device, inventory.page_size())
     view = query(HostFs(ctx.root), device, ctx.extras.get("vfio_syscalls"))
     result = inspect(correlation, view)
     if args.json:
