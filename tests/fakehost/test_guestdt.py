@@ -217,3 +217,14 @@ def _all(root: RawNode) -> list[RawNode]:
         out.append(n)
         stack.extend(n.children)
     return out
+
+
+def test_a_zero_size_region_is_refused_not_a_traceback(kernel_dtbs: Path, virt_dtb: Path) -> None:
+    # sc7280-crd-r3's wifi@17a10040: reg = <0 0x17a10040 0 0x0>
+    inventory = load_inventory(dtb=str(kernel_dtbs / "qcom/sc7280-crd-r3.dtb"))
+    correlation = correlate(inventory.tree, inventory.resolve("17a10040.wifi"),
+                            inventory.page_size())
+    with pytest.raises(HostdevError) as info:
+        build_guest_tree(read_dtb(virt_dtb), inventory.tree, [correlation])
+    assert "VFIO region 0 (reg[0] at 0x17a10040) has size 0" in info.value.what
+    assert info.value.fix

@@ -292,6 +292,14 @@ def build_guest_tree(base: RawNode, host: DeviceTree, correlations: Sequence[Cor
         amba = next(c for c in correlations if c.bus != "platform")
         raise _refuse(amba.device, "it is an AMBA device; QEMU's vfio-platform needs a "
                       "platform device", "AMBA devices cannot be passed to QEMU guests")
+    for corr in correlations:
+        empty = next((r for r in corr.regions if r.size == 0), None)
+        if empty is not None:
+            # hw/core/platform-bus.c platform_bus_map_mmio() aligns a region to its size
+            # rounded up to a power of two: a zero-size region cannot be placed
+            raise _refuse(corr.device, f"VFIO region {empty.index} ({empty.prop}[{empty.entry}] "
+                          f"at 0x{empty.cpu_address:x}) has size 0, which QEMU's platform bus "
+                          "cannot place", "fix the host DT's reg, or pass another device")
     devices = list(other_bus_devices) + [bus_device_for(c) for c in correlations]
     placements = allocate(devices)[len(other_bus_devices):]
     builder = _Builder(base, host, clock_rate)
