@@ -56,7 +56,8 @@ def walk_dtb(blob: bytes, source: str, make: Callable[[str, Any], Any]) -> Any:
     """Parse a DTB blob with ``make(name, parent)`` building each node; returns the root.
 
     A node made must have ``name``, ``properties`` (a dict the parser fills)
-    and ``children`` (a list the parser appends to); the root's name is "".
+    and ``children``: a list the parser appends to, or an empty tuple it
+    replaces with a list at the first child; the root's name is "".
     Any malformation is a DeviceTreeError.
     """
     if len(blob) < _HEADER.size:
@@ -151,8 +152,13 @@ def _walk_structure(blob: bytes, source: str, base: int, struct_end: int, off_st
                     raise DeviceTreeError(where(), None, f"nesting deeper than {_MAX_DEPTH}")
                 if not name or "/" in name:
                     raise DeviceTreeError(where(), None, f"invalid child node name {name!r}")
-                node = make(name, stack[-1])
-                stack[-1].children.append(node)
+                parent = stack[-1]
+                node = make(name, parent)
+                siblings = parent.children
+                if siblings.__class__ is tuple:  # a leaf so far that shares the empty tuple
+                    parent.children = [node]
+                else:
+                    siblings.append(node)
             stack.append(node)
             props = node.properties
         elif token == _FDT_END_NODE:

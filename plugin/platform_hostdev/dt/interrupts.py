@@ -13,6 +13,7 @@ not resolve.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from platform_hostdev.dt.irq_bindings import (
     IRQ_TYPE_SENSE_MASK,
@@ -42,11 +43,10 @@ _GIC_V2_TYPES = frozenset({0, 1})
 _MAX_HOPS = 32
 
 
-@dataclass(frozen=True)
-class IrqSpec:
+class IrqSpec(NamedTuple):
     """Interrupt entry ``index`` of a node, resolved to its final controller and decoded."""
 
-    index: int
+    index: int  # type: ignore[assignment]  # shadows tuple.index
     prop: str
     controller: str
     specifier: tuple[int, ...]

@@ -8,19 +8,18 @@ are not interpreted: a raw u32 could be anything.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from platform_hostdev.dt.tree import DeviceTree, Node
 
 __all__ = ["PhandleLink", "phandle_links", "phandle_cells", "link_rule"]
 
 
-@dataclass(frozen=True)
-class PhandleLink:
+class PhandleLink(NamedTuple):
     """One reference from ``prop`` of a node to ``target`` with its argument cells."""
 
     prop: str
-    index: int
+    index: int  # type: ignore[assignment]  # shadows tuple.index
     target: str
     args: tuple[int, ...]
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,12 +43,13 @@ class Node:
     __slots__ = ("name", "path", "parent", "properties", "children", "memo")
 
     def __init__(self, name: str, path: str, parent: Node | None,
-                 properties: dict[str, bytes], children: list[Node] | None = None) -> None:
+                 properties: dict[str, bytes], children: Sequence[Node] = ()) -> None:
         self.name = name
         self.path = path
         self.parent = parent
         self.properties = properties
-        self.children: list[Node] = [] if children is None else children
+        # a leaf shares the empty tuple; a node with children gets a list when built
+        self.children: Sequence[Node] = children
         self.memo: dict[str, Any] = {}
 
     def __repr__(self) -> str:
@@ -166,12 +167,15 @@ class DeviceTree:
         stack: list[tuple[RawNode, Node]] = [(raw, self.root)]
         while stack:
             raw_node, node = stack.pop()
+            children = []
             for raw_child in raw_node.children:
                 path = ("" if node.path == "/" else node.path) + "/" + raw_child.name
                 child = Node(raw_child.name, path, node, raw_child.properties)
-                node.children.append(child)
+                children.append(child)
                 self.by_path[path] = child
                 stack.append((raw_child, child))
+            if children:
+                node.children = children
         self._finish()
 
     def _finish(self, nodes: list[Node] | None = None) -> None:
