@@ -19,8 +19,8 @@ setup(
                   "platform_hostdev.hookfiles": ["qemu.d/*", "vdsm/*/*"]},
     install_requires=["lxml", "pyudev", "libvirt-python"],
     extras_require={
-        "test": ["pytest", "pytest-mock", "hypothesis"],
-        "lint": ["ruff", "mypy", "lxml-stubs", "types-setuptools"],
+        "test": ["pytest", "pytest-mock", "hypothesis", "pdoc"],
+        "lint": ["ruff", "mypy", "lxml-stubs", "types-setuptools", "pdoc"],
     },
     entry_points={"console_scripts": ["platform-hostdev=platform_hostdev.cli.main:main"]},
 )

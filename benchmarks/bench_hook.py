@@ -15,7 +15,7 @@ the median of ``--rounds`` runs each:
   /usr/bin/python3, which runs the hook on a host where the package is
   installed; the venv's python (``--interpreter .venv/bin/python``) starts
   slower (its editable-install finder), which flatters the ratios;
-* (b) the rendered hook (``commands_hook.render_hook``) as libvirt runs it
+* (b) the rendered hook (``cli.hook.render_hook``) as libvirt runs it
   (argv ``DOMAIN OP SUBOP -``, the domain XML on stdin, libvirt's environment)
   for a realistic domain of a few KB with NO platform hostdevs, for each of
   prepare, start, started, stopped and release: the fast path;
@@ -174,8 +174,8 @@ PLAIN_DOMAIN = """<domain type='kvm' id='7'>
 def _host_sources() -> list[Path]:
     """The files whose content decides what the cached fake host looks like."""
     names = ["tests/support/synthetic.py", "tests/support/fakehost.py",
-             "tests/support/fdtwriter.py", "plugin/platform_hostdev/naming.py",
-             "plugin/platform_hostdev/devicetree.py", "plugin/platform_hostdev/fdt.py"]
+             "tests/support/fdtwriter.py", "plugin/platform_hostdev/dt/naming.py",
+             "plugin/platform_hostdev/dt/tree.py", "plugin/platform_hostdev/dt/fdt.py"]
     return [REPO / n for n in names]
 
 

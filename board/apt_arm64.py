@@ -13,8 +13,16 @@ newest version of the ``linux-image-6.12-arm64`` metapackage and follows its
 dependency to the versioned image package. The mirror keeps only the newest
 bookworm-security build, so the lists are refreshed when older than
 ``$PLATFORM_HOSTDEV_APT_MAX_AGE`` seconds (default one day) or when the
-sources change. ``$PLATFORM_HOSTDEV_DEBIAN_MIRROR`` and
-``$PLATFORM_HOSTDEV_DEBIAN_SECURITY`` replace deb.debian.org's URLs.
+sources change.
+
+The mirrors are the host's own (:mod:`board.aptsources` reads its apt sources):
+bookworm and bookworm-backports from the host's main Debian archive (or its
+backports entry), bookworm-security from its security archive, each with the
+host entry's ``Signed-By`` and validity options. ``$PLATFORM_HOSTDEV_DEBIAN_MIRROR``
+replaces the main archive's URI (bookworm and bookworm-backports),
+``$PLATFORM_HOSTDEV_DEBIAN_SECURITY`` the security archive's; with neither a
+host entry nor the override for the main archive, :class:`~board.aptsources.MirrorError`
+says which files were read.
 """
 
 from __future__ import annotations
@@ -30,7 +38,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from board.cache import board_dir, file_digest, files_digest, locked, publish_dir
+from board.aptsources import MIRROR_ENV, SECURITY_ENV, Archive, Archives, host_archives
+from board.cache import board_dir, content_key, file_digest, files_digest, locked, publish_dir
 from board.debversion import version_key
 from board.errors import DownloadError
 from board.host import FETCH_TOOLS, check_host_tools
@@ -46,9 +55,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 KERNEL_METAPACKAGE = "linux-image-6.12-arm64"
-KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
-DEFAULT_MIRROR = "http://deb.debian.org/debian"
-DEFAULT_SECURITY_MIRROR = "http://deb.debian.org/debian-security"
+BOARD_SUITE = "bookworm"  # the board runs Debian 12's arm64 packages, whatever the host runs
 DEFAULT_MAX_AGE = 24 * 3600.0
 _IMAGE_DEP = re.compile(r"^linux-image-(?P<abi>6\.12\.\d+\+[\w.~+]+)-arm64$")
 _TIMEOUT_QUERY = 300.0
@@ -151,13 +158,26 @@ def _package(fields: dict[str, str]) -> Package:
 class AptArm64:
     """apt-get/apt-cache with the private arm64 configuration under ``<cache>/board/apt``."""
 
-    def __init__(self, cache: Path | None = None, max_age: float | None = None) -> None:
+    def __init__(self, cache: Path | None = None, max_age: float | None = None,
+                 archives: Archives | None = None) -> None:
         self.board = board_dir(cache)
         self.root = self.board / "apt"
         self.debs = self.board / "debs"
         if max_age is None:
             max_age = float(os.environ.get("PLATFORM_HOSTDEV_APT_MAX_AGE", DEFAULT_MAX_AGE))
         self.max_age = max_age
+        self._archives = archives
+
+    @property
+    def archives(self) -> Archives:
+        """The Debian archives to fetch from: the host's (read once), or those given."""
+        if self._archives is None:
+            self._archives = host_archives()
+            if self._archives.security is None:
+                log.warning("the host's apt sources have no %s-security entry and %s is not "
+                            "set: the board's lists go without %s-security",
+                            self._archives.codename, SECURITY_ENV, BOARD_SUITE)
+        return self._archives
 
     # -- configuration ------------------------------------------------------------------
 
@@ -165,16 +185,35 @@ class AptArm64:
     def config_file(self) -> Path:
         return self.root / "apt.conf"
 
+    def _entries(self) -> list[tuple[Archive, str]]:
+        archives = self.archives
+        entries = [(archives.main, BOARD_SUITE)]
+        if archives.security is not None:
+            entries.append((archives.security, f"{BOARD_SUITE}-security"))
+        entries.append((archives.backports, f"{BOARD_SUITE}-backports"))
+        return entries
+
+    def _embedded_key(self, key: str) -> Path:
+        """Where an entry's embedded Signed-By key is written (one-line sources need a file)."""
+        return self.root / "etc" / f"signed-by-{content_key(key)}.asc"
+
     def sources(self) -> str:
-        """The private sources.list text."""
-        mirror = os.environ.get("PLATFORM_HOSTDEV_DEBIAN_MIRROR", DEFAULT_MIRROR)
-        security = os.environ.get("PLATFORM_HOSTDEV_DEBIAN_SECURITY", DEFAULT_SECURITY_MIRROR)
-        options = f"[arch=arm64,amd64 signed-by={KEYRING}]"
-        return (
-            f"deb {options} {mirror} bookworm main\n"
-            f"deb {options} {security} bookworm-security main\n"
-            f"deb {options} {mirror} bookworm-backports main\n"
-        )
+        """The private sources.list text: one line per suite, the host's options kept."""
+        lines = []
+        for archive, suite in self._entries():
+            options = ["arch=arm64,amd64"]
+            for name, value in archive.options:
+                if name == "signed-by" and "\n" in value:
+                    value = str(self._embedded_key(value))
+                options.append(f"{name}={value}")
+            lines.append(f"deb [{' '.join(options)}] {archive.uri} {suite} main\n")
+        return "".join(lines)
+
+    def _mirror_hint(self) -> str:
+        origins = "; ".join(f"{suite}: {archive.uri} (from {archive.origin})"
+                            for archive, suite in self._entries())
+        return (f"Check that the mirrors are reachable ({origins}); set {MIRROR_ENV} or "
+                f"{SECURITY_ENV} to use others.")
 
     def write_config(self) -> None:
         """Create (or refresh) the private apt directories and configuration files."""
@@ -185,6 +224,10 @@ class AptArm64:
         (self.root / "state" / "status").touch()
         (self.root / "etc" / "preferences").touch()
         etc = self.root / "etc"
+        for archive, _suite in self._entries():
+            signed_by = archive.signed_by or ""
+            if "\n" in signed_by:
+                _write_if_changed(self._embedded_key(signed_by), signed_by + "\n")
         _write_if_changed(etc / "sources.list", self.sources())
         settings = {
             "APT::Architecture": "arm64",
@@ -222,7 +265,7 @@ class AptArm64:
             raise DownloadError(
                 f"{what or argv[0]} failed (exit {exc.returncode}): {' '.join(argv)}\n"
                 f"{(exc.stderr or exc.stdout or '').strip()[-2000:]}\n"
-                "Check that deb.debian.org is reachable (or set PLATFORM_HOSTDEV_DEBIAN_MIRROR)."
+                f"{self._mirror_hint()}"
             ) from exc
         except subprocess.TimeoutExpired as exc:
             raise DownloadError(f"{what or argv[0]} timed out after {timeout:.0f} s: "

@@ -55,6 +55,15 @@ def kernel_dtbs() -> Path:
 
 
 @pytest.fixture(scope="session")
+def raspi3b_dtb() -> Path:
+    """Debian's broadcom/bcm2837-rpi-3-b.dtb from the DTB corpus (the fake raspi3b host)."""
+    from tests.support.corpus import board_dtb
+    from tests.support.raspi import RASPI3B_DTB
+
+    return _prerequisite(lambda: board_dtb(RASPI3B_DTB))
+
+
+@pytest.fixture(scope="session")
 def virt_dtb() -> Path:
     """QEMU's virt machine DT (qemu-system-aarch64 -M virt,dumpdtb=...), cached."""
     from tests.support.corpus import qemu_virt_dtb

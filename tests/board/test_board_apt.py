@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from board.apt_arm64 import AptArm64, Kernel, Package, parse_stanzas
+from board.aptsources import Archive, Archives, discover, parse_deb822, parse_one_line
 from board.debversion import compare_versions
 from board.errors import DownloadError
 
@@ -25,8 +26,8 @@ def test_debian_version_order() -> None:
     assert compare_versions("1.00", "1.0") == 0
 
 
-@pytest.mark.skipif(shutil.which("dpkg") is None, reason="dpkg --compare-versions reference")
 def test_debian_version_order_agrees_with_dpkg() -> None:
+    assert shutil.which("dpkg"), "dpkg (Debian package dpkg) is the reference: install it"
     for left in ORDERED:
         for right in ORDERED:
             expected = subprocess.run(["dpkg", "--compare-versions", left, "lt", right],
@@ -130,8 +131,21 @@ def test_closure_names_an_unsatisfiable_dependency(tmp_path: Path) -> None:
         apt.closure(["app"])
 
 
+MIRROR = "http://mirror.example.invalid/debian"
+SECURITY = "http://security.example.invalid/debian-security"
+KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
+
+
+def archives(main: Archive, security: Archive | None = None,
+             backports: Archive | None = None) -> Archives:
+    return Archives(codename="bookworm", main=main, security=security,
+                    backports=backports or main, host_backports=backports is not None)
+
+
 def test_private_configuration_is_isolated(tmp_path: Path) -> None:
-    apt = AptArm64(tmp_path)
+    signed = (("signed-by", KEYRING),)
+    apt = AptArm64(tmp_path, archives=archives(Archive(MIRROR, signed, "test"),
+                                               Archive(SECURITY, signed, "test")))
     apt.write_config()
     config = apt.config_file.read_text()
     assert 'APT::Architecture "arm64";' in config
@@ -143,3 +157,48 @@ def test_private_configuration_is_isolated(tmp_path: Path) -> None:
     assert [line.split()[-2] for line in sources] == [
         "bookworm", "bookworm-security", "bookworm-backports"]
     assert all("[arch=arm64,amd64 " in line for line in sources)
+    assert sources[0] == f"deb [arch=arm64,amd64 signed-by={KEYRING}] {MIRROR} bookworm main"
+    assert sources[1].split()[-3] == SECURITY
+
+
+def test_private_sources_follow_the_hosts_configuration(tmp_path: Path) -> None:
+    """The host's snapshot mirror and its options; no security entry; its own backports."""
+    snapshot = "http://snapshot.example.invalid/archive/debian/20250520T000000Z"
+    host = parse_one_line(
+        f"deb [arch=amd64 check-valid-until=no signed-by={KEYRING}] {snapshot} bookworm main\n"
+        "deb http://backports.example.invalid/debian bookworm-backports main\n")
+    apt = AptArm64(tmp_path, archives=discover(host, "bookworm", env={}))
+    assert apt.sources().splitlines() == [
+        f"deb [arch=arm64,amd64 check-valid-until=no signed-by={KEYRING}] {snapshot} "
+        "bookworm main",
+        "deb [arch=arm64,amd64] http://backports.example.invalid/debian bookworm-backports main",
+    ]
+
+
+def test_an_embedded_signed_by_key_becomes_a_keyring_file(tmp_path: Path) -> None:
+    key = ("-----BEGIN PGP PUBLIC KEY BLOCK-----\n.\nmQINBGPL0BUBEADm\n"
+           "-----END PGP PUBLIC KEY BLOCK-----")
+    stanza = (f"Types: deb\nURIs: {MIRROR}\nSuites: bookworm\nComponents: main\n"
+              "Signed-By:\n" + "".join(f" {line}\n" for line in key.splitlines()))
+    apt = AptArm64(tmp_path, archives=discover(parse_deb822(stanza), "bookworm", env={}))
+    apt.write_config()
+    lines = (apt.root / "etc/sources.list").read_text().splitlines()
+    assert len(lines) == 2  # bookworm and bookworm-backports, no security archive
+    signed_by = dict(parse_one_line(lines[0])[0].options)["signed-by"]
+    keyring = Path(signed_by)
+    assert keyring.parent == apt.root / "etc" and keyring.suffix == ".asc"
+    assert keyring.read_text() == key.replace("\n.\n", "\n\n") + "\n"
+    assert apt.lists_age() is None  # never updated with these sources
+
+
+def test_a_failed_apt_call_names_the_mirrors_and_their_origin(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch
+                                                               ) -> None:
+    monkeypatch.setattr("board.apt_arm64.check_host_tools", lambda tools: None)
+    apt = AptArm64(tmp_path, archives=archives(Archive(MIRROR, (), "debian.sources:2")))
+    apt.write_config()
+    with pytest.raises(DownloadError) as caught:
+        apt._run(["false"], 10, what="apt-get update")
+    message = str(caught.value)
+    assert f"bookworm: {MIRROR} (from debian.sources:2)" in message
+    assert "PLATFORM_HOSTDEV_DEBIAN_MIRROR" in message

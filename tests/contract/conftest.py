@@ -12,6 +12,10 @@ The same test module runs twice:
 
 A missing prerequisite (qemu-system-aarch64 on the host; vfio modules, root
 or pyudev in the board) fails the tests with a message naming it.
+
+A module named ``test_*_<machine>.py`` holds a board other than QEMU's virt
+(``test_devlinks_raspi3b.py``: the raspi3b board, with a fake raspi3b host on
+the host side): see tests/support/machines.py.
 """
 from __future__ import annotations
 
@@ -24,14 +28,20 @@ from typing import Any
 
 import pytest
 from platform_hostdev.binding.journal import Journal, JournalRecord
-from platform_hostdev.binding.operations import NOIOMMU_PARAM, Runner, subprocess_runner
+from platform_hostdev.binding.operations import NOIOMMU_PARAM
 from platform_hostdev.cli import main as cli
 from platform_hostdev.host.attributes import WritableHostFs, read_bool_param
+from platform_hostdev.host.boundary import Host, Observer, live_host
 from platform_hostdev.host.fs import HostFs
 from platform_hostdev.host.inventory import Inventory, load_inventory
-from platform_hostdev.host.uevents import UdevWaiter, Waiter
+
+from tests.support.machines import ignore_other_machines
 
 INSIDE_BOARD = os.environ.get("PLATFORM_HOSTDEV_BOARD") == "1"
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    return ignore_other_machines(collection_path, config)
 
 
 class SimulatedKill(BaseException):
@@ -43,10 +53,10 @@ class SimulatedKill(BaseException):
     """
 
 
-def kill_at(step: str, op: str) -> Callable[[JournalRecord], None]:
-    """A step hook that 'kills' the operation right after the journal records ``step``."""
-    def hook(record: JournalRecord) -> None:
-        if record.step == step and record.op == op:
+def kill_at(step: str, op: str) -> Observer:
+    """A step observer that 'kills' the operation right after the journal records ``step``."""
+    def hook(name: str, record: Any) -> None:
+        if isinstance(record, JournalRecord) and record.step == step and record.op == op:
             raise SimulatedKill(f"killed after {op} step {step}")
     return hook
 
@@ -57,9 +67,12 @@ class Backend:
 
     kind: str                              # "fake" or "board"
     fs: HostFs
-    waiter_factory: Callable[[], Waiter]
-    runner: Runner | None
+    host_factory: Callable[..., Host]      # boundaries replaced as keywords (observer=...)
     extras: dict[str, Any] = field(default_factory=dict)
+
+    def host(self, **boundaries: Any) -> Host:
+        """The host the tool gets: the fake kernel's, or the board's live one."""
+        return self.host_factory(**boundaries)
 
     @property
     def root(self) -> Path:
@@ -78,9 +91,7 @@ class Backend:
 
     def cli(self, *argv: str) -> tuple[int, str, str]:
         out, err = io.StringIO(), io.StringIO()
-        ctx = cli.Context(root=str(self.fs.root), out=out, err=err,
-                          extras={"sysfs": self.fs, "waiter": self.waiter_factory(),
-                                  **({"runner": self.runner} if self.runner else {})})
+        ctx = cli.Context(host=self.host(), out=out, err=err)
         code = cli.main(list(argv), ctx)
         return code, out.getvalue(), err.getvalue()
 
@@ -97,7 +108,7 @@ def _fake_backend(tmp_path: Path) -> Backend:
     host = build_fake_host(tmp_path / "root", dtb, drivers=QEMU_VIRT_DRIVERS,
                            vfio_loaded=True, noiommu=True)
     kernel = FakeKernel(host, reset_required=False)
-    return Backend("fake", kernel, kernel.waiter, kernel.run, {"kernel": kernel})
+    return Backend("fake", kernel, kernel.as_host, {"kernel": kernel})
 
 
 def _board_backend() -> Backend:
@@ -116,7 +127,7 @@ def _board_backend() -> Backend:
         missing.append("pyudev (python3-pyudev in the initramfs)")
     if missing:
         pytest.fail("the board lacks what the contract tests need: " + "; ".join(missing))
-    return Backend("board", fs, lambda: UdevWaiter(fs), subprocess_runner)
+    return Backend("board", fs, lambda **kw: live_host(fs).replace(**kw))
 
 
 @pytest.fixture

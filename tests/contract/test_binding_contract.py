@@ -122,8 +122,7 @@ def test_recover_after_killed_detach(backend: Backend, name: str, step: str) -> 
     device = backend.inventory().resolve(name)
     journal = backend.journal()
     with pytest.raises(SimulatedKill):
-        detach(backend.fs, device, journal, backend.waiter_factory(), backend.runner,
-               on_step=kill_at(step, "detach"))
+        detach(backend.host(observer=kill_at(step, "detach")), device, journal)
     left = journal.read(name)
     assert isinstance(left, JournalRecord) and (left.op, left.step) == ("detach", step)
 
@@ -139,15 +138,14 @@ def test_recover_after_killed_reattach(backend: Backend, step: str) -> None:
     name = "9030000.pl061"
     device = backend.inventory().resolve(name)
     journal = backend.journal()
-    detach(backend.fs, device, journal, backend.waiter_factory(), backend.runner)
+    detach(backend.host(), device, journal)
     with pytest.raises(SimulatedKill):
-        reattach(backend.fs, device, journal, backend.waiter_factory(),
-                 on_step=kill_at(step, "reattach"))
+        reattach(backend.host(observer=kill_at(step, "reattach")), device, journal)
     assert journal.read(name) is not None
-    actions = recover(backend.fs, journal, backend.waiter_factory())
+    actions = recover(backend.host(), journal)
     assert [(a.device, a.action) for a in actions] == [(name, "restored")]
     _assert_original(backend, name)
-    assert recover(backend.fs, journal, backend.waiter_factory()) == []
+    assert recover(backend.host(), journal) == []
 
 
 def test_recover_keeps_completed_detach(backend: Backend) -> None:
@@ -168,19 +166,18 @@ def test_journal_written_before_first_write(backend: Backend) -> None:
     journal = backend.journal()
     seen: list[tuple[str, bool, str | None, str]] = []
 
-    def hook(record: JournalRecord) -> None:
+    def hook(step: str, record: JournalRecord) -> None:
         on_disk = journal.read(name)
         assert on_disk == record  # every step is on disk before the next write
         seen.append((record.step, os.path.exists(journal.file(name)),
                      device_state(backend.fs, "amba", name).driver,
                      _override_file(backend, "amba", name)))
 
-    detach(backend.fs, device, journal, backend.waiter_factory(), backend.runner,
-           on_step=hook)
+    detach(backend.host(observer=hook), device, journal)
     assert seen == [("planned", True, "pl061_gpio", "(null)"),
                     ("override-written", True, "pl061_gpio", "vfio-amba"),
                     ("unbound", True, None, "vfio-amba"),
                     ("probed", True, "vfio-amba", "vfio-amba"),
                     ("detached", True, "vfio-amba", "vfio-amba")]
-    reattach(backend.fs, device, journal, backend.waiter_factory())
+    reattach(backend.host(), device, journal)
     _assert_original(backend, name)

@@ -47,14 +47,12 @@ def _device(kernel: FakeKernel, name: str) -> Device:
 
 
 def _detach(kernel: FakeKernel, name: str, **kw: Any) -> Any:
-    return detach(kernel, _device(kernel, name), Journal(kernel), kernel.waiter(), kernel.run,
-                  **kw)
+    return detach(kernel.as_host(), _device(kernel, name), Journal(kernel), **kw)
 
 
 def _cli(kernel: FakeKernel, *argv: str) -> tuple[int, str, str]:
     out, err = io.StringIO(), io.StringIO()
-    ctx = cli.Context(root=str(kernel.root), out=out, err=err,
-                      extras={"sysfs": kernel, "waiter": kernel.waiter(), "runner": kernel.run})
+    ctx = cli.Context(host=kernel.as_host(), out=out, err=err)
     return cli.main(list(argv), ctx), out.getvalue(), err.getvalue()
 
 
@@ -100,7 +98,7 @@ def test_iommu_group_needs_no_noiommu(make: Make) -> None:
     result = _detach(kernel, "a000000.virtio_mmio")
     assert (result.iommu_group, result.noiommu) == ("7", False)
     assert (kernel.root / "dev/vfio/7").exists()
-    reattach(kernel, _device(kernel, "a000000.virtio_mmio"), Journal(kernel), kernel.waiter())
+    reattach(kernel.as_host(), _device(kernel, "a000000.virtio_mmio"), Journal(kernel))
     assert not (kernel.root / "dev/vfio/7").exists()
     assert device_state(kernel, "platform", "a000000.virtio_mmio").iommu_group == "7"
 
@@ -171,9 +169,9 @@ def test_rollback_fails_keeps_journal_then_recover(make: Make) -> None:
     assert "probe with driver pl061_gpio failed with error -5" in caught.value.what
     assert "platform-hostdev recover" in caught.value.fix
     assert Journal(kernel).devices() == ["9030000.pl061"]
-    assert recover(kernel, Journal(kernel), kernel.waiter())[0].action == "failed"
+    assert recover(kernel.as_host(), Journal(kernel))[0].action == "failed"
     del kernel.probe_errors["pl061_gpio"]
-    assert [a.action for a in recover(kernel, Journal(kernel), kernel.waiter())] == ["restored"]
+    assert [a.action for a in recover(kernel.as_host(), Journal(kernel))] == ["restored"]
     assert device_state(kernel, "amba", "9030000.pl061").driver == "pl061_gpio"
     assert Journal(kernel).devices() == []
 
@@ -188,7 +186,7 @@ def test_reattach_refused_while_group_open(make: Make) -> None:
     code, out, err = _cli(kernel, "nodedev-reattach", "9030000.pl061")
     assert code == 1 and "open by qemu-system-aar (pid 4242)" in err
     with pytest.raises(DeviceInUseError):
-        reattach(kernel, _device(kernel, "9030000.pl061"), Journal(kernel), kernel.waiter())
+        reattach(kernel.as_host(), _device(kernel, "9030000.pl061"), Journal(kernel))
     assert device_state(kernel, "amba", "9030000.pl061").driver == "vfio-amba"
 
 
@@ -241,7 +239,7 @@ def test_reattach_without_journal_probes_any_driver(make: Make) -> None:
                         ("/sys/bus/amba/drivers/pl061_gpio/unbind", "9030000.pl061"),
                         ("/sys/bus/amba/drivers_probe", "9030000.pl061")):
         kernel.write_attr(path, value)
-    result = reattach(kernel, _device(kernel, "9030000.pl061"), Journal(kernel), kernel.waiter())
+    result = reattach(kernel.as_host(), _device(kernel, "9030000.pl061"), Journal(kernel))
     assert (result.driver, result.original_known) == ("pl061_gpio", False)
 
 

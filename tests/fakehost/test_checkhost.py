@@ -4,6 +4,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -89,11 +90,16 @@ class Setup:
             return 'name "vfio-platform", bus System\nname "virtio-net-device", bus virtio-bus\n'
         raise HostdevError(f"{argv[0]} failed (exit 1)", "")
 
+    def modprobe(self, argv: Sequence[str]) -> subprocess.CompletedProcess[str]:
+        """``modprobe -n``: this host has none of the vfio modules."""
+        return subprocess.CompletedProcess(list(argv), 1, "", "modprobe: FATAL: not found\n")
+
     def run(self, *argv: str, conn: Any = None) -> tuple[int, str, str]:
         out, err = io.StringIO(), io.StringIO()
-        ctx = cli.Context(root=str(self.host.root), out=out, err=err, conn=conn,
+        ctx = cli.Context(out=out, err=err, conn=conn,
                           env={"PLATFORM_HOSTDEV_CACHE": str(self.tmp / "cache")},
-                          extras={"sysfs": self.kernel, "runner": self.runner})
+                          host=self.kernel.as_host(modprobe=self.modprobe,
+                                                   qemu_probe=self.runner))
         return cli.main(["check-host", *argv], ctx), out.getvalue(), err.getvalue()
 
     def checks(self, *argv: str) -> tuple[int, dict[str, dict[str, str]]]:

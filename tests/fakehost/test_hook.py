@@ -16,7 +16,7 @@ from platform_hostdev.binding.operations import device_state
 from platform_hostdev.binding.ownership import Owners
 from platform_hostdev.hook.qemu import HookEnv, dispatch
 
-from tests.support.domains import libvirt_domain, synced_domain
+from tests.support.domains import libvirt_domain, synced_domain, with_guest_dt
 from tests.support.fakehost import build_fake_host
 from tests.support.fakekernel import QEMU_VIRT_DRIVERS, FakeKernel
 
@@ -42,10 +42,16 @@ def kernel(tmp_path: Path, virt_dtb: Path) -> FakeKernel:
     return make_kernel(tmp_path / "root", virt_dtb)
 
 
-def run_hook(kernel: FakeKernel, domain: str, op: str, xml: bytes, **env: Any) -> tuple[int, str]:
+def run_hook(kernel: FakeKernel, domain: str, op: str, xml: bytes, *, synced: bool = True,
+             allow_noiommu: bool = False, **boundaries: Any) -> tuple[int, str]:
+    """One hook call on the fake kernel. ``synced``: the domain is given its guest DT
+    first (:func:`with_guest_dt`), as 'platform-hostdev sync' does; the guest-DT check's
+    own tests pass ``synced=False`` and the XML as they mean it. ``boundaries`` replace
+    the Host's (e.g. ``clock=``)."""
     err = io.StringIO()
-    env.setdefault("check_guest_dt", False)  # its own tests below
-    hook_env = HookEnv(kernel, kernel.waiter(), kernel.run, err=err, **env)
+    if synced:
+        xml = with_guest_dt(kernel.root, xml)
+    hook_env = HookEnv(kernel.as_host(**boundaries), err=err, allow_noiommu=allow_noiommu)
     sub = {"prepare": "begin", "release": "end", "reconnect": "begin",
            "migrate": "begin", "restore": "begin"}.get(op, "begin")
     code = dispatch([domain, op, sub, "-"], xml, hook_env)
@@ -187,8 +193,7 @@ def test_recover_command_gives_back_devices_of_vanished_domains(kernel: FakeKern
     # prepared at the epoch: far past the start grace, and vm1 has no QEMU running
     assert run_hook(kernel, "vm1", "prepare", xml, clock=lambda: 0.0)[0] == 0
     out = io.StringIO()
-    ctx = cli.Context(out=out, extras={"sysfs": kernel, "waiter": kernel.waiter(),
-                                       "runner": kernel.run})
+    ctx = cli.Context(out=out, host=kernel.as_host())
     assert cli.main(["--root", str(kernel.root), "recover"], ctx) == 0
     assert f"{VIRTIO}: released from domain vm1" in out.getvalue()
     assert device_state(kernel, "platform", VIRTIO).driver is None
@@ -209,7 +214,7 @@ def test_device_carrying_the_default_route_is_not_taken(kernel: FakeKernel) -> N
 
 def test_domain_without_its_guest_dt_is_refused_with_the_fix(kernel: FakeKernel) -> None:
     code, err = run_hook(kernel, "vm1", "prepare", libvirt_domain("vm1", [VIRTIO]),
-                         check_guest_dt=True)
+                         synced=False)
     assert code == 1 and "has no guest device tree" in err
     assert "run 'platform-hostdev sync vm1'" in err
     assert device_state(kernel, "platform", VIRTIO).driver is None
@@ -217,18 +222,28 @@ def test_domain_without_its_guest_dt_is_refused_with_the_fix(kernel: FakeKernel)
 
 def test_synced_domain_passes_and_a_changed_one_is_refused(kernel: FakeKernel) -> None:
     xml = synced_domain(kernel.root, "vm1", [VIRTIO], memory_mib=512)
-    assert run_hook(kernel, "vm1", "prepare", xml, check_guest_dt=True) == (0, "")
+    assert run_hook(kernel, "vm1", "prepare", xml, synced=False) == (0, "")
     assert run_hook(kernel, "vm1", "release", xml)[0] == 0
     grown = xml.replace(b'<memory unit="MiB">512</memory>', b'<memory unit="MiB">1024</memory>')
     assert grown != xml
-    code, err = run_hook(kernel, "vm1", "prepare", grown, check_guest_dt=True)
+    code, err = run_hook(kernel, "vm1", "prepare", grown, synced=False)
     assert code == 1 and "is out of date (memory: 536870912 -> 1073741824)" in err
     more = synced_domain(kernel.root, "vm1", [VIRTIO])  # the same, synced again
     assert run_hook(kernel, "vm1", "prepare", more.replace(
-        VIRTIO.encode(), VIRTIO2.encode()), check_guest_dt=True)[0] == 1  # device changed
+        VIRTIO.encode(), VIRTIO2.encode()), synced=False)[0] == 1  # device changed
+
+
+def test_a_memory_size_libvirt_would_refuse_is_out_of_date_not_a_traceback(
+        kernel: FakeKernel) -> None:
+    xml = synced_domain(kernel.root, "vm1", [VIRTIO], memory_mib=512)
+    odd = xml.replace(b'<memory unit="MiB">512</memory>', b'<memory unit="MiB">lots</memory>')
+    assert odd != xml
+    code, err = run_hook(kernel, "vm1", "prepare", odd, synced=False)
+    assert code == 1 and "is out of date (memory: 536870912 -> 'lots')" in err
+    assert "Traceback" not in err
 
 
 def test_a_domain_with_its_own_dtb_is_left_to_its_owner(kernel: FakeKernel) -> None:
     xml = libvirt_domain("vm1", [VIRTIO]).replace(
         b"</os>", b"<dtb>/srv/boards/handmade.dtb</dtb></os>")
-    assert run_hook(kernel, "vm1", "prepare", xml, check_guest_dt=True) == (0, "")
+    assert run_hook(kernel, "vm1", "prepare", xml, synced=False) == (0, "")

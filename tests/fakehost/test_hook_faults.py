@@ -24,7 +24,7 @@ from platform_hostdev.binding.ownership import Owners
 from platform_hostdev.hook.qemu import HookEnv, dispatch, release_stale
 
 from tests.fakehost.test_hook import make_kernel, mark_running, run_hook
-from tests.support.domains import libvirt_domain
+from tests.support.domains import libvirt_domain, with_guest_dt
 from tests.support.fakekernel import FakeKernel
 
 DEVICES = ["a000000.virtio_mmio", "a000200.virtio_mmio"]
@@ -83,13 +83,12 @@ def consistent(kernel: FakeKernel, running: set[str] = frozenset()) -> list[str]
 
 def _phase(kernel: FakeKernel, op: str, xml: bytes) -> int:
     return dispatch(["vm1", op, "begin" if op == "prepare" else "end", "-"], xml,
-                    HookEnv(kernel, kernel.waiter(), kernel.run, err=io.StringIO(),
-                            check_guest_dt=False))
+                    HookEnv(kernel.as_host(), err=io.StringIO()))
 
 
 def _recover(kernel: FakeKernel) -> None:
     """'platform-hostdev recover' run after the start grace period."""
-    env = HookEnv(kernel, kernel.waiter(), kernel.run, err=io.StringIO())
+    env = HookEnv(kernel.as_host(), err=io.StringIO())
     owners = Owners(kernel, clock=lambda: 1e12)
     with owners.locked():
         release_stale(env, owners, Journal(kernel))
@@ -99,10 +98,10 @@ def _kill_points(tmp_path: Path, dtb: Path, monkeypatch: pytest.MonkeyPatch,
                  scenario: Callable[[FakeKernel, bytes], None], op: str,
                  then: Callable[[FakeKernel, bytes], None]) -> int:
     """Kill ``op`` at every write in turn; return how many kill points there were."""
-    xml = libvirt_domain("vm1", DEVICES)
     at = 1
     while True:
         kernel = make_kernel(tmp_path / f"{op}-{at}", dtb)
+        xml = with_guest_dt(kernel.root, libvirt_domain("vm1", DEVICES))  # as synced
         scenario(kernel, xml)
         with killer(monkeypatch, at) as seen:
             try:
@@ -180,7 +179,8 @@ def test_domains_racing_for_one_device_get_exactly_one_owner(tmp_path: Path,
 
 def test_running_owner_survives_recover(tmp_path: Path, virt_dtb: Path) -> None:
     kernel = make_kernel(tmp_path / "run", virt_dtb)
-    assert _phase(kernel, "prepare", libvirt_domain("vm1", DEVICES)) == 0
+    xml = with_guest_dt(kernel.root, libvirt_domain("vm1", DEVICES))
+    assert _phase(kernel, "prepare", xml) == 0
     mark_running(kernel, "vm1")
     _recover(kernel)
     assert consistent(kernel, running={"vm1"}) == []

@@ -60,7 +60,7 @@ from platform_hostdev.hook.qemu import HookEnv, dispatch, release_stale, resolve
 from platform_hostdev.host import qemuconf  # noqa: F401
 
 from tests.fakehost.test_hook import make_kernel
-from tests.support.domains import libvirt_domain
+from tests.support.domains import libvirt_domain, with_guest_dt
 from tests.support.fakehost import tree_state, write_devicetree
 from tests.support.fakekernel import FakeKernel
 
@@ -290,8 +290,9 @@ def tree_changes(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
 
 def call(kernel: FakeKernel, op: str, xml: bytes, allowed: Allowed) -> tuple[int, str]:
     err = io.StringIO()
-    env = HookEnv(kernel, kernel.waiter(), kernel.run, err=err, check_guest_dt=False)
+    env = HookEnv(kernel.as_host(), err=err)
     sub = "end" if op in ("release", "stopped") else "begin"
+    xml = with_guest_dt(kernel.root, xml)  # synced, as the guest-DT check wants it
     allowed.learn(xml)
     before = tree_state(allowed.root)
     first_write = len(kernel.writes)
@@ -317,7 +318,7 @@ def call(kernel: FakeKernel, op: str, xml: bytes, allowed: Allowed) -> tuple[int
 
 def recover_everything(kernel: FakeKernel) -> None:
     """'platform-hostdev recover' after the start grace period: everything comes back."""
-    env = HookEnv(kernel, kernel.waiter(), kernel.run, err=io.StringIO())
+    env = HookEnv(kernel.as_host(), err=io.StringIO())
     owners = Owners(kernel, clock=lambda: 1e12)
     with owners.locked():
         release_stale(env, owners, Journal(kernel))

@@ -5,7 +5,8 @@ The board's /init sets PLATFORM_HOSTDEV_BOARD=1 and writes
 conftest stops collection with an error on purpose: a skip would let a host run
 look green without having tested anything. Run them with
 ``python3 -m pytest tests/board`` on the host (boots the board once and reports
-each guest test), or ``python3 -m board run -- python3 -m pytest tests/guest``.
+each guest test), or ``python3 -m board run -- python3 -m pytest tests/guest``. Modules named
+``test_*_<machine>.py`` run only in that board (tests/support/machines.py).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import os
 from pathlib import Path
 
 import pytest
+
+from tests.support.machines import ignore_other_machines
 
 BOARD_MARKER = Path("/run/platform-hostdev-board")
 
@@ -29,6 +32,12 @@ if not _inside_board():
         "`python3 -m board run -- python3 -m pytest tests/guest`; for host-only tests pass "
         "their directories (e.g. `pytest tests/unit tests/fakehost`)."
     )
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """A module for another board (test_*_raspi3b.py) is left out unless named: see
+    tests/support/machines.py."""
+    return ignore_other_machines(collection_path, config)
 
 
 @pytest.fixture(scope="session")

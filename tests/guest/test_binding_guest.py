@@ -18,27 +18,27 @@ import pytest
 from platform_hostdev.binding.journal import Journal
 from platform_hostdev.binding.operations import device_state, reattach, recover
 from platform_hostdev.host.attributes import WritableHostFs
+from platform_hostdev.host.boundary import live_host, monotonic_clock
 from platform_hostdev.host.inventory import load_inventory
 from platform_hostdev.host.uevents import UdevWaiter
 
 PL061 = "9030000.pl061"
 _KILLER = textwrap.dedent("""
     import os, signal, sys
-    from platform_hostdev.binding.operations import detach, subprocess_runner
-    from platform_hostdev.host.fs import HostFs
+    from platform_hostdev.binding.operations import detach
+    from platform_hostdev.host.boundary import live_host
     from platform_hostdev.host.inventory import load_inventory
-    from platform_hostdev.binding.journal import Journal
-    from platform_hostdev.host.uevents import UdevWaiter
 
     step = sys.argv[1]
-    sysfs = HostFs("/")
     device = load_inventory("/").resolve(sys.argv[2])
 
-    def hook(record):
+    def hook(name, record):
         if record.step == step:
             os.kill(os.getpid(), signal.SIGKILL)
 
-    detach(sysfs, device, Journal(sysfs), UdevWaiter(sysfs), subprocess_runner, on_step=hook)
+    live = live_host()
+    live.observer = hook  # the live host's boundaries, with a step observer that kills
+    detach(live, device)
     sys.exit(3)  # not reached when the step happens
 """)
 
@@ -63,18 +63,18 @@ def test_sigkill_between_steps_then_recover(live: WritableHostFs, step: str) -> 
                        "probed": "vfio-amba"}[step]
     assert device_state(fs, "amba", PL061).driver == expected_driver
 
-    actions = recover(fs, Journal(fs), UdevWaiter(fs))
+    actions = recover(live_host(fs))
     assert [(a.device, a.action) for a in actions] == [(PL061, "restored")]
     state = device_state(fs, "amba", PL061)
     assert (state.driver, state.override) == ("pl061_gpio", None)
     assert Journal(fs).devices() == []
-    assert recover(fs, Journal(fs), UdevWaiter(fs)) == []
+    assert recover(live_host(fs)) == []
 
 
 def test_kernel_uevents_reach_the_waiter(live: WritableHostFs) -> None:
     fs = live
     base = f"/sys/bus/amba/devices/{PL061}"
-    with UdevWaiter(fs).watch("amba", PL061) as watch:
+    with UdevWaiter(fs, monotonic_clock).watch("amba", PL061) as watch:
         fs.write_attr(base + "/driver_override", "vfio-amba\n")
         fs.write_attr("/sys/bus/amba/drivers/pl061_gpio/unbind", PL061)
         watch.wait("unbind", lambda: "unbind" in watch.seen, timeout=10)
@@ -83,6 +83,6 @@ def test_kernel_uevents_reach_the_waiter(live: WritableHostFs) -> None:
     assert device_state(fs, "amba", PL061).driver == "vfio-amba"
     # bound by hand, no journal: reattach clears the override and takes whatever binds
     device = load_inventory("/").resolve(PL061)
-    result = reattach(fs, device, Journal(fs), UdevWaiter(fs))
+    result = reattach(live_host(fs), device)
     assert (result.driver, result.original_known) == ("pl061_gpio", False)
     assert device_state(fs, "amba", PL061).override is None

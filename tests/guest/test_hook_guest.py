@@ -47,23 +47,20 @@ DEFAULT_QEMU_ID = 64055  # Debian's libvirt-qemu uid/gid
 ENV = {"LC_ALL": "C", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root",
        "USER": "root", "LOGNAME": "root"}  # what libvirt passes to a hook, nothing more
 SUBOP = {"prepare": "begin", "release": "end"}
-# dispatch() with real boundaries and a step callback that SIGKILLs the process at a step
+# dispatch() on the live host, with a step observer that SIGKILLs the process at a step
 _KILL_AT_STEP = textwrap.dedent("""
     import os, signal, sys
     from platform_hostdev.hook.qemu import HookEnv, _config, dispatch
-    from platform_hostdev.binding.operations import subprocess_runner
-    from platform_hostdev.host.fs import HostFs
-    from platform_hostdev.host.uevents import default_waiter
+    from platform_hostdev.host.boundary import host_at
 
     wanted = sys.argv[1]
-    sysfs = HostFs("/")
 
-    def step(what):
+    def step(what, record):
         if what == wanted:
             os.kill(os.getpid(), signal.SIGKILL)
 
-    env = HookEnv(sysfs, default_waiter(sysfs), subprocess_runner, on_step=step,
-                  allow_noiommu=_config(sysfs).get("allow_noiommu") == "yes")
+    host = host_at("/").replace(observer=step)
+    env = HookEnv(host, allow_noiommu=_config(host.fs).get("allow_noiommu") == "yes")
     sys.exit(10 + dispatch(sys.argv[2:], sys.stdin.buffer.read(), env))
 """)
 

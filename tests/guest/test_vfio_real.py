@@ -22,9 +22,9 @@ import pytest
 from platform_hostdev.binding import operations as binding
 from platform_hostdev.binding.journal import Journal
 from platform_hostdev.cli.main import Context, main
+from platform_hostdev.host.boundary import live_host
 from platform_hostdev.host.fs import HostFs
 from platform_hostdev.host.inventory import Device, load_inventory
-from platform_hostdev.host.uevents import default_waiter
 from platform_hostdev.vfio import client as vfio
 from platform_hostdev.vfio.correlate import correlate
 
@@ -88,13 +88,13 @@ def on_vfio(request: pytest.FixtureRequest) -> Iterator[Case]:
     case: Case = request.param
     fs = HostFs("/")
     assert driver_of(case) == case.original, f"{case.name} does not start on {case.original}"
-    journal, waiter = Journal(fs), default_waiter(fs)
-    binding.detach(fs, device(case.name), journal, waiter)
+    journal, host = Journal(fs), live_host(fs)
+    binding.detach(host, device(case.name), journal)
     try:
         assert driver_of(case) == case.driver
         yield case
     finally:
-        binding.reattach(fs, device(case.name), journal, waiter)
+        binding.reattach(host, device(case.name), journal)
         assert driver_of(case) == case.original, f"{case.name} was not given back"
 
 

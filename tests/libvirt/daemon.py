@@ -7,16 +7,19 @@ so nothing leaks into the host's libvirt state and the domain logs are
 readable at ``base/log/qemu/NAME.log``. The client socket is
 ``base/sock/libvirt-sock``; connect with :attr:`PrivateLibvirt.uri`. The hook
 directory /etc/libvirt/hooks stays the host's unless ``hooks`` are given.
+``mounts`` are further mounts made in that namespace before the daemons start
+(e.g. an extracted Debian package's files over the host's paths).
 """
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +35,7 @@ for pair in {pairs}; do
     mkdir -p "$src" "$dst"
     mount --bind "$src" "$dst"
 done
+{mounts}
 mkdir -p /var/log/libvirt/qemu /var/lib/libvirt/qemu /run/libvirt/qemu
 virtlogd -d -p "$base/virtlogd.pid"
 libvirtd -d -f "$base/libvirtd.conf" -p "$base/libvirtd.pid"
@@ -64,12 +68,14 @@ class PrivateLibvirt:
 
 
 def start(base: Path, timeout: float = 20.0,
-          hooks: dict[str, str] | None = None) -> PrivateLibvirt:
+          hooks: dict[str, str] | None = None,
+          mounts: Sequence[Sequence[str]] = ()) -> PrivateLibvirt:
     """Start virtlogd and libvirtd below ``base``; DaemonError naming what is missing.
 
     ``hooks`` maps paths below /etc/libvirt/hooks (e.g. "qemu.d/x") to executable
     scripts: they are installed in a private hooks directory before the daemon
     starts (libvirt reads hooks at start-up), leaving the host's untouched.
+    ``mounts`` are argument lists of mount(8), run in the daemons' namespace only.
     """
     if os.geteuid() != 0:
         raise DaemonError("the libvirt tier must run as root (it starts libvirtd for "
@@ -94,7 +100,8 @@ def start(base: Path, timeout: float = 20.0,
             script.chmod(0o755)
     pairs = " ".join(f"{k}={v}" for k, v in private.items())
     done = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c",
-                           _SCRIPT.format(pairs=pairs), "sh", str(base)],
+                           _SCRIPT.format(pairs=pairs, mounts="\n".join(
+                               shlex.join(["mount", *m]) for m in mounts)), "sh", str(base)],
                           capture_output=True, text=True, timeout=60, check=False)
     daemon = PrivateLibvirt(base)
     if done.returncode != 0:
@@ -130,11 +137,12 @@ def stop(daemon: PrivateLibvirt) -> None:
 
 
 @contextmanager
-def private_libvirtd(hooks: dict[str, str] | None = None) -> Iterator[PrivateLibvirt]:
+def private_libvirtd(hooks: dict[str, str] | None = None,
+                     mounts: Sequence[Sequence[str]] = ()) -> Iterator[PrivateLibvirt]:
     """start() in a fresh temporary base, stop() and clean up afterwards."""
     base = Path(tempfile.mkdtemp(prefix="phd-libvirt-"))
     try:
-        daemon = start(base / "d", hooks=hooks)
+        daemon = start(base / "d", hooks=hooks, mounts=mounts)
     except DaemonError:
         shutil.rmtree(base, ignore_errors=True)
         raise

@@ -1,7 +1,6 @@
 """The qemu hook installed in a real libvirtd 11.3 (its own daemon: hooks load at start)."""
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -67,14 +66,12 @@ def test_refused_device_stops_the_start_with_our_reason(conn: Any,
                                                         hooked: PrivateLibvirt) -> None:
     xml = libvirt_domain("phd-hook-refused", ["ff0e0000.ethernet"]).decode()
     dom = conn.defineXMLFlags(xml, 0)
-    started = time.monotonic()
     with pytest.raises(libvirt.libvirtError) as info:
         dom.create()
     message = str(info.value.get_error_message())
     assert "Hook script execution failed" in message
     assert "no platform or amba device named ff0e0000.ethernet on this host" in message
     assert "hint: check the name with 'platform-hostdev nodedev-list'" in message
-    assert time.monotonic() - started < 30
     assert not dom.isActive()
     log = (hooked.base / "libvirtd.log").read_text(errors="replace")
     assert "no platform or amba device named ff0e0000.ethernet" in log

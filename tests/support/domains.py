@@ -6,12 +6,20 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from lxml import etree
+from platform_hostdev.domain.domainxml import declared_hostdevs, parse_domain
 from platform_hostdev.domain.hostdev import parse_xml
 from platform_hostdev.domain.translate import forward, to_string
 from platform_hostdev.dt.fdt import RawNode, build_dtb
-from platform_hostdev.guestdt.store import STATE_DIR, GuestDtStore, fingerprint, fingerprint_inputs
+from platform_hostdev.errors import HostdevError
+from platform_hostdev.guestdt.store import (
+    STATE_DIR,
+    GuestDtStore,
+    fingerprint,
+    fingerprint_inputs,
+    inputs_match,
+)
 
-__all__ = ["user_domain", "libvirt_domain", "synced_domain"]
+__all__ = ["user_domain", "libvirt_domain", "synced_domain", "with_guest_dt"]
 
 
 def user_domain(name: str, devices: Sequence[str], *, managed: bool = True,
@@ -56,3 +64,33 @@ def synced_domain(root: Path, name: str, devices: Sequence[str], **kw: object) -
     assert os_el is not None
     etree.SubElement(os_el, "dtb").text = f"{STATE_DIR}/guest-dt/{uuid}.dtb"
     return to_string(tree).encode()
+
+
+def with_guest_dt(root: Path, xml: bytes) -> bytes:
+    """``xml`` as 'platform-hostdev sync' would leave it on the host below ``root``: a
+    guest DT record for exactly this XML stored, and ``<os><dtb>`` pointing at it.
+
+    For hook tests of other concerns: the prepare hook's guest-DT check then
+    passes as it does for a synced domain. XML the hook cannot read, without
+    platform hostdevs, or with an ``<os><dtb>`` of its own is returned as it is
+    (the hook judges it as given).
+    """
+    try:
+        dom = parse_domain(xml)
+        declared = declared_hostdevs(dom)
+    except HostdevError:
+        return xml
+    uuid = (dom.findtext("uuid") or "").strip()
+    if not declared or dom.find("os/dtb") is not None or xml.count(b"</os>") != 1:
+        return xml
+    keys = [h.key for h in declared]
+    store = GuestDtStore(root / STATE_DIR.lstrip("/"))
+    try:
+        path = store.dtb_path(uuid)
+        record = store.load_record(uuid)
+        if not (record and path.exists() and inputs_match(record.get("inputs"), dom, keys)):
+            store.save(uuid, build_dtb(RawNode("")), fingerprint(dom, keys),
+                       fingerprint_inputs(dom, keys), [])
+    except HostdevError:  # a malformed UUID: the hook refuses it on its own
+        return xml
+    return xml.replace(b"</os>", f"<dtb>{STATE_DIR}/guest-dt/{path.name}</dtb></os>".encode())

@@ -17,7 +17,18 @@ shows (Linux 6.x):
   ``drivers_autoprobe``;
 * ``/sys/kernel/iommu_groups/N/devices/NAME`` when an IOMMU is modelled;
 * ``/sys/module/vfio/parameters/enable_unsafe_noiommu_mode`` and the
-  vfio-platform / vfio-amba driver directories when vfio is "loaded".
+  vfio-platform / vfio-amba driver directories when vfio is "loaded";
+* device links as fw_devlink makes them from the DT (tests/support/
+  fakedevlinks.py): ``/sys/devices/virtual/devlink/<sbus>:<s>--<cbus>:<c>/``
+  with ``status`` (following the bound state of both ends: dormant,
+  available, active; "not tracked" when stateless), ``sync_state_only``,
+  ``auto_remove_on``, ``runtime_pm`` and ``supplier``/``consumer`` links, the
+  ``/sys/class/devlink`` links to them, and ``consumer:<bus>:<name>`` /
+  ``supplier:<bus>:<name>`` in the two devices' directories
+  (drivers/base/core.c devlink_add_symlinks);
+* a driver in ``suppress_bind_attrs`` has no ``bind``/``unbind`` files
+  (drivers/base/bus.c add_bind_files); one in ``modules`` has a ``module`` link
+  to /sys/module/<module> (drivers/base/module.c module_add_driver).
 
 All layout knowledge sits in :class:`SysfsLayout`; :class:`FakeHost` keeps
 the links consistent when a device is bound or unbound, which is what a fake
@@ -37,6 +48,8 @@ from platform_hostdev.dt.naming import PredictedDevice, predict_devices
 from platform_hostdev.dt.tree import DeviceTree, Node
 from platform_hostdev.host.fs import BUSES, HostFs
 from platform_hostdev.host.pagesize import AUXV, auxv_bytes
+
+from tests.support.fakedevlinks import FakeLink, fw_devlinks
 
 __all__ = [
     "FakeHost",
@@ -99,6 +112,9 @@ class FakeHost:
     dt_paths: dict[str, str] = field(default_factory=dict)      # name -> DT path
     iommu_groups: dict[int, list[str]] = field(default_factory=dict)
     skipped: list[PredictedDevice] = field(default_factory=list)  # duplicate names
+    links: list[FakeLink] = field(default_factory=list)        # device links
+    suppress_bind_attrs: set[str] = field(default_factory=set)  # drivers without bind/unbind
+    modules: dict[str, str] = field(default_factory=dict)       # driver -> loadable module
 
     # -- look-ups ---------------------------------------------------------------
     def path(self, host_path: str) -> Path:
@@ -127,22 +143,35 @@ class FakeHost:
 
     # -- changes a kernel would make ----------------------------------------------
     def add_driver(self, bus: str, driver: str) -> Path:
-        """Create /sys/bus/BUS/drivers/DRIVER (bind, unbind, uevent) if missing."""
+        """Create /sys/bus/BUS/drivers/DRIVER (bind, unbind, uevent; no bind/unbind when the
+        driver suppresses them; a ``module`` link for a loadable module) if missing."""
         directory = self.driver_dir(bus, driver)
         if not directory.is_dir():
             directory.mkdir(parents=True)
-            for attr in ("bind", "unbind", "uevent"):
+            attrs = ("uevent",) if driver in self.suppress_bind_attrs else \
+                ("bind", "unbind", "uevent")
+            for attr in attrs:
                 _write(directory / attr, b"", 0o200)
+            module = self.modules.get(driver)
+            if module is not None:
+                module_dir = self.path(f"/sys/module/{module}")
+                (module_dir / "drivers").mkdir(parents=True, exist_ok=True)
+                _link(directory / "module", module_dir)
+                _link(module_dir / "drivers" / f"{bus}:{driver}", directory)
         return directory
 
     def bind(self, name: str, driver: str) -> None:
-        """Bind ``name`` to ``driver`` (unbinding it first): both links and uevent DRIVER=."""
+        """Bind ``name`` to ``driver`` (unbinding it first): both links and uevent DRIVER=;
+        its SYNC_STATE_ONLY supplier links go (device_links_driver_bound)."""
         self.unbind(name)
         bus = self.buses[name]
         directory = self.add_driver(bus, driver)
         _link(directory / name, self.devices[name])
         _link(self.devices[name] / "driver", directory)
         self._write_uevent(name)
+        for link in [lk for lk in self.links if lk.consumer == name and lk.sync_state_only]:
+            self.remove_link(link)
+        self.refresh_links(name)
 
     def unbind(self, name: str) -> None:
         """Remove the device's driver link and the driver's link to it (no-op if unbound)."""
@@ -152,6 +181,68 @@ class FakeHost:
         (self.driver_dir(self.buses[name], driver) / name).unlink(missing_ok=True)
         (self.devices[name] / "driver").unlink()
         self._write_uevent(name)
+        self.refresh_links(name)
+
+    # -- device links ------------------------------------------------------------------
+    def link_name(self, link: FakeLink) -> str:
+        """dev_set_name(&link->link_dev, "%s:%s--%s:%s", ...) of device_link_add()."""
+        return (f"{self.buses[link.supplier]}:{link.supplier}--"
+                f"{self.buses[link.consumer]}:{link.consumer}")
+
+    def link_status(self, link: FakeLink) -> str:
+        """The settled status: the bound state of both ends decides (drivers/base/core.c)."""
+        if link.stateless:
+            return "not tracked"
+        if self.driver_of(link.supplier) is None:
+            return "dormant"
+        return "active" if self.driver_of(link.consumer) is not None else "available"
+
+    def add_link(self, link: FakeLink) -> None:
+        """Create a link's device, its class link and both ends' symlinks."""
+        self.links.append(link)
+        name = self.link_name(link)
+        directory = self.path(f"/sys/devices/virtual/devlink/{name}")
+        directory.mkdir(parents=True)
+        for attr, value in (("sync_state_only", "1" if link.sync_state_only else "0"),
+                            ("auto_remove_on", link.auto_remove_on),
+                            ("runtime_pm", "1" if link.pm_runtime else "0")):
+            _write(directory / attr, f"{value}\n".encode(), 0o444)
+        _link(directory / "supplier", self.devices[link.supplier])
+        _link(directory / "consumer", self.devices[link.consumer])
+        _link(self.path(f"/sys/class/devlink/{name}"), directory)
+        _link(self.devices[link.supplier] / f"consumer:{self.buses[link.consumer]}:"
+              f"{link.consumer}", directory)
+        _link(self.devices[link.consumer] / f"supplier:{self.buses[link.supplier]}:"
+              f"{link.supplier}", directory)
+        self._write_status(link)
+
+    def remove_link(self, link: FakeLink) -> None:
+        """device_link_drop_managed(): the link's device and every symlink to it go."""
+        name = self.link_name(link)
+        self.links.remove(link)
+        (self.devices[link.supplier] / f"consumer:{self.buses[link.consumer]}:"
+         f"{link.consumer}").unlink(missing_ok=True)
+        (self.devices[link.consumer] / f"supplier:{self.buses[link.supplier]}:"
+         f"{link.supplier}").unlink(missing_ok=True)
+        self.path(f"/sys/class/devlink/{name}").unlink(missing_ok=True)
+        directory = self.path(f"/sys/devices/virtual/devlink/{name}")
+        for entry in directory.iterdir():
+            entry.unlink()
+        directory.rmdir()
+
+    def refresh_links(self, name: str) -> None:
+        """Rewrite the status of every link with ``name`` at one end (only if it changed)."""
+        for link in self.links:
+            if name in (link.supplier, link.consumer):
+                self._write_status(link)
+
+    def _write_status(self, link: FakeLink) -> None:
+        path = self.path(f"/sys/devices/virtual/devlink/{self.link_name(link)}/status")
+        text = self.link_status(link) + "\n"
+        if not path.is_file() or path.read_text() != text:
+            if path.is_file():
+                os.chmod(path, 0o644)
+            _write(path, text.encode(), 0o444)
 
     def set_driver_override(self, name: str, value: str | None) -> None:
         """What a write to driver_override leaves behind ("(null)" once cleared)."""
@@ -185,7 +276,9 @@ class FakeHost:
 def build_fake_host(root: Path, dtb: Path | None = None, *, tree: DeviceTree | None = None,
                     drivers: Mapping[str, str] | None = None, iommu: IommuSpec = "none",
                     vfio_loaded: bool = False, noiommu: bool = False,
-                    page_size: int = 4096) -> FakeHost:
+                    suppress_bind_attrs: Collection[str] = (),
+                    modules: Mapping[str, str] | None = None, devlinks: bool = True,
+                    fw_devlink_strict: bool = False, page_size: int = 4096) -> FakeHost:
     """Write a host's sysfs for ``dtb`` (or an already parsed ``tree``) below ``root``.
 
     ``page_size`` is the running kernel's, stated as Linux does in
@@ -195,14 +288,19 @@ def build_fake_host(root: Path, dtb: Path | None = None, *, tree: DeviceTree | N
     device's compatibles found wins, as the kernel's match order does).
     ``iommu``: "none", "all" (one group per device, numbered from 0 in device
     order), a collection of device names (one group each) or a mapping
-    name -> group number (shared groups).
+    name -> group number (shared groups). ``suppress_bind_attrs``: drivers
+    without bind/unbind files; ``modules``: driver -> the loadable module that
+    registers it (others are built in). ``devlinks``: the device links
+    fw_devlink makes (``fw_devlink_strict``: fw_devlink.strict=1, which adds
+    the optional iommus and dmas links).
     """
     if tree is None:
         if dtb is None:
             raise ValueError("give a dtb or a tree")
         tree = DeviceTree.from_dtb(dtb)
     layout = SysfsLayout()
-    host = FakeHost(Path(root), tree, HostFs(root), layout)
+    host = FakeHost(Path(root), tree, HostFs(root), layout,
+                    suppress_bind_attrs=set(suppress_bind_attrs), modules=dict(modules or {}))
     write_devicetree(host.path(layout.DT_BASE), tree)
     for bus in BUSES:
         base = host.path(layout.bus(bus))
@@ -233,12 +331,18 @@ def build_fake_host(root: Path, dtb: Path | None = None, *, tree: DeviceTree | N
         chains[predicted.dt_path] = chain
         _add_device(host, predicted, node, chain)
 
-    for name, driver in _assignments(host, drivers or {}).items():
+    assignments = _assignments(host, drivers or {})
+    for name, driver in assignments.items():
         host.bind(name, driver)
     for name, group in _groups(host, iommu).items():
         host.add_to_iommu_group(name, group)
     if vfio_loaded:
         host.load_vfio(noiommu)
+    if devlinks:
+        order = {name: index for index, name in enumerate(host.devices)}
+        paths = {path: name for name, path in host.dt_paths.items()}
+        for link in fw_devlinks(tree, paths, order, set(assignments), fw_devlink_strict):
+            host.add_link(link)
     return host
 
 

@@ -44,6 +44,24 @@ kernel source (6.12) or a fact in /work/shared/reference/kernel.md:
   kernel "has" them; parameters given as NAME=VALUE.
 * bind/unbind send uevents: every :class:`SynchronousWaiter` attached is notified
   during the write, as the real kernel sends KOBJ_BIND/KOBJ_UNBIND within it.
+* Device links (drivers/base/core.c, dd.c; links made by tests/support/
+  fakedevlinks.py): unbinding a supplier first releases every consumer whose
+  managed, non-SYNC_STATE_ONLY link is active, transitively
+  (__device_release_driver -> device_links_unbind_consumers), whether or not
+  the consumer's driver suppresses its bind attributes. A probe defers
+  (EPROBE_DEFER, silent: dev_dbg) while a managed non-SYNC_STATE_ONLY supplier
+  link is not "available" (device_links_check_suppliers), and, for a driver
+  other than vfio, while a supplier is bound to vfio (the resource it needs is
+  not registered: its clock/gpio/mailbox lookup defers). A deferred device
+  goes on the deferred list (driver_probe_device); a supplier that binds puts
+  the consumers of its AUTOPROBE links there (device_links_driver_bound) and
+  every successful bind retries the list (driver_bound ->
+  driver_deferred_probe_trigger), here synchronously, in the real kernel from
+  a workqueue.
+
+:meth:`FakeKernel.as_host` is the :class:`~platform_hostdev.host.boundary.Host` the
+code under test gets: this kernel as its filesystem root, its waiter, its
+modprobe, and whatever a test replaces (a clock, a step observer, a QEMU probe).
 """
 from __future__ import annotations
 
@@ -53,8 +71,10 @@ import shutil
 import subprocess
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from platform_hostdev.host.attributes import AttributeWriteError, WritableHostFs
+from platform_hostdev.host.boundary import Host
 from platform_hostdev.host.kmsg import format_record
 from platform_hostdev.host.uevents import SynchronousWaiter
 
@@ -63,6 +83,7 @@ from tests.support.fakehost import VFIO_DRIVERS, FakeHost
 __all__ = ["FakeKernel", "QEMU_VIRT_DRIVERS", "MODULES", "PAGE_SIZE"]
 
 PAGE_SIZE = 4096
+EPROBE_DEFER = 517  # include/linux/errno.h
 #: compatible -> driver of the QEMU virt devices a Debian 6.12 kernel binds on the board
 QEMU_VIRT_DRIVERS = {
     "arm,pl061": "pl061_gpio",
@@ -114,6 +135,8 @@ class FakeKernel(WritableHostFs):
         self.debian_61_reset_bug = debian_61_reset_bug
         self.probe_errors = dict(probe_errors or {})   # driver -> errno its probe returns
         self.waiters: list[SynchronousWaiter] = []
+        self.deferred: list[str] = []                   # the deferred probe list
+        self._retrying = False
         self.writes: list[tuple[str, str]] = []         # (host path, value) as written
         self.log: list[str] = []
         self._release = release
@@ -140,6 +163,13 @@ class FakeKernel(WritableHostFs):
         waiter = SynchronousWaiter()
         self.waiters.append(waiter)
         return waiter
+
+    def as_host(self, **boundaries: Any) -> Host:
+        """A Host around this kernel: its waiter and modprobe; ``boundaries`` replace any
+        other (``clock=``, ``observer=``, ``qemu_probe=``...). No QEMU is run unless a
+        test gives a probe or dumpdtb runner."""
+        boundaries.setdefault("modprobe", self.run)
+        return Host(self, self.waiter(), **boundaries)
 
     def run(self, argv: Sequence[str]) -> subprocess.CompletedProcess[str]:
         """The process runner: modprobe MODULE [PARAM=VALUE...]; anything else exits 127."""
@@ -220,11 +250,18 @@ class FakeKernel(WritableHostFs):
         name = _sysfs_streq(value)
         if self.host.buses.get(name) != bus:
             raise AttributeWriteError(errno.ENODEV, host_path, value)
+        self._attach(name)
+
+    def _attach(self, name: str) -> int:
+        """__device_attach(): try the candidates in order; a deferral stops the search."""
         if self.host.driver_of(name) is not None:
-            return
+            return 0
+        err = errno.ENODEV
         for driver in self._candidates(name):
-            if self._probe(name, driver) == 0:
-                return
+            err = self._probe(name, driver)
+            if err in (0, EPROBE_DEFER):
+                break
+        return err
 
     # ------------------------------------------------------------------ driver core
     def _registered(self, bus: str, driver: str) -> bool:
@@ -254,16 +291,61 @@ class FakeKernel(WritableHostFs):
         return found
 
     def _probe(self, name: str, driver: str) -> int:
-        """really_probe(): 0 and bound, or the probe's errno (logged unless ENODEV/ENXIO)."""
-        err = self._vfio_probe(name, driver) if driver in _VFIO else \
-            self.probe_errors.get(driver, 0)
+        """really_probe(): 0 and bound, or the probe's errno (logged unless ENODEV/ENXIO or
+        EPROBE_DEFER)."""
+        err = self._supplier_deferral(name, driver)
+        if not err:
+            err = self._vfio_probe(name, driver) if driver in _VFIO else \
+                self.probe_errors.get(driver, 0)
+        if err == EPROBE_DEFER:
+            if name not in self.deferred:
+                self.deferred.append(name)
+            return err
         if err:
             if err not in (errno.ENODEV, errno.ENXIO):
                 self._log(f"{driver} {name}: probe with driver {driver} failed with error -{err}")
             return err
+        if name in self.deferred:
+            self.deferred.remove(name)
         self.host.bind(name, driver)
+        for link in self.host.links:  # device_links_driver_bound
+            if link.supplier == name and link.autoprobe and not link.stateless \
+                    and self.host.driver_of(link.consumer) is None \
+                    and link.consumer not in self.deferred:
+                self.deferred.append(link.consumer)
         self._notify(name, "bind")
+        self._retry_deferred()
         return 0
+
+    def _supplier_deferral(self, name: str, driver: str) -> int:
+        for link in self.host.links:
+            if link.consumer != name or link.stateless or link.sync_state_only:
+                continue
+            supplier_driver = self.host.driver_of(link.supplier)
+            if supplier_driver is None:
+                return EPROBE_DEFER  # device_links_check_suppliers: "supplier ... not ready"
+            if supplier_driver in _VFIO and driver not in _VFIO:
+                return EPROBE_DEFER  # what the driver gets from its supplier is not there
+        return 0
+
+    def _retry_deferred(self) -> None:
+        """driver_deferred_probe_trigger(): retry the deferred list until nothing binds."""
+        if self._retrying:
+            return
+        self._retrying = True
+        try:
+            progress = True
+            while progress:
+                progress = False
+                for name in list(self.deferred):
+                    # deferred_probe_work_func(): off the list, then bus_probe_device(); a
+                    # deferral puts it back
+                    self.deferred.remove(name)
+                    if self.host.driver_of(name) is None and self._attach(name) == 0 \
+                            and self.host.driver_of(name) is not None:
+                        progress = True
+        finally:
+            self._retrying = False
 
     def _vfio_probe(self, name: str, driver: str) -> int:
         first = (self._compatibles(name) or [""])[0]
@@ -286,6 +368,10 @@ class FakeKernel(WritableHostFs):
         return 0
 
     def _unbind(self, name: str) -> None:
+        for link in list(self.host.links):  # device_links_unbind_consumers, transitively
+            if link.supplier == name and not link.stateless and not link.sync_state_only \
+                    and self.host.link_status(link) == "active":
+                self._unbind(link.consumer)
         driver = self.host.driver_of(name)
         self.host.unbind(name)
         if driver in _VFIO:

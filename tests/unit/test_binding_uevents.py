@@ -7,6 +7,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from platform_hostdev.host.boundary import monotonic_clock
 from platform_hostdev.host.fs import HostFs
 from platform_hostdev.host.uevents import SynchronousWaiter, UdevWaiter, UeventTimeoutError
 from pytest_mock import MockerFixture
@@ -40,7 +41,7 @@ def test_monitor_started_before_the_write(tmp_path: Path, mocker: MockerFixture,
         (tmp_path / "run/udev/control").touch()
     pyudev = _fake_pyudev(mocker, [])
     monitor = pyudev.Monitor.from_netlink.return_value
-    with UdevWaiter(HostFs(tmp_path)).watch("amba", "9030000.pl061"):
+    with UdevWaiter(HostFs(tmp_path), monotonic_clock).watch("amba", "9030000.pl061"):
         # inside the block is where the caller writes: the monitor must already listen
         assert monitor.start.called
     assert pyudev.Monitor.from_netlink.call_args.kwargs == {"source": source}
@@ -49,7 +50,8 @@ def test_monitor_started_before_the_write(tmp_path: Path, mocker: MockerFixture,
 
 def test_done_already_needs_no_event(tmp_path: Path, mocker: MockerFixture) -> None:
     pyudev = _fake_pyudev(mocker, [])
-    with UdevWaiter(HostFs(tmp_path)).watch("platform", "a000000.virtio_mmio") as watch:
+    waiter = UdevWaiter(HostFs(tmp_path), monotonic_clock)
+    with waiter.watch("platform", "a000000.virtio_mmio") as watch:
         watch.wait("bind", lambda: True, timeout=5)
     pyudev.Monitor.from_netlink.return_value.poll.assert_not_called()
 
@@ -67,7 +69,8 @@ def test_waits_for_own_bind_event(tmp_path: Path, mocker: MockerFixture) -> None
             bound["now"] = True
         return bound["now"]
 
-    with UdevWaiter(HostFs(tmp_path)).watch("platform", "a000000.virtio_mmio") as watch:
+    waiter = UdevWaiter(HostFs(tmp_path), monotonic_clock)
+    with waiter.watch("platform", "a000000.virtio_mmio") as watch:
         watch.wait("bind", done, timeout=5)
         assert watch.seen == ["bind"]
     assert poll.call_count == 3

@@ -10,6 +10,7 @@ import pytest
 from platform_hostdev.cli import main as cli
 from platform_hostdev.domain.hostdev import parse_xml
 from platform_hostdev.domain.translate import forward
+from platform_hostdev.host.boundary import host_at
 from platform_hostdev.virt.connection import DEFINE_VALIDATE, XML_INACTIVE, XML_SECURE
 
 from tests.support.golden import GOLDEN_DIR
@@ -38,7 +39,8 @@ def _ctx(mocker: Any, tmp_path: Path, running: bool = False, xml: str | None = N
     conn.defineXMLFlags.return_value = dom
     ctx = cli.Context(root=str(tmp_path), out=io.StringIO(), err=io.StringIO(),
                       env={"PLATFORM_HOSTDEV_CACHE": str(tmp_path / "cache")},
-                      conn=conn, extras={"runner": runner or _runner()})
+                      conn=conn,
+                      host=host_at(tmp_path).replace(qemu_probe=runner or _runner()))
     return ctx, conn, dom
 
 
@@ -200,7 +202,7 @@ def test_detach_missing_device(mocker: Any, tmp_path: Path) -> None:
 
 def test_edit_unchanged_does_not_define(mocker: Any, tmp_path: Path) -> None:
     ctx, conn, _ = _ctx(mocker, tmp_path)
-    ctx.extras["run_editor"] = lambda argv: 0
+    ctx.run_editor = lambda argv: 0
     ctx.env["EDITOR"] = "true"
     assert cli.main(["edit", "guest1"], ctx) == 0
     assert "not changed" in ctx.out.getvalue()  # type: ignore[attr-defined]
@@ -217,7 +219,7 @@ def test_edit_changed_defines_and_bad_edit_is_kept(mocker: Any, tmp_path: Path) 
         seen.append(str(path))
         path.write_text(path.read_text().replace("ff0f0000.serial", "fe000000.gpio"))
         return 0
-    ctx.extras["run_editor"] = editor
+    ctx.run_editor = editor
     ctx.env["EDITOR"] = "my-editor --wait"
     assert cli.main(["edit", "guest1", "--no-host-check"], ctx) == 0
     assert "host=fe000000.gpio" in conn.defineXMLFlags.call_args.args[0]
@@ -226,7 +228,7 @@ def test_edit_changed_defines_and_bad_edit_is_kept(mocker: Any, tmp_path: Path) 
     def bad(argv: list[str]) -> int:
         Path(argv[-1]).write_text("<domain>")
         return 0
-    ctx.extras["run_editor"] = bad
+    ctx.run_editor = bad
     conn.defineXMLFlags.reset_mock()
     assert cli.main(["edit", "guest1"], ctx) == 1
     assert "your edit is kept in" in ctx.err.getvalue()  # type: ignore[attr-defined]

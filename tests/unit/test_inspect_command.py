@@ -17,12 +17,11 @@ from tests.unit.test_inspect import PL061, VIRT, VIRTIO
 
 
 def _ctx(tmp_path: Path, fake: FakeVfio) -> Context:
-    ctx = Context(root=str(tmp_path), out=io.StringIO(), err=io.StringIO())
+    ctx = Context(root=str(tmp_path), out=io.StringIO(), err=io.StringIO(), vfio_syscalls=fake)
     auxv = tmp_path / AUXV.lstrip("/")
     auxv.parent.mkdir(parents=True, exist_ok=True)
     auxv.write_bytes(auxv_bytes(4096))  # the host's kernel states its page size there
-    ctx.extras["inventory"] = Inventory(VIRT, [VIRTIO, PL061], fs=HostFs(tmp_path))
-    ctx.extras["vfio_syscalls"] = fake
+    ctx.use_inventory(Inventory(VIRT, [VIRTIO, PL061], fs=HostFs(tmp_path)))
     return ctx
 
 

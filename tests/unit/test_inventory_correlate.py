@@ -71,6 +71,7 @@ def test_host_inventory_uses_the_device_source(tmp_path: Path, mocker: Any) -> N
     factory = mocker.patch("platform_hostdev.host.inventory.device_source", return_value=source)
     inventory = load_inventory(tmp_path)
     factory.assert_called_once()
+    assert factory.call_args.args[1] is False  # a root below /: not the live host
     (uart,) = inventory.devices
     assert (uart.parent, uart.driver, uart.iommu_group, uart.compatible) == (
         "soc", "uart-pl011", "4", ("arm,pl011", "arm,primecell"))

@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from platform_hostdev.errors import HostdevError
+from platform_hostdev.host.boundary import monotonic_clock, sleep
 from platform_hostdev.host.fs import HostFs
 from platform_hostdev.host.statefiles import atomic_write, exclusive_lock
 
@@ -49,9 +49,13 @@ _OPS = {"detach": DETACH_STEPS, "reattach": REATTACH_STEPS}
 class JournalError(HostdevError):
     """A journal file that cannot be read or understood."""
 
+    code = "journal-corrupt"
+
 
 class JournalBusyError(HostdevError):
     """Another platform-hostdev operation holds the journal lock."""
+
+    code = "state-busy"
 
 
 class JournalRecord(NamedTuple):
@@ -68,6 +72,7 @@ class JournalRecord(NamedTuple):
     pid: int = 0
     started: float = 0.0
     format: int = FORMAT
+    consumers: tuple[tuple[str, str, str], ...] = ()  # (bus, name, driver) to give back
 
     @property
     def complete_detach(self) -> bool:
@@ -106,15 +111,20 @@ class JournalRecord(NamedTuple):
             raise ValueError("pid/started have the wrong type")
         if not isinstance(data.get("original_known", True), bool):
             raise ValueError("'original_known' is not a boolean")
-        return cls(**data)
+        consumers = data.get("consumers", [])
+        if not isinstance(consumers, list) or not all(
+                isinstance(c, list) and len(c) == 3 and all(isinstance(v, str) and v for v in c)
+                and "/" not in "".join(c) and not c[1].startswith(".") for c in consumers):
+            raise ValueError("'consumers' is not a list of [bus, device, driver] names")
+        return cls(**{**data, "consumers": tuple(tuple(c) for c in consumers)})
 
 
 class Journal:
     """The journal directory under a host root."""
 
     def __init__(self, fs: HostFs, directory: str = JOURNAL_DIR,
-                 clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 clock: Callable[[], float] = monotonic_clock,
+                 sleep: Callable[[float], None] = sleep) -> None:
         self.fs = fs
         self.directory = directory
         self._clock = clock
@@ -147,7 +157,8 @@ class Journal:
             return None
         except OSError as exc:
             raise JournalError(f"cannot read journal file {self.host_file(device)}: "
-                               f"{exc.strerror}", "run as root") from None
+                               f"{exc.strerror}", "run as root", code="permission-denied",
+                               device=device, path=self.host_file(device)) from None
         try:
             record = JournalRecord.from_json(json.loads(text))
         except ValueError as exc:  # json.JSONDecodeError is a ValueError
@@ -155,11 +166,12 @@ class Journal:
                 f"journal file {self.host_file(device)} is corrupt ({exc})",
                 f"check {device}'s driver and driver_override under /sys/bus/*/devices/{device}, "
                 f"put them back by hand if needed, then delete {self.host_file(device)}",
-            ) from None
+                device=device, path=self.host_file(device)) from None
         if record.device != device:
             raise JournalError(
                 f"journal file {self.host_file(device)} describes device {record.device!r}",
-                f"the file was renamed or copied; delete {self.host_file(device)}")
+                f"the file was renamed or copied; delete {self.host_file(device)}",
+                device=device, path=self.host_file(device))
         return record
 
     def write(self, record: JournalRecord) -> None:
@@ -178,5 +190,6 @@ class Journal:
             self.path / ".lock", timeout,
             lambda: JournalBusyError(
                 f"another platform-hostdev operation holds {self.directory}/.lock",
-                "wait for it to finish; the lock is released when it exits"),
+                "wait for it to finish; the lock is released when it exits",
+                path=f"{self.directory}/.lock"),
             self._clock, self._sleep)

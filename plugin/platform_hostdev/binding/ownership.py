@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from platform_hostdev.errors import HostdevError
+from platform_hostdev.host.boundary import pid_alive, wall_clock
 from platform_hostdev.host.fs import HostFs
 from platform_hostdev.host.statefiles import atomic_write, exclusive_lock
 
@@ -36,6 +36,8 @@ START_GRACE = 300.0  # seconds a prepared domain may take to get its QEMU runnin
 
 class OwnersBusyError(HostdevError):
     """Another hook call holds the ownership lock for too long."""
+
+    code = "state-busy"
 
 
 class OwnerRecord(NamedTuple):
@@ -73,24 +75,28 @@ class OwnerRecord(NamedTuple):
 class Owners:
     """The ownership records of a host (rooted through HostFs)."""
 
-    def __init__(self, fs: HostFs, clock: Callable[[], float] = time.time,
-                 grace: float = START_GRACE) -> None:
+    def __init__(self, fs: HostFs, clock: Callable[[], float] = wall_clock,
+                 grace: float = START_GRACE,
+                 pid_alive: Callable[[int], bool] = pid_alive) -> None:
         self.fs = fs
         self.directory = fs.path(OWNERS_DIR)
         self.clock = clock
         self.grace = grace
+        self.pid_alive = pid_alive
 
     def _file(self, device: str) -> Path:
         if "/" in device or device.startswith(".") or not device:
             raise HostdevError(f"device name {device!r} is not a sysfs device name",
-                               "the domain XML names the device wrongly")
+                               "the domain XML names the device wrongly",
+                               code="invalid-device-spec", device=device)
         return self.directory / f"{device}.json"
 
     def locked(self, timeout: float = 60.0) -> AbstractContextManager[None]:
         return exclusive_lock(
             self.directory / ".lock", timeout,
             lambda: OwnersBusyError(f"another platform-hostdev hook holds {OWNERS_DIR}/.lock "
-                                    f"for more than {timeout:.0f} s", "retry the domain start"))
+                                    f"for more than {timeout:.0f} s", "retry the domain start",
+                                    path=f"{OWNERS_DIR}/.lock"))
 
     def read(self, device: str) -> OwnerRecord | None:
         path = self._file(device)
@@ -102,7 +108,9 @@ class Owners:
             return OwnerRecord.from_json(json.loads(text))
         except ValueError as exc:
             raise HostdevError(f"ownership record {OWNERS_DIR}/{device}.json is corrupt: {exc}",
-                               "check the device's state and remove the file") from None
+                               "check the device's state and remove the file",
+                               code="journal-corrupt", device=device,
+                               path=f"{OWNERS_DIR}/{device}.json") from None
 
     def all(self) -> list[OwnerRecord]:
         try:
@@ -145,18 +153,6 @@ class Owners:
         if self.domain_running(record.domain):
             return True
         if record.state == "preparing":
-            return _pid_alive(record.pid)
+            # Our own pid in a "preparing" record can only be an earlier, dead process's.
+            return record.pid != os.getpid() and self.pid_alive(record.pid)
         return self.clock() - record.since < self.grace
-
-
-def _pid_alive(pid: int) -> bool:
-    # Our own pid in a "preparing" record can only be an earlier, dead process's.
-    if pid <= 0 or pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, NamedTuple, Protocol
+from collections.abc import Sequence
+from typing import NamedTuple, Protocol
 
 from platform_hostdev.errors import HostdevError
 from platform_hostdev.host.attributes import read_bool_param
 from platform_hostdev.host.fs import HostFs, is_noiommu
 from platform_hostdev.host.kmsg import probe_failure
+from platform_hostdev.host.processes import ModprobeRunner
 
 __all__ = [
     "VFIO_DRIVERS",
@@ -34,8 +35,6 @@ __all__ = [
     "NOIOMMU_PARAM",
     "RESET_REQUIRED_PARAM",
     "UPSTREAM_RESET_HANDLERS",
-    "Runner",
-    "subprocess_runner",
     "Target",
     "DeviceState",
     "device_state",
@@ -62,19 +61,6 @@ RESET_REQUIRED_PARAM = "/sys/module/vfio_platform/parameters/reset_required"
 UPSTREAM_RESET_HANDLERS = ("calxeda,hb-xgmac", "amd,xgbe-seattle-v1a", "brcm,iproc-flexrm-mbox")
 """First compatibles with a vfio-platform reset module upstream (alias vfio-reset:<compat>)."""
 
-if TYPE_CHECKING:  # subprocess costs the hook ~5 ms at import; only modprobe needs it
-    import subprocess
-
-Runner = Callable[[Sequence[str]], "subprocess.CompletedProcess[str]"]
-
-
-def subprocess_runner(argv: Sequence[str]) -> subprocess.CompletedProcess[str]:
-    """Run a command (modprobe) with captured output and a time limit."""
-    import subprocess
-
-    return subprocess.run(list(argv), capture_output=True, text=True, timeout=60, check=False)
-
-
 class Target(Protocol):
     """What binding needs of a device (inventory.Device has it)."""
 
@@ -90,27 +76,37 @@ class Target(Protocol):
 class BindingError(HostdevError):
     """A detach/reattach that was refused or failed."""
 
+    code = "host-state"
 
 
 class VfioUnavailableError(BindingError):
     """The kernel has no vfio-platform / vfio-amba driver."""
 
+    code = "vfio-unavailable"
+
 
 class NoIommuError(BindingError):
     """No IOMMU group and vfio's no-IOMMU mode is off."""
+
+    code = "no-iommu"
 
 
 class ResetRequiredError(BindingError):
     """vfio-platform requires a reset handler the device has not."""
 
+    code = "reset-required"
+
 
 class DeviceInUseError(BindingError):
     """A process holds the device's VFIO group open."""
+
+    code = "device-in-use"
 
 
 class ProbeFailedError(BindingError):
     """drivers_probe left the device without the expected driver."""
 
+    code = "probe-failed"
 
 
 class DeviceState(NamedTuple):
@@ -138,17 +134,18 @@ def device_state(fs: HostFs, bus: str, name: str) -> DeviceState:
     )
 
 
-def ensure_vfio_driver(fs: HostFs, bus: str, runner: Runner | None) -> None:
+def ensure_vfio_driver(fs: HostFs, bus: str, modprobe: ModprobeRunner | None) -> None:
+    """Load the bus's vfio module (through ``modprobe``) unless its driver is registered."""
     driver, module = VFIO_DRIVERS[bus], VFIO_MODULES[bus]
     drivers_dir = f"/sys/bus/{bus}/drivers/{driver}"
     if fs.path(drivers_dir).is_dir():
         return
     detail = "no modprobe attempted (no process runner)"
-    if runner is not None:
+    if modprobe is not None:
         import subprocess
 
         try:
-            done = runner(["modprobe", module])
+            done = modprobe(["modprobe", module])
         except (OSError, subprocess.SubprocessError) as exc:
             detail = f"modprobe {module} could not run: {exc}"
         else:
@@ -162,7 +159,8 @@ def ensure_vfio_driver(fs: HostFs, bus: str, runner: Runner | None) -> None:
         f"{detail})",
         f"load the {module} module; if it does not exist the kernel lacks {config} "
         "(Debian's stock arm64 kernels do not enable VFIO_PLATFORM, VFIO_AMBA or "
-        "VFIO_NOIOMMU): use a kernel that has them or build the modules out of tree")
+        "VFIO_NOIOMMU): use a kernel that has them or build the modules out of tree",
+        bus=bus, driver=driver, module=module)
 
 
 def check_iommu(fs: HostFs, name: str, state: DeviceState) -> None:
@@ -181,7 +179,8 @@ def check_iommu(fs: HostFs, name: str, state: DeviceState) -> None:
     raise NoIommuError(
         f"{name} has no IOMMU group (no iommu_group link) and vfio's no-IOMMU mode is off: "
         "vfio would refuse it (probe fails with EINVAL)",
-        "put the device behind an enabled IOMMU (an 'iommus' property to an SMMU); " + tail)
+        "put the device behind an enabled IOMMU (an 'iommus' property to an SMMU); " + tail,
+        device=name)
 
 
 def kernel_release(fs: HostFs) -> str | None:
@@ -215,7 +214,8 @@ def check_reset(fs: HostFs, target: Target) -> None:
         "load vfio-platform with reset_required=0 (modprobe -r vfio-platform; modprobe "
         "vfio-platform reset_required=0, or vfio_platform.reset_required=0 on the kernel "
         "command line). Risk: the device is then not reset between host and guest use, "
-        "so its state and any DMA it has set up carry over")
+        "so its state and any DMA it has set up carry over",
+        device=target.name, compatible=first)
 
 
 def vfio_holders(fs: HostFs, group: str) -> list[tuple[int, str]]:
@@ -238,6 +238,15 @@ def vfio_holders(fs: HostFs, group: str) -> list[tuple[int, str]]:
             holders.append((pid, comm))
     return holders
 
+
+
+def _suppliers_not_ready(fs: HostFs, target: Target) -> list[str]:
+    """Suppliers whose managed link keeps the device from probing (not "available")."""
+    from platform_hostdev.host.devlinks import device_links  # the hook imports preflight
+
+    suppliers, _ = device_links(fs, device_dir(target.bus, target.name))
+    return [f"{lk.name} ({lk.status})" for lk in suppliers
+            if lk.managed and not lk.sync_state_only and lk.status not in ("available", "active")]
 
 
 def explain_probe_failure(fs: HostFs, target: Target, messages: list[str],
@@ -268,10 +277,17 @@ def explain_probe_failure(fs: HostFs, target: Target, messages: list[str],
     elif err is not None:
         what = f"{vfio} refused {target.name}: {os.strerror(err)} ({logged})"
         fix = "see dmesg for the driver's messages about the device"
+    elif waiting := _suppliers_not_ready(fs, target):
+        what = (f"the kernel deferred {target.name}'s probe with {vfio} (EPROBE_DEFER, not "
+                f"logged): its supplier{'s' if len(waiting) > 1 else ''} "
+                f"{', '.join(waiting)} {'have' if len(waiting) > 1 else 'has'} no driver "
+                "(device links, drivers/base/core.c device_links_check_suppliers)")
+        fix = "bind the supplier first, or choose a device whose suppliers are bound"
     else:
         what = (f"{target.name} is not bound to {vfio} after drivers_probe "
                 f"(driver now: {state.driver or 'none'}; {logged})")
         fix = "see dmesg; check that driver_override reads the vfio driver"
-    return ProbeFailedError(what + "; the device was put back as it was", fix)
+    return ProbeFailedError(what + "; the device was put back as it was", fix,
+                            device=target.name, driver=vfio, errno=err)
 
 

@@ -1,6 +1,8 @@
 """check-host: the domain and each platform device it asks for.
 
-Per device: the host does not use it (:mod:`protection`), it has a usable
+Per device: the host does not use it (:mod:`protection`), its detach would
+not unbind other devices and its driver allows unbinding (device links,
+:mod:`devlinks`; the hook refuses both), it has a usable
 IOMMU group (QEMU cannot use no-IOMMU groups), vfio-platform will accept it
 (a reset handler, or reset_required=0 with its risk), its group is viable
 (every member bound to vfio, unbound, or in the domain), and an unmanaged
@@ -28,9 +30,15 @@ from platform_hostdev.domain.translate import backward, platform_hostdev_element
 from platform_hostdev.domain.validate import check_domain, resolve_hostdevs
 from platform_hostdev.errors import HostdevError
 from platform_hostdev.host.attributes import read_bool_param
+from platform_hostdev.host.devlinks import (
+    DevLink,
+    UnbindForbiddenError,
+    device_links,
+    refuse_forbidden_unbind,
+)
 from platform_hostdev.host.fs import HostFs, is_noiommu
 from platform_hostdev.host.inventory import Device, Inventory
-from platform_hostdev.host.protection import host_usage
+from platform_hostdev.host.protection import consumers_error, host_usage, unbind_impact
 
 __all__ = ["requested_hostdevs", "guest_check", "device_checks"]
 
@@ -78,6 +86,7 @@ def device_checks(fs: HostFs, inventory: Inventory,
     groups: list[str] = []
     for hostdev, device in pairs:
         checks += _host_use(fs, device)
+        checks.append(_device_links(fs, device))
         iommu = _iommu(fs, device)
         checks.append(iommu)
         if iommu.status == PASS and device.iommu_group is not None:
@@ -100,6 +109,36 @@ def _host_use(fs: HostFs, device: Device) -> list[Check]:
                       "filesystem or swap, not on the default route")]
     return [Check(f"{device.name} host use", FAIL, f"{device.name} {u.detail}",
                   f"{u.fix}, or choose another device") for u in uses]
+
+
+def _device_links(fs: HostFs, device: Device) -> Check:
+    """What the hook's detach would take with the device, and its suppliers."""
+    label = f"{device.name} device links"
+    directory = f"/sys/bus/{device.bus}/devices/{device.name}"
+    driver = fs.link_name(directory + "/driver")
+    if driver in _VFIO:
+        return Check(label, PASS, f"already bound to {driver}: nothing is unbound at start")
+    impact = unbind_impact(fs, device)
+    try:
+        refuse_forbidden_unbind(fs, device.bus, device.name, driver, impact.dependents)
+    except UnbindForbiddenError as exc:
+        return Check(label, FAIL, exc.what, exc.fix)
+    if impact.dependents:
+        error = consumers_error(impact)
+        return Check(label, FAIL, error.what.replace("\n  ", "; ").replace(":; ", ": ") +
+                     "; the hook refuses such a detach",
+                     "choose another device, or detach it beforehand with 'platform-hostdev "
+                     f"nodedev-detach --force {device.name}' and set managed='no' (the devices "
+                     "above lose their drivers until it is re-attached)")
+    suppliers, consumers = device_links(fs, directory)
+
+    def listed(links: list[DevLink]) -> str:
+        return ", ".join(f"{lk.name} ({lk.driver or 'no driver'}, {lk.status}"
+                         f"{', sync-state-only' if lk.sync_state_only else ''})"
+                         for lk in links) or "none"
+
+    return Check(label, PASS, f"no device loses its driver with it; suppliers: "
+                 f"{listed(suppliers)}; consumers: {listed(consumers)}")
 
 
 def _iommu(fs: HostFs, device: Device) -> Check:

@@ -19,7 +19,8 @@ from lxml import etree
 from platform_hostdev.cli.hook import HOOK_DIR, HOOK_NAME
 from platform_hostdev.errors import HostdevError
 from platform_hostdev.host.fs import HostFs
-from platform_hostdev.virt.qemu_caps import QemuCaps, Runner, check_vfio_platform
+from platform_hostdev.host.processes import ModprobeRunner
+from platform_hostdev.virt.qemu_caps import QemuCaps, check_vfio_platform
 
 __all__ = [
     "PASS",
@@ -79,8 +80,12 @@ def _module_names(text: str) -> set[str]:
     return names
 
 
-def module_state(fs: HostFs, module: str, runner: Runner | None) -> str:
-    """"loaded" (or built in), "loadable", "missing", or "unknown" (nothing to tell by)."""
+def module_state(fs: HostFs, module: str, modprobe: ModprobeRunner | None) -> str:
+    """"loaded" (or built in), "loadable", "missing", or "unknown" (nothing to tell by).
+
+    Without modules.dep, ``modprobe -n`` (a dry run, through the host's modprobe
+    runner) tells.
+    """
     if fs.path(f"/sys/module/{module}").is_dir():
         return "loaded"
     release = (fs.read_text("/proc/sys/kernel/osrelease") or "").strip()
@@ -88,20 +93,22 @@ def module_state(fs: HostFs, module: str, runner: Runner | None) -> str:
     if dep is not None:
         builtin = fs.read_text(f"/lib/modules/{release}/modules.builtin") or ""
         return "loadable" if module in _module_names(dep) | _module_names(builtin) else "missing"
-    if runner is None:
+    if modprobe is None:
         return "unknown"
+    import subprocess
+
     try:
-        runner(["modprobe", "-n", "-q", module])
-    except HostdevError:
+        done = modprobe(["modprobe", "-n", "-q", module])
+    except (OSError, subprocess.SubprocessError):
         return "missing"
-    return "loadable"
+    return "loadable" if done.returncode == 0 else "missing"
 
 
-def module_checks(fs: HostFs, runner: Runner | None) -> list[Check]:
+def module_checks(fs: HostFs, modprobe: ModprobeRunner | None) -> list[Check]:
     """vfio, vfio_platform and vfio_amba loaded or loadable."""
     checks = []
     for module, severity, option in _MODULES:
-        state = module_state(fs, module, runner)
+        state = module_state(fs, module, modprobe)
         name = f"{module} module"
         if state == "loaded":
             checks.append(Check(name, PASS, "loaded (or built in)"))

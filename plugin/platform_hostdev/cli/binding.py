@@ -5,106 +5,75 @@ Output follows virsh: "Device ff0e0000.ethernet detached", "Device
 message says what was found, the hint how to fix it; the device is back in
 its original state unless the message says otherwise).
 
-Boundaries come from ``ctx.extras`` when a test injects them: ``sysfs`` (a
-:class:`~platform_hostdev.host.fs.HostFs`, e.g. a fake kernel), ``waiter``,
-``runner``; otherwise the live host's (pyudev uevents, modprobe) for root
-``/`` and no process runner for other roots.
+The boundaries are the context's :class:`~platform_hostdev.host.boundary.Host`
+(pyudev uevents and modprobe on the live host; a test's fake kernel).
 """
 from __future__ import annotations
 
 import argparse
-import os
-from typing import Any
 
-from platform_hostdev.binding.journal import Journal
-from platform_hostdev.binding.operations import (
-    DEFAULT_TIMEOUT,
-    Runner,
-    detach,
-    reattach,
-    subprocess_runner,
-)
+import platform_hostdev as api
 from platform_hostdev.cli.main import Context
-from platform_hostdev.host.fs import HostFs
-from platform_hostdev.host.protection import refuse_if_host_uses
-from platform_hostdev.host.uevents import Waiter, default_waiter
 
-__all__ = ["register"]
+__all__ = ["configure"]
 
 
-def register(sub: Any) -> None:
-    p = sub.add_parser("nodedev-detach", help="bind a device to vfio-platform / vfio-amba")
-    p.add_argument("device", metavar="DEVICE", help="DT path, sysfs name or DT alias")
-    p.add_argument("--force", action="store_true",
-                   help="skip the host-use (console, mounts, default route), IOMMU and "
-                   "reset-handler checks and let the kernel decide")
-    _common(p)
-    p.set_defaults(handler=cmd_nodedev_detach)
-
-    p = sub.add_parser("nodedev-reattach", help="give a detached device back to its driver")
-    p.add_argument("device", metavar="DEVICE", help="DT path, sysfs name or DT alias")
-    _common(p)
-    p.set_defaults(handler=cmd_nodedev_reattach)
-
-    p = sub.add_parser("recover", help="restore devices an interrupted detach/reattach left")
-    _common(p)
-    p.set_defaults(handler=cmd_recover)
-
-
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, metavar="SECONDS",
-                   help=f"how long to wait for each bind/unbind (default {DEFAULT_TIMEOUT:g})")
+def configure(name: str, p: argparse.ArgumentParser) -> None:
+    """The arguments and handler of ``name`` (nodedev-detach, nodedev-reattach, recover)."""
+    if name in ("nodedev-detach", "nodedev-reattach"):
+        p.add_argument("device", metavar="DEVICE", help="DT path, sysfs name or DT alias")
+    if name == "nodedev-detach":
+        p.add_argument("--force", action="store_true",
+                       help="skip the host-use (console, mounts, default route), IOMMU and "
+                       "reset-handler checks and let the kernel decide; also lets the kernel "
+                       "unbind the devices that depend on this one (device links), which "
+                       "nodedev-reattach gives back")
+    p.add_argument("--timeout", type=float, default=api.DEFAULT_TIMEOUT, metavar="SECONDS",
+                   help=f"how long to wait for each bind/unbind (default "
+                   f"{api.DEFAULT_TIMEOUT:g})")
     p.add_argument("--json", action="store_true", help="machine-readable output")
-
-
-def _boundaries(ctx: Context) -> tuple[HostFs, Journal, Waiter, Runner | None]:
-    fs = ctx.extras.get("sysfs") or HostFs(ctx.root)
-    waiter = ctx.extras.get("waiter") or default_waiter(fs)
-    live = os.path.realpath(fs.root) == "/"
-    runner = ctx.extras.get("runner") or (subprocess_runner if live else None)
-    return fs, Journal(fs), waiter, runner
+    p.set_defaults(handler={"nodedev-detach": cmd_nodedev_detach,
+                            "nodedev-reattach": cmd_nodedev_reattach,
+                            "recover": cmd_recover}[name])
 
 
 def cmd_nodedev_detach(args: argparse.Namespace, ctx: Context) -> int:
     device = ctx.inventory().resolve(args.device)
-    fs, journal, waiter, runner = _boundaries(ctx)
-    for use in refuse_if_host_uses(fs, device, args.force):
+    host = ctx.host
+    impact = api.refuse_unsafe_detach(host.fs, device, args.force)
+    for use in impact.uses.get(device.name, []):
         print(f"warning: --force: {device.name} {use.detail}", file=ctx.err)
-    result = detach(fs, device, journal, waiter, runner, force=args.force,
-                    timeout=args.timeout)
+    for dependent in impact.dependents:
+        print(f"warning: --force: {dependent.name} ({dependent.driver}) loses its driver: "
+              f"{impact.chain(dependent)}", file=ctx.err)
+    result = api.detach(host, device, force=args.force, timeout=args.timeout,
+                        unbind_consumers=args.force)
     if args.json:
         ctx.print_json(result._asdict())
     else:
         ctx.print(f"Device {result.device} detached")
+        if result.unbound_consumers:
+            ctx.print(f"Lost their driver with it: {', '.join(result.unbound_consumers)} "
+                      f"('nodedev-reattach {result.device}' gives them back)")
     return 0
 
 
 def cmd_nodedev_reattach(args: argparse.Namespace, ctx: Context) -> int:
     device = ctx.inventory().resolve(args.device)
-    fs, journal, waiter, runner = _boundaries(ctx)
-    result = reattach(fs, device, journal, waiter, runner, timeout=args.timeout)
+    result = api.reattach(ctx.host, device, timeout=args.timeout)
     if args.json:
         ctx.print_json(result._asdict())
     else:
         ctx.print(f"Device {result.device} re-attached")
+        if result.reprobed_consumers:
+            ctx.print(f"Given their driver back: {', '.join(result.reprobed_consumers)}")
     return 0
 
 
 def cmd_recover(args: argparse.Namespace, ctx: Context) -> int:
-    """Finish interrupted binding work, then give back devices whose domain is gone.
-
-    The second part is the hook's own sweep (hook.release_stale): a device stays
-    with its domain while libvirt's pid file names a live QEMU, or while the
-    domain is within its start grace period.
-    """
-    from platform_hostdev.binding.ownership import Owners
-    from platform_hostdev.hook.qemu import HookEnv, release_stale
-
-    fs, journal, waiter, runner = _boundaries(ctx)
-    owners = Owners(fs)
-    with owners.locked():
-        done = release_stale(HookEnv(fs, waiter, runner, err=ctx.err), owners, journal,
-                             timeout=args.timeout)
+    """Finish interrupted binding work, then give back devices whose domain is gone
+    (:func:`platform_hostdev.recover_host`)."""
+    done = api.recover_host(ctx.host, err=ctx.err, timeout=args.timeout)
     actions, released = done.journal, done.released
     failed = any(a.action == "failed" for a in actions)
     if args.json:

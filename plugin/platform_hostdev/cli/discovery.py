@@ -1,38 +1,42 @@
-"""Discovery commands: nodedev-list, nodedev-dumpxml, show."""
+"""Discovery commands: nodedev-list, nodedev-dumpxml, show.
+
+Interactive: only what a command uses is imported (the inventory for all
+three; the correlation, the VFIO flag names and the guest DT store for show).
+"""
 from __future__ import annotations
 
 import argparse
-import fnmatch
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import platform_hostdev as api
 from platform_hostdev.cli.main import Context
 from platform_hostdev.cli.table import render_table
 from platform_hostdev.host.fs import BUSES
-from platform_hostdev.host.inventory import Device
-from platform_hostdev.vfio.client import flag_names
-from platform_hostdev.vfio.correlate import Correlation, Link, correlate
 
-__all__ = ["register"]
+if TYPE_CHECKING:
+    from platform_hostdev.host.devlinks import LinkView
+    from platform_hostdev.host.inventory import Device
+    from platform_hostdev.vfio.correlate import Correlation, Link
+
+__all__ = ["configure", "device_json", "render_correlation"]
 
 
-def register(sub: Any) -> None:
-    p = sub.add_parser("nodedev-list", help="list platform and amba devices")
-    p.add_argument("--bus", choices=BUSES, help="only devices on this bus")
-    p.add_argument("--compatible", metavar="GLOB",
-                   help="only devices with a compatible matching GLOB (e.g. 'arm,pl0*')")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.set_defaults(handler=cmd_nodedev_list)
-
-    p = sub.add_parser("nodedev-dumpxml", help="libvirt nodedev-style XML for a device")
-    p.add_argument("device", metavar="DEVICE", help="DT path, sysfs name or DT alias")
-    p.add_argument("--json", action="store_true", help="JSON instead of XML")
-    p.set_defaults(handler=cmd_nodedev_dumpxml)
-
-    p = sub.add_parser("show", help="a device's VFIO regions/IRQs tied to its DT origin, "
-                                    "and its entanglements")
-    p.add_argument("device", metavar="DEVICE", help="DT path, sysfs name or DT alias")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.set_defaults(handler=cmd_show)
+def configure(name: str, p: argparse.ArgumentParser) -> None:
+    """The arguments and handler of a discovery command."""
+    if name == "nodedev-list":
+        p.add_argument("--bus", choices=BUSES, help="only devices on this bus")
+        p.add_argument("--compatible", metavar="GLOB",
+                       help="only devices with a compatible matching GLOB (e.g. 'arm,pl0*')")
+        p.add_argument("--json", action="store_true", help="machine-readable output")
+        p.set_defaults(handler=cmd_nodedev_list)
+    elif name == "nodedev-dumpxml":
+        p.add_argument("device", metavar="DEVICE", help="DT path, sysfs name or DT alias")
+        p.add_argument("--json", action="store_true", help="JSON instead of XML")
+        p.set_defaults(handler=cmd_nodedev_dumpxml)
+    elif name == "show":
+        p.add_argument("device", metavar="DEVICE", help="DT path, sysfs name or DT alias")
+        p.add_argument("--json", action="store_true", help="machine-readable output")
+        p.set_defaults(handler=cmd_show)
 
 
 def device_json(device: Device) -> dict[str, Any]:
@@ -51,6 +55,8 @@ def device_json(device: Device) -> dict[str, Any]:
 
 
 def cmd_nodedev_list(args: argparse.Namespace, ctx: Context) -> int:
+    import fnmatch
+
     devices = [d for d in ctx.inventory().devices
                if (args.bus is None or d.bus == args.bus)
                and (args.compatible is None
@@ -65,36 +71,55 @@ def cmd_nodedev_list(args: argparse.Namespace, ctx: Context) -> int:
     return 0
 
 
+def _links(ctx: Context, device: Device) -> LinkView | None:
+    """The device's links on a live (or fake) host; None for a DTB (it has no kernel)."""
+    if ctx.dtb is not None:
+        return None
+    from platform_hostdev.host.devlinks import link_view
+
+    return link_view(ctx.host.fs, device.bus, device.name)
+
+
 def cmd_nodedev_dumpxml(args: argparse.Namespace, ctx: Context) -> int:
     from platform_hostdev.domain.nodedev import nodedev_xml
 
     inventory = ctx.inventory()
     device = inventory.resolve(args.device)
-    correlation = correlate(inventory.tree, device, inventory.page_size()) \
+    correlation = api.correlate(inventory.tree, device, inventory.page_size()) \
         if device.dt_path else None
+    links = _links(ctx, device)
     if args.json:
         data = device_json(device)
         data["correlation"] = correlation.to_json() if correlation else None
+        data["device_links"] = links.to_json() if links is not None else None
         ctx.print_json(data)
     else:
-        ctx.out.write(nodedev_xml(device, correlation))
+        ctx.out.write(nodedev_xml(device, correlation, links))
     return 0
 
 
 def cmd_show(args: argparse.Namespace, ctx: Context) -> int:
     inventory = ctx.inventory()
     device = inventory.resolve(args.device)
-    correlation = correlate(inventory.tree, device, inventory.page_size())
-    from platform_hostdev.cli.guestdt import render_chain, store_for
+    correlation = api.correlate(inventory.tree, device, inventory.page_size())
+    placements: list[tuple[str, dict[str, Any]]] = []
+    if ctx.dtb is None:
+        from platform_hostdev.guestdt.store import guest_dt_store
 
-    placements = store_for(ctx).placements_of(device.name) if ctx.dtb is None else []
+        placements = guest_dt_store(ctx.host).placements_of(device.name)
+    links = _links(ctx, device)
     if args.json:
         data = correlation.to_json()
+        data["device_links"] = links.to_json() if links is not None else None
         if placements:
             data["guest"] = [{"domain_uuid": uuid, **chain} for uuid, chain in placements]
         ctx.print_json(data)
     else:
         ctx.print(render_correlation(correlation))
+        if links is not None:
+            ctx.print(render_links(links))
+        if placements:
+            from platform_hostdev.cli.guestdt import render_chain
         for uuid, chain in placements:
             ctx.print(f"\nIn the guest of domain {uuid} (host DT -> VFIO -> guest):")
             ctx.print(render_chain([chain]))
@@ -102,6 +127,7 @@ def cmd_show(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def render_correlation(c: Correlation) -> str:
+    """The text report of ``show``."""
     lines = [
         f"Device:      {c.device} ({c.bus})",
         f"DT path:     {c.dt_path}",
@@ -166,7 +192,29 @@ def _link_prop(link: Link, c: Correlation) -> str:
     return str(link.prop)
 
 
+def render_links(view: LinkView) -> str:
+    """The device links section of ``show``: both ends with their drivers, and the chains
+    an unbind of the device takes with it."""
+    from platform_hostdev.host.devlinks import render_dependent
+
+    rows = [[lk.role, lk.name, lk.bus, lk.driver or "-", lk.status,
+             "sync-state-only" if lk.sync_state_only else "-"]
+            for lk in [*view.suppliers, *view.consumers]]
+    if not rows:
+        return "\nDevice links: none"
+    lines = ["", "Device links (/sys/class/devlink):",
+             render_table(["ROLE", "DEVICE", "BUS", "DRIVER", "STATUS", "FLAGS"], rows, indent=2)]
+    if view.dependents:
+        lines.append("Unbinding it makes the kernel unbind:")
+        lines += [f"  {render_dependent(d)}" +
+                  ("" if d.can_unbind else " (its driver forbids unbinding)")
+                  for d in view.dependents]
+    return "\n".join(lines)
+
+
 def _irq_flag_names(flags: int | None) -> str:
     if flags is None:
         return "? (trigger unknown)"
+    from platform_hostdev.vfio.uapi import flag_names
+
     return "|".join(flag_names("irq", flags))

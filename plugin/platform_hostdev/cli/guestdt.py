@@ -1,40 +1,30 @@
-"""``platform-hostdev sync DOMAIN``: (re)generate the guest device tree of a domain."""
+"""``platform-hostdev sync DOMAIN``: (re)generate the guest device tree of a domain.
+
+The work is :func:`platform_hostdev.sync`; this module prints the chain
+(host DT -> VFIO -> guest address/SPI -> guest DT) it built.
+"""
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import platform_hostdev as api
+from platform_hostdev.cli.connect import add_connect_option, connection
 from platform_hostdev.cli.main import Context
 from platform_hostdev.cli.table import render_table
-from platform_hostdev.domain.hostdev import parse_xml
-from platform_hostdev.domain.translate import to_string
-from platform_hostdev.guestdt.builder import GuestDevice
-from platform_hostdev.guestdt.store import STATE_DIR, GuestDtStore
-from platform_hostdev.host.fs import HostFs
-from platform_hostdev.virt.connection import (
-    XML_INACTIVE,
-    XML_SECURE,
-    default_uri,
-    libvirt_errors,
-    lookup_domain,
-    open_connection,
-)
 
-__all__ = ["register", "render_chain", "store_for"]
+if TYPE_CHECKING:
+    from platform_hostdev.guestdt.builder import GuestDevice
+
+__all__ = ["configure", "render_chain"]
 
 
-def register(sub: Any) -> None:
-    p = sub.add_parser("sync", help="generate the guest device tree of a domain with platform "
-                                    "hostdevs (run after changing memory, CPUs, machine or "
-                                    "devices)")
+def configure(name: str, p: argparse.ArgumentParser) -> None:
+    """The arguments and handler of sync."""
     p.add_argument("domain", metavar="DOMAIN", help="domain name or UUID")
-    p.add_argument("-c", "--connect", metavar="URI", help="libvirt connection URI")
+    add_connect_option(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(handler=cmd_sync)
-
-
-def store_for(ctx: Context) -> GuestDtStore:
-    return GuestDtStore(HostFs(ctx.root).path(STATE_DIR))
 
 
 def render_chain(devices: list[GuestDevice] | list[dict[str, Any]]) -> str:
@@ -56,17 +46,11 @@ def render_chain(devices: list[GuestDevice] | list[dict[str, Any]]) -> str:
 
 
 def cmd_sync(args: argparse.Namespace, ctx: Context) -> int:
-    from platform_hostdev.guestdt.sync import sync_domain
+    from platform_hostdev.virt.connection import lookup_domain
 
-    conn = ctx.conn or open_connection(args.connect or default_uri(ctx.env))
+    conn = connection(args, ctx)
     dom = lookup_domain(conn, args.domain)
-    with libvirt_errors("cannot read the domain XML", "check the domain and the connection"):
-        xml = dom.XMLDesc(XML_INACTIVE | XML_SECURE)
-    tree = parse_xml(xml, "the domain XML from libvirt")
-    result = sync_domain(conn, tree, ctx.inventory(), store_for(ctx))
-    with libvirt_errors("libvirt refused the domain with its guest DTB",
-                        "see the message; 'platform-hostdev dumpxml --raw' shows the XML"):
-        conn.defineXML(to_string(result.tree))
+    result = api.sync(conn, dom, ctx.host, ctx.inventory())
     if args.json:
         ctx.print_json({"domain": dom.name(), "dtb": result.dtb_path,
                         "fingerprint": result.fingerprint,

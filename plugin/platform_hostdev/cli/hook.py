@@ -1,4 +1,4 @@
-"""``platform-hostdev hook install|uninstall|status``: the libvirt qemu hook.
+"""``platform-hostdev hook install|uninstall``: the libvirt qemu hook.
 
 The hook goes into /etc/libvirt/hooks/qemu.d/ (libvirt >= 6.5 runs every
 executable there), never into /etc/libvirt/hooks/qemu, which VDSM owns on
@@ -14,30 +14,30 @@ import sys
 import sysconfig
 from importlib import resources
 from pathlib import Path
-from typing import Any
 
 from platform_hostdev.cli.main import Context
 from platform_hostdev.errors import HostdevError
-from platform_hostdev.host.fs import HostFs
 from platform_hostdev.host.statefiles import atomic_write
 
-__all__ = ["register", "hook_source", "render_hook", "HOOK_DIR", "HOOK_NAME"]
+__all__ = ["configure", "hook_source", "render_hook", "HOOK_DIR", "HOOK_NAME"]
 
 HOOK_DIR = "/etc/libvirt/hooks/qemu.d"
 HOOK_NAME = "platform-hostdev"
 MARKER = "libvirt qemu hook for platform-hostdev"
 
 
-def register(sub: Any) -> None:
-    p = sub.add_parser("hook", help="install or remove the libvirt qemu hook")
+def configure(name: str, p: argparse.ArgumentParser) -> None:
+    """The actions of ``hook`` (install, uninstall) and their handlers."""
     hook_sub = p.add_subparsers(dest="hook_command", metavar="ACTION")
     hook_sub.required = True
-    i = hook_sub.add_parser("install", help=f"install the hook into {HOOK_DIR}")
+    i = hook_sub.add_parser("install", help=f"install the hook into {HOOK_DIR}",
+                            formatter_class=p.formatter_class)
     i.add_argument("--force", action="store_true",
                    help="replace a different file of the same name")
     i.add_argument("--json", action="store_true", help="machine-readable output")
     i.set_defaults(handler=cmd_install)
-    u = hook_sub.add_parser("uninstall", help="remove the hook")
+    u = hook_sub.add_parser("uninstall", help="remove the hook",
+                            formatter_class=p.formatter_class)
     u.add_argument("--json", action="store_true", help="machine-readable output")
     u.set_defaults(handler=cmd_uninstall)
 
@@ -76,7 +76,7 @@ def render_hook(root: str) -> str:
 
 
 def cmd_install(args: argparse.Namespace, ctx: Context) -> int:
-    fs = HostFs(ctx.root)
+    fs = ctx.host.fs
     main_hook = fs.path("/etc/libvirt/hooks/qemu")
     target = fs.path(f"{HOOK_DIR}/{HOOK_NAME}")
     wanted = render_hook(ctx.root)
@@ -88,7 +88,7 @@ def cmd_install(args: argparse.Namespace, ctx: Context) -> int:
             return 0
         if MARKER not in current and not args.force:
             raise HostdevError(f"{HOOK_DIR}/{HOOK_NAME} exists and is not ours",
-                               "move it away, or pass --force to replace it")
+                               "move it away, or pass --force to replace it", code="hook-conflict")
     target.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
     atomic_write(target, wanted.encode(), 0o755)
     _report(ctx, args, "updated" if existed else "installed", target, restart=not existed,
@@ -97,13 +97,13 @@ def cmd_install(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def cmd_uninstall(args: argparse.Namespace, ctx: Context) -> int:
-    target = HostFs(ctx.root).path(f"{HOOK_DIR}/{HOOK_NAME}")
+    target = ctx.host.fs.path(f"{HOOK_DIR}/{HOOK_NAME}")
     if not target.exists():
         _report(ctx, args, "absent", target, restart=False)
         return 0
     if MARKER not in target.read_text(errors="replace"):
         raise HostdevError(f"{HOOK_DIR}/{HOOK_NAME} is not ours; left in place",
-                           "remove it by hand if you mean to")
+                           "remove it by hand if you mean to", code="hook-conflict")
     target.unlink()
     _report(ctx, args, "removed", target, restart=True)
     return 0

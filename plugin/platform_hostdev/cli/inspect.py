@@ -13,36 +13,30 @@ Exit codes:
   busy, permission denied, or ``--dtb`` was given (inspect needs a live host);
 * 2: bad usage.
 
-The system calls are taken from ``ctx.extras["vfio_syscalls"]`` when present
+The system calls are taken from ``Context.vfio_syscalls`` when given
 (tests), else the real ones.
 """
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
+import platform_hostdev as api
 from platform_hostdev.cli.main import Context
 from platform_hostdev.cli.table import render_table
-from platform_hostdev.errors import HostdevError
-from platform_hostdev.host.fs import HostFs
 from platform_hostdev.vfio.client import flag_names, query
-from platform_hostdev.vfio.correlate import correlate
 from platform_hostdev.vfio.inspection import Inspection, inspect
 
-__all__ = ["register", "cmd_inspect", "render_inspection", "EXIT_AGREE", "EXIT_DISAGREE"]
+__all__ = ["configure", "cmd_inspect", "render_inspection", "EXIT_AGREE", "EXIT_DISAGREE"]
 
 EXIT_AGREE = 0
 EXIT_DISAGREE = 3
 
 
-def register(sub: Any) -> None:
-    p = sub.add_parser(
-        "inspect",
-        help="open a vfio-bound device through VFIO and check its regions/IRQs against the DT",
-        description="Show the live VFIO view of a device bound to vfio-platform or vfio-amba "
-                    "beside its device-tree correlation, and flag every disagreement.",
-        epilog="exit status: 0 agree, 3 disagree, 1 error, 2 usage",
-    )
+def configure(name: str, p: argparse.ArgumentParser) -> None:
+    """The arguments and handler of inspect."""
+    p.description = ("Show the live VFIO view of a device bound to vfio-platform or vfio-amba "
+                     "beside its device-tree correlation, and flag every disagreement.")
+    p.epilog = "exit status: 0 agree, 3 disagree, 1 error, 2 usage"
     p.add_argument("device", metavar="DEVICE", help="DT path, sysfs name or DT alias")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(handler=cmd_inspect)
@@ -50,12 +44,13 @@ def register(sub: Any) -> None:
 
 def cmd_inspect(args: argparse.Namespace, ctx: Context) -> int:
     if ctx.dtb is not None:
-        raise HostdevError("inspect reads the live kernel's VFIO view; a DTB has none",
-                           "drop --dtb, or use 'platform-hostdev show' for the DT side only")
+        raise api.HostdevError("inspect reads the live kernel's VFIO view; a DTB has none",
+                               "drop --dtb, or use 'platform-hostdev show' for the DT side "
+                               "only", code="host-state")
     inventory = ctx.inventory()
     device = inventory.resolve(args.device)
-    correlation = correlate(inventory.tree, device, inventory.page_size())
-    view = query(HostFs(ctx.root), device, ctx.extras.get("vfio_syscalls"))
+    correlation = api.correlate(inventory.tree, device, inventory.page_size())
+    view = query(ctx.host.fs, device, ctx.vfio_syscalls)
     result = inspect(correlation, view)
     if args.json:
         ctx.print_json(result.to_json())

@@ -4,18 +4,40 @@ Shaped like ``virsh nodedev-dumpxml`` output for PCI devices (name, path,
 parent, driver, one capability), with the capability carrying what a
 platform device has instead of a PCI address: its DT path and compatibles,
 IOMMU group, and the regions and interrupts VFIO will expose.
+
+The kernel's device links of the device (libvirt has no element for them)
+are ``<devlinks>`` in the capability, one element per link, named for what
+the other end is to this device::
+
+    <devlinks>
+      <supplier name='platform_3f101000_cprman' device='3f101000.cprman' bus='platform'
+                driver='bcm2835-clk' status='active'/>
+      <consumer name='platform_leds' device='leds' bus='platform' status='available'
+                syncStateOnly='yes'/>
+      <unbinds name='amba_3f201000_serial' device='3f201000.serial' bus='amba'
+               driver='uart-pl011' via='3f101000.cprman'/>
+    </devlinks>
+
+``name`` is the other end's nodedev name (as ``<parent>`` names a device),
+``device`` and ``bus`` its sysfs name and bus, ``driver`` its driver now
+(absent when it has none), ``status`` the link's /sys/class/devlink status,
+``syncStateOnly='yes'`` a SYNC_STATE_ONLY link. ``<unbinds>`` lists every
+device whose driver the kernel releases when this one is unbound
+(transitively; ``via`` the chain before it, space separated).
 """
 from __future__ import annotations
 
 from lxml import etree
 
+from platform_hostdev.host.devlinks import LinkView
 from platform_hostdev.host.inventory import Device, nodedev_name
 from platform_hostdev.vfio.correlate import Correlation
 
 __all__ = ["nodedev_xml"]
 
 
-def nodedev_xml(device: Device, correlation: Correlation | None) -> str:
+def nodedev_xml(device: Device, correlation: Correlation | None,
+                links: LinkView | None = None) -> str:
     root = etree.Element("device")
     etree.SubElement(root, "name").text = device.nodedev_name
     if device.sysfs_path:
@@ -50,4 +72,20 @@ def nodedev_xml(device: Device, correlation: Correlation | None) -> str:
                 attrs["trigger"] = irq.trigger
             etree.SubElement(cap, "irq", attrs)
         etree.SubElement(cap, "passthrough", verdict=correlation.verdict)
+    if links is not None and (links.suppliers or links.consumers):
+        element = etree.SubElement(cap, "devlinks")
+        for link in [*links.suppliers, *links.consumers]:
+            attrs = {"name": nodedev_name(link.bus, link.name), "device": link.name,
+                     "bus": link.bus}
+            if link.driver:
+                attrs["driver"] = link.driver
+            attrs["status"] = link.status
+            if link.sync_state_only:
+                attrs["syncStateOnly"] = "yes"
+            etree.SubElement(element, link.role, attrs)
+        for dependent in links.dependents:
+            etree.SubElement(element, "unbinds", {
+                "name": nodedev_name(dependent.bus, dependent.name), "device": dependent.name,
+                "bus": dependent.bus, "driver": dependent.driver,
+                "via": " ".join(dependent.chain[:-1])})
     return etree.tostring(root, pretty_print=True, encoding="unicode")

@@ -74,7 +74,7 @@ def _on_host(hostdev: PlatformHostdev, inventory: Inventory) -> Device:
             f"hostdev names two devices: DT path {hostdev.dt_path} is {by_path.name} "
             f"but device name {hostdev.name} is {by_name.name} ({by_name.dt_path or 'no DT node'})",
             "give one of them, or make <devicetree path> and <device name> name the same device "
-            "('platform-hostdev nodedev-list' shows both)")
+            "('platform-hostdev nodedev-list' shows both)", code="dt-mismatch")
     device = by_path or by_name
     assert device is not None  # the schema requires a path or a name
     if device.bus == "amba":
@@ -82,7 +82,8 @@ def _on_host(hostdev: PlatformHostdev, inventory: Inventory) -> Device:
             f"{device.name} ({device.dt_path}) is an AMBA (primecell) device; QEMU's "
             "vfio-platform accepts only devices with VFIO_DEVICE_FLAGS_PLATFORM and refuses "
             "vfio-amba devices",
-            "AMBA devices cannot be passed to QEMU guests; pick a platform device")
+            "AMBA devices cannot be passed to QEMU guests; pick a platform device",
+            code="amba-unsupported")
     return device
 
 
@@ -103,7 +104,7 @@ def resolve_hostdevs(hostdevs: Sequence[PlatformHostdev], inventory: Inventory |
                 f"hostdev {hostdev.dt_path} gives only a DT path, and this host cannot tell "
                 "which device name it has",
                 "add <device name='...'/> to <source>, run on the host that has the device, "
-                "or pass --dtb with the host's DTB")
+                "or pass --dtb with the host's DTB", code="device-not-found")
         warnings.append(f"{hostdev.label}: not checked on a host (no device tree here); "
                         "QEMU will look for /sys/bus/platform/devices/"
                         f"{hostdev.name} when the domain starts")
@@ -128,7 +129,7 @@ def _refuse_duplicates(resolved: Sequence[ResolvedHostdev]) -> None:
                     f"{key[0]} {key[1]} appears in two platform hostdevs "
                     f"({other.hostdev.label} and {item.hostdev.label})",
                     "a device can be given to a domain once, and aliases must be unique: "
-                    "remove one of the two <hostdev> elements")
+                    "remove one of the two <hostdev> elements", code="duplicate-device")
             seen[key] = item
 
 
@@ -136,24 +137,26 @@ def check_domain(root: etree._Element) -> None:
     """The guest must be an aarch64 virt machine booted with a device tree."""
     if root.tag != "domain":
         raise HostdevError(f"the document's root element is <{root.tag}>, not <domain>",
-                           "give a libvirt domain XML (virsh dumpxml DOMAIN shows one)")
+                           "give a libvirt domain XML (virsh dumpxml DOMAIN shows one)",
+                           code="xml-invalid")
     os_type = root.find("os/type")
     arch = os_type.get("arch") if os_type is not None else None
     machine = os_type.get("machine") if os_type is not None else None
     if arch != "aarch64":
         raise HostdevError(
             f"platform hostdevs need an aarch64 guest; this domain's arch is {arch or 'unset'}",
-            "set <os><type arch='aarch64' machine='virt'>hvm</type></os>")
+            "set <os><type arch='aarch64' machine='virt'>hvm</type></os>", code="xml-invalid")
     if machine is not None and not _MACHINE.fullmatch(machine):
         raise HostdevError(
             f"platform hostdevs need QEMU's arm 'virt' machine; this domain uses {machine!r}",
             "set machine='virt' (or a versioned virt-X.Y) on <os><type>: only virt accepts "
-            "vfio-platform as a dynamic sysbus device")
+            "vfio-platform as a dynamic sysbus device", code="xml-invalid")
     if root.find("features/acpi") is not None:
         raise HostdevError(
             "this domain boots with ACPI (<features><acpi/>); the guest would ignore the "
             "device tree that describes the passed-through devices",
-            "remove <acpi/> from <features> so the guest boots with a device tree")
+            "remove <acpi/> from <features> so the guest boots with a device tree",
+            code="acpi-unsupported")
 
 
 def domain_emulator(root: etree._Element, conn: object | None) -> str | None:

@@ -9,18 +9,17 @@ Sizes are not translated.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from platform_hostdev.dt.tree import Node
 
 __all__ = ["RegEntry", "reg_entries", "first_reg_address", "translate", "Untranslatable"]
 
 
-@dataclass(frozen=True)
-class RegEntry:
+class RegEntry(NamedTuple):
     """One `reg` entry: the bus address cells, size and CPU address (None if untranslatable)."""
 
-    index: int
+    index: int  # type: ignore[assignment]  # the field, not tuple.index()
     bus_address: tuple[int, ...]
     size: int
     cpu_address: int | None

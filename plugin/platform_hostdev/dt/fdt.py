@@ -14,7 +14,6 @@ import os
 import struct
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,13 +32,20 @@ _HEADER = struct.Struct(">10I")
 _MAX_DEPTH = 64
 
 
-@dataclass(eq=False)
 class RawNode:
     """A node as stored: its name (with unit address), properties in order, children."""
 
-    name: str
-    properties: dict[str, bytes] = field(default_factory=dict)
-    children: list[RawNode] = field(default_factory=list)
+    __slots__ = ("name", "properties", "children")
+
+    def __init__(self, name: str, properties: dict[str, bytes] | None = None,
+                 children: list[RawNode] | None = None) -> None:
+        self.name = name
+        self.properties: dict[str, bytes] = properties if properties is not None else {}
+        self.children: list[RawNode] = children if children is not None else []
+
+    def __repr__(self) -> str:
+        return (f"RawNode(name={self.name!r}, properties={self.properties!r}, "
+                f"children={self.children!r})")
 
 
 def parse_dtb(blob: bytes, source: str = "<dtb>") -> RawNode:

@@ -12,7 +12,6 @@ not resolve.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import NamedTuple
 
 from platform_hostdev.dt.irq_bindings import (
@@ -219,8 +218,7 @@ def _walk_map(tree: DeviceTree, device: Node, parent: Node,
     raise device.error(prop, f"interrupt-map chain longer than {_MAX_HOPS} hops (a loop?)")
 
 
-@dataclass(frozen=True)
-class IrqResolution:
+class IrqResolution(NamedTuple):
     """The resolved entries, and why the count stopped early (None if it did not)."""
 
     specs: list[IrqSpec]

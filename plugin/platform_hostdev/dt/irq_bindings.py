@@ -30,7 +30,7 @@ offers the line as an edge, EVENTFD only.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from typing import NamedTuple
 
 __all__ = [
     "Binding", "BINDINGS", "SUBNODE_BINDINGS", "UNMODELLED", "UNKNOWN", "binding_for",
@@ -48,8 +48,7 @@ _GPIOLIB = ("drivers/gpio/gpiolib.c gpiochip_domain_ops (irq_domain_xlate_twocel
             "driver's gpiolib irqchip")
 
 
-@dataclass(frozen=True)
-class Binding:
+class Binding(NamedTuple):
     """One controller binding: how its specifier cells read (see the module docstring)."""
 
     decoder: str                       # "gic", "gic-spi", "cells", "unknown"
@@ -269,5 +268,5 @@ _KEYED: dict[tuple[int, str], Binding] = {}
 def _keyed(binding: Binding, key: str) -> Binding:
     cached = _KEYED.get((id(binding), key))
     if cached is None:
-        cached = _KEYED[(id(binding), key)] = replace(binding, key=key)
+        cached = _KEYED[(id(binding), key)] = binding._replace(key=key)
     return cached

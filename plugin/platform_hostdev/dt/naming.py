@@ -27,7 +27,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from platform_hostdev.dt.address import first_reg_address
 from platform_hostdev.dt.interrupts import is_gic
@@ -55,8 +55,7 @@ def _claimed_early(node: Node) -> bool:
     return any(c in _EARLY_CLOCKS for c in node.compatible)
 
 
-@dataclass(frozen=True)
-class PredictedDevice:
+class PredictedDevice(NamedTuple):
     name: str
     bus: str  # "platform" or "amba"
     dt_path: str

@@ -103,7 +103,8 @@ def dt_clock_rate(tree: DeviceTree, device: Node, target: str,
 
 
 def _refuse(device: str, problem: str, fix: str) -> HostdevError:
-    return HostdevError(f"device {device} cannot be given to a guest: {problem}", fix)
+    return HostdevError(f"device {device} cannot be given to a guest: {problem}", fix,
+                        code="guest-dt-failed")
 
 
 class _Builder:
@@ -117,7 +118,7 @@ class _Builder:
             raise HostdevError(
                 f"QEMU's device tree has no {PLATFORM_BUS_PATH} node",
                 "the machine must be the arm 'virt' machine (other machines have no "
-                "platform bus for vfio-platform)")
+                "platform bus for vfio-platform)", code="guest-dt-failed")
         self.bus = bus
 
     def phandle(self) -> int:

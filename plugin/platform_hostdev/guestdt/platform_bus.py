@@ -73,7 +73,8 @@ class _Bus:
                 return line
         raise HostdevError(f"platform bus: no free IRQ line for {ident} (all "
                            f"{self.num_irqs} in use)",
-                           "give the guest fewer platform devices or devices with fewer IRQs")
+                           "give the guest fewer platform devices or devices with fewer IRQs",
+                           code="guest-dt-failed")
 
     def map_mmio(self, ident: str, size: int) -> int:
         step = natural_alignment(size)
@@ -86,7 +87,8 @@ class _Bus:
             offset += step
         raise HostdevError(f"platform bus: cannot fit the 0x{size:x}-byte region of {ident} "
                            f"in the 0x{self.size:x}-byte bus",
-                           "give the guest fewer or smaller platform devices")
+                           "give the guest fewer or smaller platform devices",
+                           code="guest-dt-failed")
 
 
 def allocate(devices: Sequence[BusDevice], bus_size: int = VIRT_PLATFORM_BUS_SIZE,

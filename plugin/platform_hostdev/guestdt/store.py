@@ -24,11 +24,13 @@ if TYPE_CHECKING:
 
     from platform_hostdev.domain.domainxml import Element
     from platform_hostdev.guestdt.builder import GuestDevice
+    from platform_hostdev.host.boundary import Host
 
     # what the fingerprint reads: lxml (sync) or the hook's light reader (domainxml)
     DomainElement = etree._Element | Element
 
-__all__ = ["fingerprint", "fingerprint_inputs", "inputs_match", "GuestDtStore", "STATE_DIR"]
+__all__ = ["fingerprint", "fingerprint_inputs", "inputs_match", "GuestDtStore", "STATE_DIR",
+           "guest_dt_store"]
 
 STATE_DIR = "/var/lib/platform-hostdev"
 _UNITS = {"b": 1, "bytes": 1, "k": 1024, "kib": 1024, "kb": 1000, "m": 1024 ** 2,
@@ -36,11 +38,16 @@ _UNITS = {"b": 1, "bytes": 1, "k": 1024, "kib": 1024, "kb": 1000, "m": 1024 ** 2
           "t": 1024 ** 4, "tib": 1024 ** 4, "tb": 1000 ** 4}
 
 
-def _bytes(element: DomainElement | None) -> int | None:
+def _bytes(element: DomainElement | None) -> int | str | None:
+    """A size in bytes; the text itself when it is not a number (libvirt would refuse
+    it, but the hook must not fail on it: the fingerprint still tells a change)."""
     if element is None or element.text is None:
         return None
     unit = (element.get("unit") or "KiB").lower()
-    return int(element.text.strip()) * _UNITS.get(unit, 1024)
+    text = element.text.strip()
+    if not text.isdigit():
+        return text
+    return int(text) * _UNITS.get(unit, 1024)
 
 
 def _cpu(cpu: DomainElement | None) -> dict[str, Any] | None:
@@ -96,7 +103,8 @@ class GuestDtStore:
 
     def dtb_path(self, uuid: str) -> Path:
         if not uuid or not all(c in "0123456789abcdef-" for c in uuid.lower()):
-            raise HostdevError(f"domain UUID {uuid!r} is malformed", "check the domain XML")
+            raise HostdevError(f"domain UUID {uuid!r} is malformed", "check the domain XML",
+                               code="xml-invalid")
         return self.directory / f"{uuid.lower()}.dtb"
 
     def record_path(self, uuid: str) -> Path:
@@ -122,7 +130,7 @@ class GuestDtStore:
         except (OSError, ValueError) as exc:
             raise HostdevError(f"the guest DT record {self.record_path(uuid)} is unreadable: "
                                f"{exc}", "run 'platform-hostdev sync DOMAIN' to regenerate it"
-                               ) from None
+                               , code="journal-corrupt") from None
         return data if isinstance(data, dict) else None
 
     def placements_of(self, device: str) -> list[tuple[str, dict[str, Any]]]:
@@ -138,3 +146,8 @@ class GuestDtStore:
     def remove(self, uuid: str) -> None:
         for path in (self.dtb_path(uuid), self.record_path(uuid)):
             path.unlink(missing_ok=True)
+
+
+def guest_dt_store(host: Host) -> GuestDtStore:
+    """The guest DT store of ``host`` (under its root's state directory)."""
+    return GuestDtStore(host.fs.path(STATE_DIR))

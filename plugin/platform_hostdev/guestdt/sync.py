@@ -23,9 +23,10 @@ from platform_hostdev.guestdt.builder import GuestDevice, build_guest_tree
 from platform_hostdev.guestdt.platform_bus import BusDevice
 from platform_hostdev.guestdt.store import GuestDtStore, fingerprint, fingerprint_inputs
 from platform_hostdev.host.inventory import Inventory
+from platform_hostdev.host.processes import DumpdtbRunner, run_dumpdtb
 from platform_hostdev.vfio.correlate import Correlation, correlate
 from platform_hostdev.virt.connection import libvirt_errors
-from platform_hostdev.virt.dumpdtb import Runner, dt_relevant_args, dump_dtb, split_native
+from platform_hostdev.virt.dumpdtb import dt_relevant_args, dump_dtb, split_native
 from platform_hostdev.virt.qemu_nodes import needs_guest_dtb
 
 __all__ = ["SyncResult", "other_bus_devices", "sync_domain", "TPM_TIS_SIZE"]
@@ -35,6 +36,8 @@ TPM_TIS_SIZE = 0x5000  # hw/tpm/tpm_tis_sysbus.c: TPM_TIS_ADDR_SIZE
 
 @dataclass
 class SyncResult:
+    """A domain's XML with ``<os><dtb>`` set (or removed), its guest DTB and what it holds."""
+
     tree: etree._ElementTree          # the domain XML with <os><dtb> set or removed
     dtb_path: str | None
     devices: list[GuestDevice] = field(default_factory=list)
@@ -49,14 +52,16 @@ def other_bus_devices(root: etree._Element) -> list[BusDevice]:
             devices.append(BusDevice("tpm-tis-device", (TPM_TIS_SIZE,), 1))
         else:
             raise HostdevError(f"TPM model {tpm.get('model')!r} is not modelled on the platform "
-                               "bus", "use model='tpm-tis' or remove the TPM")
+                               "bus", "use model='tpm-tis' or remove the TPM",
+                               code="guest-dt-failed")
     return devices
 
 
 def _set_dtb(root: etree._Element, path: str | None, ours: str) -> None:
     os_el = root.find("os")
     if os_el is None:
-        raise HostdevError("the domain XML has no <os>", "libvirt always writes one")
+        raise HostdevError("the domain XML has no <os>", "libvirt always writes one",
+                           code="xml-invalid")
     dtb = os_el.find("dtb")
     if path is None:
         if dtb is not None and (dtb.text or "").strip() == ours:
@@ -67,18 +72,23 @@ def _set_dtb(root: etree._Element, path: str | None, ours: str) -> None:
         dtb.tail = os_el[-2].tail if len(os_el) > 1 else None
     elif (dtb.text or "").strip() not in ("", ours):
         raise HostdevError(f"the domain already boots with its own DTB {dtb.text}",
-                           "remove <os><dtb>: platform-hostdev generates the guest device tree")
+                           "remove <os><dtb>: platform-hostdev generates the guest device tree",
+                           code="guest-dt-failed")
     dtb.text = path
 
 
 def sync_domain(conn: Any, tree: etree._ElementTree, inventory: Inventory,
-                store: GuestDtStore, runner: Runner | None = None) -> SyncResult:
-    """(Re)generate the guest DTB of a translated domain; returns the updated XML."""
+                store: GuestDtStore, dumpdtb: DumpdtbRunner = run_dumpdtb) -> SyncResult:
+    """(Re)generate the guest DTB of a translated domain; returns the updated XML.
+
+    The DTB is stored in ``store``; the XML is not defined (the caller does it).
+    ``dumpdtb`` runs QEMU (the host's dumpdtb runner).
+    """
     root = tree.getroot()
     if root.find("features/acpi") is not None:
         raise HostdevError("the domain boots with ACPI (<features><acpi/>): the guest would "
                            "ignore the device tree that describes its platform devices",
-                           "remove <acpi/> from <features>")
+                           "remove <acpi/> from <features>", code="acpi-unsupported")
     uuid = (root.findtext("uuid") or "").strip()
     # read as the prepare hook reads it, so the fingerprint's device keys are the same
     hostdevs = declared_hostdevs(parse_domain(etree.tostring(root)))
@@ -95,14 +105,14 @@ def sync_domain(conn: Any, tree: etree._ElementTree, inventory: Inventory,
             store.remove(uuid)
         return SyncResult(tree, None)
     if not uuid:
-        raise HostdevError("the domain has no <uuid> yet", "define it first, then sync")
+        raise HostdevError("the domain has no <uuid> yet", "define it first, then sync",
+                           code="xml-invalid")
     _set_dtb(root, None, ours)  # libvirt's -dtb must not feed the dump
     with libvirt_errors("libvirt could not build the domain's QEMU command line",
                         "check the domain with 'virsh domxml-to-native qemu-argv'"):
         native = conn.domainXMLToNative("qemu-argv", to_string(tree), 0)
     emulator, args = split_native(native)
-    blob = dump_dtb(emulator, dt_relevant_args(args)) if runner is None else \
-        dump_dtb(emulator, dt_relevant_args(args), runner)
+    blob = dump_dtb(emulator, dt_relevant_args(args), dumpdtb)
     base = parse_dtb(blob, "QEMU's dumpdtb")
     guest = build_guest_tree(base, inventory.tree, correlations, other_bus_devices(root))
     keys = [h.key for h in hostdevs]

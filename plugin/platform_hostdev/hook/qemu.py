@@ -25,28 +25,27 @@ from __future__ import annotations
 
 import os
 import sys
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, NamedTuple, TextIO
 
 from platform_hostdev.binding.journal import Journal
 from platform_hostdev.binding.ownership import OwnerRecord, Owners
-from platform_hostdev.binding.preflight import VFIO_DRIVERS, Runner, device_state
+from platform_hostdev.binding.preflight import VFIO_DRIVERS, device_state
 from platform_hostdev.errors import HostdevError
+from platform_hostdev.host.boundary import Host, host_at
 from platform_hostdev.host.fs import HostFs, is_noiommu
 from platform_hostdev.host.specs import check_spec
 
 if TYPE_CHECKING:
     from platform_hostdev.binding.operations import RecoverAction
     from platform_hostdev.domain.domainxml import Element
-    from platform_hostdev.host.uevents import Waiter
 
 # Light on purpose: libvirt runs the hook on every domain start. binding (the
 # driver moves), protection and the guest-DT store are imported where a call
 # needs them; records are NamedTuples (dataclasses would load inspect).
 
 __all__ = ["HookEnv", "run", "dispatch", "HookDevice", "resolve_device", "release_stale",
-           "StaleRelease"]
+           "StaleRelease", "recover_host"]
 
 VFIO_ANY = frozenset(VFIO_DRIVERS.values()) | {"vfio-pci"}
 HOOK_CONFIG = "/etc/platform-hostdev/hook.conf"
@@ -54,24 +53,28 @@ _WORKING_OPS = ("prepare", "release", "reconnect", "migrate", "restore")  # the 
 
 
 class HookEnv:
-    """The hook's boundaries (a fake host injects its own)."""
+    """What a hook call works with: the host, where its messages go, hook.conf's settings."""
 
-    def __init__(self, fs: HostFs, waiter: Waiter, runner: Runner | None = None, *,
-                 clock: Callable[[], float] = time.time, err: TextIO | None = None,
-                 allow_noiommu: bool = False, on_step: Callable[[str], None] | None = None,
-                 check_guest_dt: bool = True) -> None:
-        self.fs = fs
-        self.waiter = waiter
-        self.runner = runner
-        self.clock = clock
+    __slots__ = ("host", "err", "allow_noiommu")
+
+    def __init__(self, host: Host, *, err: TextIO | None = None,
+                 allow_noiommu: bool = False) -> None:
+        self.host = host
         self.err = err if err is not None else sys.stderr
         self.allow_noiommu = allow_noiommu
-        self.on_step = on_step                # fault injection in tests
-        self.check_guest_dt = check_guest_dt  # tests of other concerns turn the DT check off
 
-    def step(self, what: str) -> None:
-        if self.on_step is not None:
-            self.on_step(what)
+    @property
+    def fs(self) -> HostFs:
+        """The host's filesystem root."""
+        return self.host.fs
+
+    def owners(self) -> Owners:
+        """The ownership records, on the host's clock and pid check."""
+        return Owners(self.host.fs, self.host.clock, pid_alive=self.host.pid_alive)
+
+    def journal(self) -> Journal:
+        """The binding journal, on the host's clocks."""
+        return Journal(self.host.fs, clock=self.host.monotonic, sleep=self.host.sleep)
 
 
 class HookDevice(NamedTuple):
@@ -103,21 +106,17 @@ def _config(fs: HostFs) -> dict[str, str]:
 
 
 def run(argv: Sequence[str], data: bytes, root: str = "/") -> int:
-    """Entry point of the installed hook (real boundaries)."""
-    from platform_hostdev.binding.preflight import subprocess_runner
-    from platform_hostdev.host.uevents import default_waiter
-
+    """Entry point of the installed hook: the host at ``root`` (``host_at``)."""
     args = list(argv) + ["-"] * (4 - len(argv))
     if args[1] not in _WORKING_OPS:
         return 0  # start, started, stopped...: nothing to do, nothing to fail on
-    fs = HostFs(root)
-    env = HookEnv(fs, default_waiter(fs),
-                  subprocess_runner if os.path.realpath(root) == "/" else None,
-                  allow_noiommu=_config(fs).get("allow_noiommu") == "yes")
+    host = host_at(root)
+    env = HookEnv(host, allow_noiommu=_config(host.fs).get("allow_noiommu") == "yes")
     return dispatch(argv, data, env)
 
 
 def dispatch(argv: Sequence[str], data: bytes, env: HookEnv) -> int:
+    """One hook call: ``argv`` as libvirt passes it, ``data`` the domain XML; the exit code."""
     args = list(argv) + ["-"] * (4 - len(argv))
     name, op = args[0], args[1]
     try:
@@ -155,7 +154,8 @@ def _refuse_migration(data: bytes, op: str) -> None:
                            "vfio-platform devices are not migratable and their state cannot "
                            "be saved)",
                            "detach the platform hostdevs (platform-hostdev detach-device "
-                           "--config) and restart the domain before migrating")
+                           "--config) and restart the domain before migrating",
+                           code="not-migratable", operation=op)
 
 
 def _parse_domain(data: bytes, name: str, fs: HostFs) -> _Domain:
@@ -164,14 +164,16 @@ def _parse_domain(data: bytes, name: str, fs: HostFs) -> _Domain:
     root = parse_domain(data)
     uuid = (root.findtext("uuid") or "").strip()
     if not uuid:
-        raise HostdevError("the domain XML has no <uuid>", "libvirt always sets one")
+        raise HostdevError("the domain XML has no <uuid>", "libvirt always sets one",
+                           code="xml-invalid", domain=name)
     declared = declared_hostdevs(root)
     devices = [resolve_device(fs, h.name, h.dt_path, h.managed) for h in declared]
     seen: set[str] = set()
     for device in devices:
         if device.name in seen:
             raise HostdevError(f"device {device.name} is listed twice in the domain",
-                               "remove the duplicate hostdev")
+                               "remove the duplicate hostdev", code="duplicate-device",
+                               device=device.name, domain=name)
         seen.add(device.name)
     return _Domain(name, uuid, devices, root, tuple(h.key for h in declared))
 
@@ -190,7 +192,8 @@ def resolve_device(fs: HostFs, name: str | None, dt_path: str | None,
                 break
         if found is None:
             raise HostdevError(f"no platform or amba device named {name} on this host",
-                               "check the name with 'platform-hostdev nodedev-list'")
+                               "check the name with 'platform-hostdev nodedev-list'",
+                               code="device-not-found", device=name)
     else:
         assert dt_path is not None
         for bus in VFIO_DRIVERS:
@@ -203,13 +206,15 @@ def resolve_device(fs: HostFs, name: str | None, dt_path: str | None,
                 break
         if found is None:
             raise HostdevError(f"no platform or amba device has DT path {dt_path}",
-                               "check the path with 'platform-hostdev nodedev-list'")
+                               "check the path with 'platform-hostdev nodedev-list'",
+                               code="device-not-found", dt_path=dt_path)
     dev_name, bus = found
     link = f"/sys/bus/{bus}/devices/{dev_name}"
     actual = fs.dt_path_of(link)
     if dt_path is not None and actual != dt_path:
         raise HostdevError(f"device {dev_name} is DT node {actual}, not {dt_path}",
-                           "make <devicetree path> and <device name> name the same device")
+                           "make <devicetree path> and <device name> name the same device",
+                           code="dt-mismatch", device=dev_name, dt_path=dt_path)
     raw = fs.read_text(link + "/of_node/compatible") or ""
     compatible = tuple(c for c in raw.split("\0") if c)
     return HookDevice(dev_name, bus, actual, compatible, managed,
@@ -235,7 +240,7 @@ def release_stale(env: HookEnv, owners: Owners, journal: Journal,
     if journal.devices():  # a record only exists while we have moved a device
         from platform_hostdev.binding.operations import DEFAULT_TIMEOUT, recover
 
-        actions = recover(env.fs, journal, env.waiter, timeout=timeout or DEFAULT_TIMEOUT)
+        actions = recover(env.host, journal, timeout=timeout or DEFAULT_TIMEOUT)
     released = []
     for record in owners.all():
         if owners.is_live(record):
@@ -246,6 +251,20 @@ def release_stale(env: HookEnv, owners: Owners, journal: Journal,
     return StaleRelease(actions, released)
 
 
+def recover_host(host: Host, *, err: TextIO | None = None,
+                 timeout: float | None = None) -> StaleRelease:
+    """What ``platform-hostdev recover`` does: finish interrupted binding work, then give
+    back the devices of domains that are gone (the hook's own sweep, under its lock).
+
+    A device stays with its domain while libvirt's pid file names a live QEMU,
+    or while the domain is within its start grace period.
+    """
+    env = HookEnv(host, err=err)
+    owners = env.owners()
+    with owners.locked():
+        return release_stale(env, owners, env.journal(), timeout=timeout)
+
+
 def _give_back(record: OwnerRecord, env: HookEnv, owners: Owners, journal: Journal) -> None:
     if record.node and record.node_owner:
         path = env.fs.path(record.node)
@@ -253,15 +272,14 @@ def _give_back(record: OwnerRecord, env: HookEnv, owners: Owners, journal: Journ
             uid, gid, mode = record.node_owner
             os.chown(path, uid, gid)
             os.chmod(path, mode)
-    env.step(f"release:{record.device}:node-restored")
+    env.host.step(f"release:{record.device}:node-restored", record)
     if record.detached_by_us:
         state = device_state(env.fs, record.bus, record.device)
         if state.driver in VFIO_ANY:
             from platform_hostdev.binding.operations import reattach
 
-            reattach(env.fs, HookDevice(record.device, record.bus, None, (), True),
-                     journal, env.waiter, env.runner)
-    env.step(f"release:{record.device}:reattached")
+            reattach(env.host, HookDevice(record.device, record.bus, None, (), True), journal)
+    env.host.step(f"release:{record.device}:reattached", record)
     owners.remove(record.device)
 
 
@@ -292,13 +310,15 @@ def check_guest_dt(domain: _Domain, env: HookEnv) -> None:
     if not dtb:
         raise HostdevError(f"domain {domain.name} has no guest device tree for its platform "
                            "devices (QEMU builds nodes only for calxeda xgmac and AMD xgbe "
-                           "and would exit: 'can not be dynamically instantiated')", fix)
+                           "and would exit: 'can not be dynamically instantiated')", fix,
+                           code="guest-dt-missing", domain=domain.name)
     if dtb != env.fs.host_path(ours) and env.fs.path(dtb) != ours:
         return  # the user's own DTB: theirs to keep right
     record = store.load_record(domain.uuid)
     if record is None or not ours.exists():
         raise HostdevError(f"the generated guest device tree {dtb} of domain {domain.name} "
-                           "is missing", fix)
+                           "is missing", fix, code="guest-dt-missing", domain=domain.name,
+                           path=dtb)
     # compare the fingerprint's preimage: the same decision without hashing
     if not inputs_match(record.get("inputs"), domain.root, domain.keys):
         before = record.get("inputs", {})
@@ -306,14 +326,14 @@ def check_guest_dt(domain: _Domain, env: HookEnv) -> None:
         changed = ", ".join(f"{k}: {before.get(k)!r} -> {now.get(k)!r}"
                             for k in sorted(now) if before.get(k) != now.get(k))
         raise HostdevError(f"the guest device tree of domain {domain.name} is out of date "
-                           f"({changed or 'configuration changed'})", fix)
+                           f"({changed or 'configuration changed'})", fix,
+                           code="guest-dt-stale", domain=domain.name, path=dtb)
 
 
 def prepare(domain: _Domain, env: HookEnv) -> None:
-    if env.check_guest_dt:
-        check_guest_dt(domain, env)
-    owners = Owners(env.fs, env.clock)
-    journal = Journal(env.fs)
+    check_guest_dt(domain, env)
+    owners = env.owners()
+    journal = env.journal()
     with owners.locked():
         release_stale(env, owners, journal)
         done: list[OwnerRecord] = []
@@ -323,7 +343,7 @@ def prepare(domain: _Domain, env: HookEnv) -> None:
             _check_groups(domain, env)
             for i, record in enumerate(done):
                 done[i] = _hand_over_node(record, env, owners)
-                env.step(f"prepare:{record.device}:node")
+                env.host.step(f"prepare:{record.device}:node", done[i])
             for record in done:
                 owners.write(record.at(state="prepared", pid=0))
         except (Exception, KeyboardInterrupt) as failure:
@@ -342,15 +362,17 @@ def _take(device: HookDevice, domain: _Domain, env: HookEnv, owners: Owners,
     if current is not None and current.uuid != domain.uuid:
         raise HostdevError(f"device {device.name} is in use by domain {current.domain}",
                            f"stop domain {current.domain} or remove the device from one of "
-                           "the two domains")
+                           "the two domains", code="device-in-use", device=device.name,
+                           domain=current.domain)
     state = device_state(env.fs, device.bus, device.name)
     vfio = VFIO_DRIVERS[device.bus]
     if device.bus == "amba":
         raise HostdevError(f"{device.name} is an AMBA device; QEMU's vfio-platform refuses "
-                           "vfio-amba devices", "AMBA devices cannot be passed to QEMU guests")
+                           "vfio-amba devices", "AMBA devices cannot be passed to QEMU guests",
+                           code="amba-unsupported", device=device.name)
     adopted = current is not None and current.detached_by_us
     record = OwnerRecord(device.name, device.bus, domain.name, domain.uuid, device.managed,
-                         detached_by_us=adopted, state="preparing", since=env.clock(),
+                         detached_by_us=adopted, state="preparing", since=env.host.clock(),
                          pid=os.getpid())
     if state.driver == vfio:
         owners.write(record)
@@ -359,20 +381,24 @@ def _take(device: HookDevice, domain: _Domain, env: HookEnv, owners: Owners,
         raise HostdevError(f"unmanaged device {device.name} is bound to "
                            f"{state.driver or 'no driver'}, not {vfio}; it must be manually "
                            "detached", f"run 'platform-hostdev nodedev-detach {device.name}' "
-                           "or set managed='yes'")
+                           "or set managed='yes'", code="not-detached", device=device.name,
+                           driver=state.driver)
     from platform_hostdev.binding.operations import detach
     from platform_hostdev.host.protection import refuse_if_host_uses
 
-    refuse_if_host_uses(env.fs, device, force=False)  # console, mounted disk, route
+    # console, mounted disk, route, of the device and of every device its unbind takes
+    # (device links); consumers that would lose their driver and drivers that forbid
+    # unbinding are refused too: never forced here
+    refuse_if_host_uses(env.fs, device, force=False)
     record = record.at(detached_by_us=True)
     owners.write(record)  # before the first sysfs write: release knows to give it back
-    env.step(f"prepare:{device.name}:recorded")
+    env.host.step(f"prepare:{device.name}:recorded", record)
     try:
-        detach(env.fs, device, journal, env.waiter, env.runner)
+        detach(env.host, device, journal)
     except (Exception, KeyboardInterrupt):
         owners.remove(device.name)  # detach rolled the device back itself
         raise
-    env.step(f"prepare:{device.name}:detached")
+    env.host.step(f"prepare:{device.name}:detached", record)
     return record
 
 
@@ -383,12 +409,14 @@ def _check_groups(domain: _Domain, env: HookEnv) -> None:
         group = state.iommu_group
         if group is None:
             raise HostdevError(f"{device.name} has no IOMMU group after binding to vfio",
-                               "the device needs an IOMMU (check 'platform-hostdev check-host')")
+                               "the device needs an IOMMU (check 'platform-hostdev check-host')",
+                               code="no-iommu", device=device.name)
         if is_noiommu(env.fs, group) and not env.allow_noiommu:
             raise HostdevError(f"{device.name} is in a no-IOMMU group; QEMU cannot use "
                                "no-IOMMU groups (it never opens /dev/vfio/noiommu-N)",
                                "the device needs an IOMMU; no-IOMMU mode is only for "
-                               "user-space drivers and tests")
+                               "user-space drivers and tests", code="no-iommu",
+                               device=device.name, group=group)
         members = env.fs.path(f"/sys/kernel/iommu_groups/{group}/devices")
         blockers = []
         for member in sorted(os.listdir(members)) if members.exists() else []:
@@ -402,7 +430,8 @@ def _check_groups(domain: _Domain, env: HookEnv) -> None:
             raise HostdevError(f"IOMMU group {group} of {device.name} is not viable: "
                                f"{', '.join(blockers)} still bound to host drivers",
                                "add those devices to the domain (managed='yes') or detach "
-                               "them with 'platform-hostdev nodedev-detach'")
+                               "them with 'platform-hostdev nodedev-detach'",
+                               code="group-not-viable", device=device.name, group=group)
 
 
 def _hand_over_node(record: OwnerRecord, env: HookEnv, owners: Owners) -> OwnerRecord:
@@ -416,7 +445,8 @@ def _hand_over_node(record: OwnerRecord, env: HookEnv, owners: Owners) -> OwnerR
     path = env.fs.path(node)
     if not path.exists():
         raise HostdevError(f"{node} for {record.device} does not exist",
-                           "is the vfio module loaded and devtmpfs mounted?")
+                           "is the vfio module loaded and devtmpfs mounted?",
+                           code="vfio-unavailable", device=record.device, path=node)
     st = path.stat()
     before: Sequence[int] = [st.st_uid, st.st_gid, st.st_mode & 0o7777]
     if record.node_owner:  # adopted from an earlier run: keep the true original
@@ -430,8 +460,8 @@ def _hand_over_node(record: OwnerRecord, env: HookEnv, owners: Owners) -> OwnerR
 
 
 def release(domain: _Domain, env: HookEnv) -> None:
-    owners = Owners(env.fs, env.clock)
-    journal = Journal(env.fs)
+    owners = env.owners()
+    journal = env.journal()
     problems = []
     with owners.locked():
         # Finish interrupted binding work first (a killed prepare), then give back.
@@ -445,12 +475,13 @@ def release(domain: _Domain, env: HookEnv) -> None:
                 problems.append(f"{record.device}: {exc.what}")
     if problems:
         raise HostdevError("could not give back " + "; ".join(problems),
-                           "run 'platform-hostdev recover' once the cause is fixed")
+                           "run 'platform-hostdev recover' once the cause is fixed",
+                           code="restore-failed", domain=domain.name)
 
 
 def reconnect(domain: _Domain, env: HookEnv) -> None:
     """Adopt a running domain's devices after a daemon restart (never fails the domain)."""
-    owners = Owners(env.fs, env.clock)
+    owners = env.owners()
     with owners.locked():
         for device in domain.devices:
             current = owners.read(device.name)
@@ -463,4 +494,4 @@ def reconnect(domain: _Domain, env: HookEnv) -> None:
                 owners.write(OwnerRecord(device.name, device.bus, domain.name, domain.uuid,
                                          device.managed, detached_by_us=False,
                                          state="prepared", group=state.iommu_group,
-                                         since=env.clock()))
+                                         since=env.host.clock()))

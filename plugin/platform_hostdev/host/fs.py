@@ -8,6 +8,7 @@ light: the hook imports it on every domain start.
 """
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
@@ -62,7 +63,10 @@ class HostFs:
             return None
         except OSError as exc:
             raise HostError(f"cannot read {host_path}: {exc.strerror}",
-                            "run as root, or check that sysfs is mounted") from None
+                            "run as root, or check that sysfs is mounted",
+                            code="permission-denied" if exc.errno in (errno.EPERM, errno.EACCES)
+                            else "host-state",
+                            path=host_path) from None
 
     def link_name(self, host_path: str) -> str | None:
         """The last component of a symlink's target (driver, iommu_group), or None."""

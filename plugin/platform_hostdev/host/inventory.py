@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from platform_hostdev.dt.naming import predict_devices
 from platform_hostdev.dt.tree import DeviceTree
 from platform_hostdev.errors import DeviceNotFoundError, HostdevError
+from platform_hostdev.host.boundary import Host, host_at
 from platform_hostdev.host.fs import BUSES, DT_BASE, HostFs
 from platform_hostdev.host.pagesize import PageSize, dtb_page_size, read_page_size
 from platform_hostdev.host.sources import device_source
@@ -29,8 +30,7 @@ def nodedev_name(bus: str, name: str) -> str:
     return f"{bus}_" + re.sub(r"[^A-Za-z0-9]", "_", name)
 
 
-@dataclass(frozen=True)
-class Device:
+class Device(NamedTuple):
     """A platform or amba device: its identity on the host and in the device tree."""
 
     name: str
@@ -50,25 +50,23 @@ class Device:
         return nodedev_name(self.bus, self.name)
 
 
-@dataclass
 class Inventory:
     """Every device of a host or DTB, indexed by name, DT path, alias and nodedev name."""
 
-    tree: DeviceTree
-    devices: list[Device]
-    #: the page size when known up front (a DTB: given or assumed); else read from ``fs``
-    page: PageSize | None = None
-    fs: HostFs | None = None
-    by_name: dict[str, Device] = field(init=False)
-    by_path: dict[str, Device] = field(init=False)
-    by_alias: dict[str, Device] = field(init=False)
-    by_nodedev: dict[str, Device] = field(init=False)
+    __slots__ = ("tree", "devices", "by_name", "by_path", "by_alias", "by_nodedev", "page", "fs")
 
-    def __post_init__(self) -> None:
+    def __init__(self, tree: DeviceTree, devices: list[Device], page: PageSize | None = None,
+                 fs: HostFs | None = None) -> None:
+        """``page``: the page size when known up front (a DTB: given or assumed); without
+        it, it is read from the host's ``fs`` when first asked for."""
+        self.tree = tree
+        self.devices = devices
+        self.page = page
+        self.fs = fs
         self.by_name = {d.name: d for d in self.devices}
         self.by_path = {d.dt_path: d for d in self.devices if d.dt_path}
         self.by_nodedev = {d.nodedev_name: d for d in self.devices}
-        self.by_alias = {}
+        self.by_alias: dict[str, Device] = {}
         for alias, path in self.tree.aliases.items():
             device = self.by_path.get(path)
             if device is not None:
@@ -79,7 +77,8 @@ class Inventory:
         if self.page is None:
             if self.fs is None:
                 raise HostdevError("the page size of this inventory's kernel is not known",
-                                   "load the inventory from a host root or give a page size")
+                                   "load the inventory from a host root or give a page size",
+                                   code="host-state")
             self.page = read_page_size(self.fs)
         return self.page
 
@@ -103,18 +102,20 @@ class Inventory:
         raise DeviceNotFoundError(spec)
 
 
-def load_inventory(root: str | os.PathLike[str] = "/", dtb: str | None = None,
-                   page_size: int | None = None) -> Inventory:
-    """Scan a host rooted at ``root``, or predict the devices of a DTB file.
+def load_inventory(host: Host | str | os.PathLike[str] = "/",
+                   dtb: str | None = None, page_size: int | None = None) -> Inventory:
+    """Scan a host, or predict the devices of a DTB file (``dtb``: the host is not read).
 
-    ``page_size`` (bytes) is the page size of the kernel a DTB's board runs;
-    a host's own is read from its running kernel when first asked for
-    (:meth:`Inventory.page_size`), so giving one with a host root is an error.
+    ``host`` is a :class:`~platform_hostdev.host.boundary.Host` or a filesystem
+    root (``host_at(root)``); pyudev enumerates the live host, files any other.
+    ``page_size`` (bytes) is the page size of the kernel a DTB's board runs; a
+    host's own is read from its running kernel when first asked for
+    (:meth:`Inventory.page_size`), so giving one with a host is an error.
     """
     if dtb is None and page_size is not None:
         raise HostdevError("--page-size applies to --dtb only",
                            "a host's page size is read from its running kernel "
-                           "(/proc/self/auxv); drop --page-size")
+                           "(/proc/self/auxv); drop --page-size", code="invalid-page-size")
     if dtb is not None:
         tree = DeviceTree.from_dtb(dtb)
         devices = [
@@ -127,9 +128,11 @@ def load_inventory(root: str | os.PathLike[str] = "/", dtb: str | None = None,
             for p in predict_devices(tree)
         ]
         return Inventory(tree, devices, page=dtb_page_size(page_size))
-    fs = HostFs(root)
+    if not isinstance(host, Host):
+        host = host_at(host)
+    fs = host.fs
     tree = DeviceTree.from_sysfs(fs.path("/" + DT_BASE))
-    source = device_source(fs)
+    source = device_source(fs, host.live)
     devices = []
     for bus in BUSES:
         for host_device in source.devices(bus):

@@ -87,7 +87,8 @@ def parse_page_size(text: str) -> int:
         value = number * {"": 1, "K": 1024, "M": 1024 * 1024}[unit]
     if value not in ARM64_PAGE_SIZES:
         raise HostdevError(f"--page-size {text!r} is not a page size an arm64 kernel uses",
-                           "give 4K, 16K or 64K (or 4096, 16384, 65536)")
+                           "give 4K, 16K or 64K (or 4096, 16384, 65536)",
+                           code="invalid-page-size", page_size=text)
     assert value is not None
     return value
 

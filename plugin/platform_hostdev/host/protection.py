@@ -17,8 +17,14 @@ transport, counts for the controller):
   /proc/net/ipv6_route, then /sys/class/net/IF/device.
 
 Everything is read through :class:`~platform_hostdev.host.fs.HostFs`, so a fake
-host keeps its /proc files under its root. :func:`refuse_if_host_uses` is the
-guard binding calls before detaching a device.
+host keeps its /proc files under its root.
+
+A detach unbinds more than the device: the kernel releases the drivers of its
+consumers too (:mod:`devlinks`). :func:`refuse_unsafe_detach` is the guard
+binding calls before detaching: it refuses a driver that forbids unbinding
+(always), a detach that would unbind other devices (unless forced), and any
+host use of the device or of those devices (unless forced).
+:func:`refuse_if_host_uses` is the same guard returning only the uses.
 """
 from __future__ import annotations
 
@@ -28,13 +34,25 @@ from collections.abc import Iterator, Sequence
 from typing import NamedTuple, Protocol
 
 from platform_hostdev.errors import HostdevError
+from platform_hostdev.host.devlinks import (
+    Dependent,
+    refuse_forbidden_unbind,
+    render_dependent,
+    unbind_dependents,
+)
 from platform_hostdev.host.fs import DT_BASE, HostFs
 
 __all__ = [
     "HostUse",
     "HostUseError",
+    "ConsumerWouldUnbindError",
     "Usable",
+    "UnbindImpact",
     "host_usage",
+    "located",
+    "unbind_impact",
+    "consumers_error",
+    "refuse_unsafe_detach",
     "refuse_if_host_uses",
     "cmdline_consoles",
     "default_route_interfaces",
@@ -59,19 +77,63 @@ class Usable(Protocol):
 
 class HostUse(NamedTuple):
     """One use the host makes of a device: ``kind`` (console, mount, swap, network),
-    ``detail`` (completes "<device> ..."), and the ``fix`` that frees the device."""
+    ``detail`` (completes "<device> ..."), the ``fix`` that frees the device, and
+    ``subject``, what is used, as the end of a chain ("/dev/mmcblk0 mounted on /mnt")."""
 
     kind: str
     detail: str
     fix: str
+    subject: str = ""
 
 
 class HostUseError(HostdevError):
     """Detaching the device would take it from the host (see the uses)."""
 
-    def __init__(self, what: str, fix: str, uses: Sequence[HostUse]) -> None:
-        super().__init__(what, fix)
+    code = "host-uses-device"
+
+    def __init__(self, what: str, fix: str, uses: Sequence[HostUse], *,
+                 device: str | None = None) -> None:
+        super().__init__(what, fix, device=device, uses=[u.kind for u in uses])
         self.uses = list(uses)
+
+
+class ConsumerWouldUnbindError(HostUseError):
+    """Detaching the device would make the kernel unbind devices that depend on it."""
+
+    code = "consumer-would-unbind"
+
+    def __init__(self, what: str, fix: str, uses: Sequence[HostUse],
+                 dependents: Sequence[Dependent], *, device: str | None = None) -> None:
+        super().__init__(what, fix, uses, device=device)
+        self.dependents = list(dependents)
+        self.data["consumers"] = [d.name for d in dependents]
+        self.data["chains"] = [list(d.chain) for d in dependents]
+
+
+class UnbindImpact(NamedTuple):
+    """What unbinding a device takes from the host: the devices that lose their
+    driver with it (:func:`~platform_hostdev.host.devlinks.unbind_dependents`) and
+    the host's uses of the device and of each of them (by device name)."""
+
+    device: str
+    dependents: list[Dependent]
+    uses: dict[str, list[HostUse]]
+
+    @property
+    def all_uses(self) -> list[HostUse]:
+        return [u for uses in self.uses.values() for u in uses]
+
+    def chain(self, dependent: Dependent) -> str:
+        """``device -> consumer (driver) -> ...``, ending with what the host uses of it."""
+        subjects = [u.subject or u.detail for u in self.uses.get(dependent.name, [])]
+        return render_dependent(dependent, ["; ".join(subjects)] if subjects else [])
+
+    def chains(self) -> list[str]:
+        """One line per device that loses its driver (the device's own uses first)."""
+        own = self.uses.get(self.device, [])
+        lines = [f"{self.device} -> " + "; ".join(u.subject or u.detail for u in own)] \
+            if own else []
+        return lines + [self.chain(d) for d in self.dependents]
 
 
 def host_usage(fs: HostFs, device: Usable) -> list[HostUse]:
@@ -82,19 +144,86 @@ def host_usage(fs: HostFs, device: Usable) -> list[HostUse]:
             *_network_uses(fs, base)]
 
 
-def refuse_if_host_uses(fs: HostFs, device: Usable, force: bool) -> list[HostUse]:
-    """Raise :class:`HostUseError` when the host uses ``device``, unless ``force``.
+class _Located(NamedTuple):
+    name: str
+    bus: str
+    dt_path: str | None
+    sysfs_path: str | None
 
-    Returns the uses found (with ``force``, the caller prints them as warnings).
+
+def located(fs: HostFs, bus: str, name: str) -> Usable:
+    """A device as the checks need it, read from its sysfs directory."""
+    directory = f"/sys/bus/{bus}/devices/{name}"
+    real = fs.path(directory)
+    return _Located(name, bus, fs.dt_path_of(directory),
+                    fs.host_path(real) if real.exists() else None)
+
+
+def unbind_impact(fs: HostFs, device: Usable,
+                  dependents: Sequence[Dependent] | None = None) -> UnbindImpact:
+    """The devices that lose their driver when ``device`` is unbound (``dependents`` when
+    already known), and every host use of the device and of them."""
+    found = list(dependents) if dependents is not None else \
+        unbind_dependents(fs, device.bus, device.name)
+    uses = {device.name: host_usage(fs, device)}
+    for dependent in found:
+        uses[dependent.name] = host_usage(fs, dependent)
+    return UnbindImpact(device.name, found, uses)
+
+
+def consumers_error(impact: UnbindImpact) -> ConsumerWouldUnbindError:
+    """The refusal of a detach that would unbind ``impact.dependents``: every chain, with
+    the host's uses at its end, and how to go on."""
+    uses = impact.all_uses
+    frees = "; ".join(dict.fromkeys(u.fix for u in uses))
+    count = len(impact.dependents)
+    plural = count > 1
+    what = (f"detaching {impact.device} makes the kernel unbind {count} "
+            f"device{'s' if plural else ''} that depend{'' if plural else 's'} on it "
+            "(device links, /sys/class/devlink):\n  " + "\n  ".join(impact.chains()))
+    them = "them" if plural else "it"
+    if uses:
+        fix = (f"the host uses {them}: choose another device, or pass --force if you really "
+               f"mean it (to free {them}: {frees})")
+    else:
+        fix = (f"pass --force on the command line to let {them} lose "
+               f"{'their drivers' if plural else 'its driver'} ('platform-hostdev "
+               f"nodedev-reattach {impact.device}' gives {them} back; the libvirt hook never "
+               "does this), or choose a device nothing depends on")
+    return ConsumerWouldUnbindError(what, fix, uses, impact.dependents, device=impact.device)
+
+
+def refuse_unsafe_detach(fs: HostFs, device: Usable, force: bool) -> UnbindImpact:
+    """The guard before a detach; returns its :class:`UnbindImpact`.
+
+    Raises :class:`~platform_hostdev.host.devlinks.UnbindForbiddenError` when the
+    device's driver, or a dependent's, has no unbind file (even with ``force``);
+    unless ``force``: :class:`ConsumerWouldUnbindError` naming each chain when the
+    kernel would unbind other devices, :class:`HostUseError` when the host uses the
+    device. With ``force`` the caller prints what the impact lists.
     """
-    uses = host_usage(fs, device)
-    if uses and not force:
+    impact = unbind_impact(fs, device)
+    directory = f"/sys/bus/{device.bus}/devices/{device.name}"
+    refuse_forbidden_unbind(fs, device.bus, device.name, fs.link_name(directory + "/driver"),
+                            impact.dependents)
+    if force:
+        return impact
+    if impact.dependents:
+        raise consumers_error(impact)
+    uses = impact.all_uses
+    if uses:
         frees = "; ".join(dict.fromkeys(u.fix for u in uses))
         raise HostUseError(
             f"{device.name} " + "; it also ".join(u.detail for u in uses),
             f"choose another device, or pass --force if you really mean it (to free it: "
-            f"{frees})", uses)
-    return uses
+            f"{frees})", uses, device=device.name)
+    return impact
+
+
+def refuse_if_host_uses(fs: HostFs, device: Usable, force: bool) -> list[HostUse]:
+    """:func:`refuse_unsafe_detach`, returning the host uses found (of the device and of
+    every device that loses its driver with it; with ``force`` the caller prints them)."""
+    return refuse_unsafe_detach(fs, device, force).all_uses
 
 
 # ---------------------------------------------------------------- helpers
@@ -153,7 +282,7 @@ def _console_uses(fs: HostFs, device: Usable, base: str) -> Iterator[HostUse]:
         what = ", ".join(dict.fromkeys(reasons))
         yield HostUse("console", f"is the host console ({what}): detaching it cuts off the "
                       "console", "boot with the console elsewhere (console=tty0, or a serial "
-                      "port you keep) and without earlycon on it")
+                      "port you keep) and without earlycon on it", f"the host console ({what})")
 
 
 def _earlycon_is(fs: HostFs, value: str, device: Usable) -> bool:
@@ -235,13 +364,15 @@ def _storage_uses(fs: HostFs, base: str) -> Iterator[HostUse]:
         where = ", ".join(points)
         yield HostUse("mount", f"holds {source}, mounted on {where}: detaching it loses the "
                       "data being written there and can hang the host",
-                      f"unmount {where} (and drop it from /etc/fstab) first")
+                      f"unmount {where} (and drop it from /etc/fstab) first",
+                      f"{source} mounted on {where}")
     for line in _lines(fs, "/proc/swaps")[1:]:
         fields = line.split()
         if len(fields) >= 2 and fields[1] == "partition" and any(
                 _below(fs, d, base) for d in _block_dirs(fs, fields[0], None)):
             yield HostUse("swap", f"holds the host's swap {fields[0]}: detaching it crashes "
-                          "processes whose memory is swapped out", f"swapoff {fields[0]} first")
+                          "processes whose memory is swapped out", f"swapoff {fields[0]} first",
+                          f"the host's swap {fields[0]}")
 
 
 # ---------------------------------------------------------------- network
@@ -269,4 +400,5 @@ def _network_uses(fs: HostFs, base: str) -> Iterator[HostUse]:
         if "/" not in iface and _below(fs, f"/sys/class/net/{iface}/device", base):
             yield HostUse("network", f"carries the host's default route ({iface}): detaching "
                           "it can cut off network access to the host",
-                          f"move the default route off {iface} first")
+                          f"move the default route off {iface} first",
+                          f"the default route ({iface})")

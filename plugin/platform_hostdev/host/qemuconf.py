@@ -32,6 +32,8 @@ _SYNTAX_FIX = ("fix the syntax (key = value; strings in quotes; lists in [ ]): l
 class ConfSyntaxError(HostdevError):
     """A libvirt config file libvirtd itself would refuse."""
 
+    code = "config-invalid"
+
 
 def _tokens(text: str, what: str) -> list[tuple[str, str, int]]:
     tokens, pos, line = [], 0, 1
@@ -139,5 +141,6 @@ def qemu_ids(fs: HostFs, settings: dict[str, ConfValue] | None = None) -> tuple[
         missing = user if uid is None else group
         raise HostdevError(f"qemu.conf's QEMU {'user' if uid is None else 'group'} "
                            f"{missing!r} does not exist on this host",
-                           f"set user/group in {QEMU_CONF} to the account QEMU runs as")
+                           f"set user/group in {QEMU_CONF} to the account QEMU runs as",
+                           code="config-invalid")
     return uid, gid

@@ -1,14 +1,14 @@
 """How the platform and amba devices of a host are enumerated.
 
-On a live host (root ``/``) pyudev is the enumeration and uevent source,
-behind the :class:`DeviceSource` interface; libudev cannot be pointed at a
-fake tree, so a non-``/`` root is read from the sysfs files directly.
+On the live host (``Host.live``, :mod:`platform_hostdev.host.boundary`) pyudev
+is the enumeration source, behind the :class:`DeviceSource` interface;
+libudev cannot be pointed at a fake tree, so any other root is read from the
+sysfs files directly.
 """
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from platform_hostdev.host.fs import HostFs, parse_uevent
 
@@ -16,8 +16,7 @@ __all__ = ["HostDevice", "DeviceSource", "SysfsDeviceSource", "UdevDeviceSource"
            "device_source"]
 
 
-@dataclass(frozen=True)
-class HostDevice:
+class HostDevice(NamedTuple):
     """A platform or amba device as the host kernel shows it."""
 
     name: str
@@ -27,7 +26,7 @@ class HostDevice:
     driver: str | None
     driver_override: str | None
     iommu_group: str | None          # "3", or None when the device has none
-    uevent: dict[str, str] = field(default_factory=dict, compare=False)
+    uevent: dict[str, str] = {}
 
     @property
     def compatible(self) -> list[str]:
@@ -108,9 +107,10 @@ class UdevDeviceSource:
         return sorted(result, key=lambda d: d.name)
 
 
-def device_source(fs: HostFs) -> DeviceSource:
-    """pyudev on the live root, plain files elsewhere (fake hosts, chroots)."""
-    if os.path.realpath(fs.root) == "/":
+def device_source(fs: HostFs, live: bool) -> DeviceSource:
+    """pyudev on the live host (``live``, from the Host), plain files elsewhere (fake
+    hosts, chroots), and when pyudev is missing."""
+    if live:
         try:
             return UdevDeviceSource(fs)
         except ImportError:

@@ -9,10 +9,12 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from platform_hostdev.host.boundary import monotonic_clock
+from platform_hostdev.host.boundary import sleep as default_sleep
 
 __all__ = ["atomic_write", "sync_dir", "exclusive_lock"]
 
@@ -54,8 +56,8 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o600, durable: bool = Tru
 
 @contextmanager
 def exclusive_lock(lock_file: Path, timeout: float, busy: Callable[[], Exception],
-                   clock: Callable[[], float] = time.monotonic,
-                   sleep: Callable[[float], None] = time.sleep) -> Iterator[None]:
+                   clock: Callable[[], float] = monotonic_clock,
+                   sleep: Callable[[float], None] = default_sleep) -> Iterator[None]:
     """Hold an flock on ``lock_file``; raise ``busy()`` if not had within ``timeout``.
 
     The kernel drops the lock when the holder dies, so a crash never leaves it held.

@@ -12,6 +12,9 @@ write returns and no time is spent waiting. The event matters when a driver
 probes asynchronously. If neither happens before ``timeout``,
 :class:`UeventTimeoutError` says which event did not come.
 
+Which one a host gets is decided once, in
+:func:`platform_hostdev.host.boundary.host_at`.
+
 * :class:`UdevWaiter`: the live host, a pyudev netlink monitor filtered by
   subsystem (the bus); udev's rebroadcast when udevd runs, else the kernel's
   own uevents (an initramfs without udevd).
@@ -22,7 +25,6 @@ probes asynchronously. If neither happens before ``timeout``,
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, Protocol
@@ -36,12 +38,13 @@ __all__ = [
     "UdevWaiter",
     "SynchronousWaiter",
     "UeventTimeoutError",
-    "default_waiter",
 ]
 
 
 class UeventTimeoutError(HostError):
     """The expected bind/unbind did not happen in time."""
+
+    code = "uevent-timeout"
 
     def __init__(self, bus: str, device: str, action: str, timeout: float) -> None:
         super().__init__(
@@ -49,6 +52,7 @@ class UeventTimeoutError(HostError):
             f"(no '{action}' uevent and the driver link did not change)",
             "the driver may still be probing or hung: check dmesg; increase --timeout if "
             "the driver probes slowly",
+            device=device, bus=bus, action=action,
         )
         self.bus = bus
         self.device = device
@@ -88,7 +92,7 @@ class _UdevWatch:
 class UdevWaiter:
     """Bind/unbind uevents of the live host through pyudev (imported only when used)."""
 
-    def __init__(self, fs: HostFs, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, fs: HostFs, clock: Callable[[], float]) -> None:
         self.fs = fs
         self._clock = clock
 
@@ -98,7 +102,8 @@ class UdevWaiter:
             import pyudev
         except ImportError as exc:
             raise HostError("pyudev is not installed: cannot wait for bind uevents",
-                            "install python3-pyudev (apt) or pyudev (pip)") from exc
+                            "install python3-pyudev (apt) or pyudev (pip)",
+                            code="missing-dependency") from exc
         context = pyudev.Context()
         source = "udev" if os.path.exists(self.fs.path("/run/udev/control")) else "kernel"
         monitor = pyudev.Monitor.from_netlink(context, source=source)
@@ -140,11 +145,3 @@ class SynchronousWaiter:
         for watch in self._watches:
             if watch.bus == bus and watch.device == device:
                 watch.events.append(action)
-
-
-def default_waiter(fs: HostFs) -> Waiter:
-    """pyudev on the live root (imported at the first watch); elsewhere a waiter that
-    only checks the result."""
-    if os.path.realpath(fs.root) == "/":
-        return UdevWaiter(fs)
-    return SynchronousWaiter()

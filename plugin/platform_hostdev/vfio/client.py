@@ -37,6 +37,7 @@ from typing import Any, Protocol
 from platform_hostdev.errors import HostdevError
 from platform_hostdev.host.fs import NOIOMMU_GROUP_NAME, HostFs
 from platform_hostdev.host.inventory import Device as InventoryDevice
+from platform_hostdev.vfio.uapi import FLAGS, flag_bit, flag_names
 
 __all__ = [
     "Ioctl", "IOCTLS", "FLAGS", "IOMMU_TYPES", "VFIO_DRIVERS", "VFIO_API_VERSION",
@@ -128,35 +129,8 @@ IOCTLS: Mapping[str, Ioctl] = _table(
     Ioctl("DEVICE_GET_IRQ_INFO", 9, "struct", "=IIII", ("argsz", "flags", "index", "count")),
 )
 
-# Flag words, bit -> name, as in include/uapi/linux/vfio.h.
-FLAGS: Mapping[str, Mapping[int, str]] = {
-    "device": {0x1: "RESET", 0x2: "PCI", 0x4: "PLATFORM", 0x8: "AMBA", 0x10: "CCW",
-               0x20: "AP", 0x40: "FSL_MC", 0x80: "CAPS", 0x100: "CDX"},
-    "region": {0x1: "READ", 0x2: "WRITE", 0x4: "MMAP", 0x8: "CAPS"},
-    "irq": {0x1: "EVENTFD", 0x2: "MASKABLE", 0x4: "AUTOMASKED", 0x8: "NORESIZE"},
-    "group": {0x1: "VIABLE", 0x2: "CONTAINER_SET"},
-}
-
 # SET_IOMMU / CHECK_EXTENSION arguments, in order of preference for real groups.
 IOMMU_TYPES: Mapping[str, int] = {"TYPE1v2": 3, "TYPE1": 1, "NOIOMMU": 8}
-
-
-def flag_names(kind: str, value: int) -> list[str]:
-    """Names of the set bits of a flag word (``kind`` keys :data:`FLAGS`); unknown bits in hex."""
-    table = FLAGS[kind]
-    names = [name for bit, name in table.items() if value & bit]
-    rest = value & ~sum(table)
-    if rest:
-        names.append(hex(rest))
-    return names
-
-
-def flag_bit(kind: str, name: str) -> int:
-    """The bit of a flag name (``flag_bit("region", "MMAP") == 4``)."""
-    for bit, known in FLAGS[kind].items():
-        if known == name:
-            return bit
-    raise KeyError(f"no {kind} flag {name}")
 
 
 class Syscalls(Protocol):
@@ -193,25 +167,35 @@ class OsSyscalls:
 class VfioError(HostdevError):
     """A VFIO call failed; ``errno`` is the kernel's answer, when there was one."""
 
+    code = "vfio-error"
+
     def __init__(self, what: str, fix: str = "", errno_: int | None = None) -> None:
-        super().__init__(what, fix)
+        super().__init__(what, fix, errno=errno_)
         self.errno = errno_
 
 
 class NotBoundError(VfioError):
     """The device is not bound to vfio-platform/vfio-amba (or has no iommu group)."""
 
+    code = "not-detached"
+
 
 class GroupNotViableError(VfioError):
     """Another device of the iommu group is bound to a host driver."""
+
+    code = "group-not-viable"
 
 
 class VfioPermissionError(VfioError):
     """The caller may not open the container or group node."""
 
+    code = "permission-denied"
+
 
 class VfioBusyError(VfioError):
     """Another process holds the group or device (a running VM, another inspect)."""
+
+    code = "device-in-use"
 
 
 # ---------------------------------------------------------------- sysfs side

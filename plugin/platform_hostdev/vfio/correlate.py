@@ -21,8 +21,7 @@ internal: the guest node carries the subtree.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from platform_hostdev.dt.address import first_reg_address, reg_entries
 from platform_hostdev.dt.interrupts import IrqSpec, is_gic, resolve_interrupts
@@ -31,14 +30,14 @@ from platform_hostdev.dt.phandles import phandle_links
 from platform_hostdev.dt.tree import DeviceTree, Node
 from platform_hostdev.host.inventory import Device
 from platform_hostdev.host.pagesize import PageSize
-from platform_hostdev.vfio.client import flag_bit
+from platform_hostdev.vfio.uapi import flag_bit
 
 __all__ = [
     "RegionMap", "IrqMap", "Link", "ChildNode", "Correlation", "correlate", "expected_irq_flags",
 ]
 
 AMBA_NR_IRQS = 9          # include/linux/amba/bus.h
-# The VFIO flags to expect, from vfio.py's one table of the uapi's flag words.
+# The VFIO flags to expect, from the one table of the uapi's flag words (vfio.uapi).
 _READ_WRITE = flag_bit("region", "READ") | flag_bit("region", "WRITE")
 _MMAP = flag_bit("region", "MMAP")
 _EDGE_IRQ = flag_bit("irq", "EVENTFD")
@@ -48,9 +47,8 @@ _LEVEL_IRQ = _EDGE_IRQ | flag_bit("irq", "MASKABLE") | flag_bit("irq", "AUTOMASK
 _HOST_SIDE_PROPS = frozenset({"iommus", "interrupt-parent", "interrupts-extended", "msi-parent"})
 
 
-@dataclass(frozen=True)
-class RegionMap:
-    index: int
+class RegionMap(NamedTuple):
+    index: int  # type: ignore[assignment]  # the field, not tuple.index()
     dt_path: str
     prop: str
     entry: int
@@ -60,9 +58,8 @@ class RegionMap:
     expected_flags: int
 
 
-@dataclass(frozen=True)
-class IrqMap:
-    index: int
+class IrqMap(NamedTuple):
+    index: int  # type: ignore[assignment]  # the field, not tuple.index()
     dt_path: str
     prop: str
     entry: int
@@ -76,8 +73,7 @@ class IrqMap:
     binding: str = ""           # the controller compatible whose binding decoded it; "" unknown
 
 
-@dataclass(frozen=True)
-class Link:
+class Link(NamedTuple):
     prop: str
     target: str
     args: tuple[int, ...]
@@ -85,8 +81,7 @@ class Link:
     internal: bool = False  # the target lies in the device's own subtree
 
 
-@dataclass(frozen=True)
-class ChildNode:
+class ChildNode(NamedTuple):
     path: str
     has_reg: bool
     has_interrupts: bool
@@ -99,30 +94,54 @@ class ChildNode:
         return not self.cpu_reg and not self.has_interrupts
 
 
-@dataclass
 class Correlation:
-    device: str
-    bus: str
-    dt_path: str
-    compatible: tuple[str, ...]
-    driver: str | None
-    iommu_group: str | None
-    page_size: int = 4096
-    page_size_source: str = ""
-    regions: list[RegionMap] = field(default_factory=list)
-    irqs: list[IrqMap] = field(default_factory=list)
-    links: list[Link] = field(default_factory=list)
-    children: list[ChildNode] = field(default_factory=list)
-    own_ranges: bool = False
-    notes: list[str] = field(default_factory=list)
-    reasons: list[str] = field(default_factory=list)
+    """What VFIO region i and IRQ i of a device are in the device tree, and what VFIO
+    does not carry (links to other nodes, child nodes with resources, own ranges)."""
+
+    __slots__ = ("device", "bus", "dt_path", "compatible", "driver", "iommu_group", "page_size",
+                 "page_size_source", "regions", "irqs", "links", "children", "own_ranges",
+                 "notes", "reasons")
+
+    def __init__(self, device: str, bus: str, dt_path: str, compatible: tuple[str, ...],
+                 driver: str | None, iommu_group: str | None, page_size: int = 4096,
+                 page_size_source: str = "") -> None:
+        self.device = device
+        self.bus = bus
+        self.dt_path = dt_path
+        self.compatible = compatible
+        self.driver = driver
+        self.iommu_group = iommu_group
+        self.page_size = page_size  # the host kernel's (or --dtb's), deciding mmap-ability
+        self.page_size_source = page_size_source
+        self.regions: list[RegionMap] = []
+        self.irqs: list[IrqMap] = []
+        self.links: list[Link] = []
+        self.children: list[ChildNode] = []
+        self.own_ranges = False
+        self.notes: list[str] = []
+        self.reasons: list[str] = []
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Correlation):
+            return NotImplemented
+        return all(getattr(self, f) == getattr(other, f) for f in self.__slots__)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable
+
+    def __repr__(self) -> str:
+        return f"Correlation({self.device!r}, {self.dt_path!r}, verdict={self.verdict!r})"
 
     @property
     def verdict(self) -> str:
         return "complex" if self.reasons else "simple"
 
     def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
+        """Plain JSON values: addresses and sizes in hex, tuples as lists."""
+        data: dict[str, Any] = {f: getattr(self, f) for f in self.__slots__}
+        for key in ("regions", "irqs", "links", "children"):
+            data[key] = [item._asdict() for item in data[key]]
+        data["notes"] = list(self.notes)
+        data["reasons"] = list(self.reasons)
         data["verdict"] = self.verdict
         for region in data["regions"]:
             region["cpu_address"] = hex(region["cpu_address"])

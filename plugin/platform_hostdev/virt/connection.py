@@ -39,11 +39,14 @@ DEFAULT_URI = "qemu:///system"
 
 
 class LibvirtError(HostdevError):
-    """libvirt refused an operation; ``code`` is libvirt's error code."""
+    """libvirt refused an operation; ``libvirt_code`` is libvirt's error number."""
 
-    def __init__(self, what: str, fix: str, code: int | None = None) -> None:
-        super().__init__(what, fix)
-        self.code = code
+    code = "libvirt-error"
+
+    def __init__(self, what: str, fix: str, libvirt_code: int | None = None, *,
+                 code: str | None = None) -> None:
+        super().__init__(what, fix, code=code, libvirt_code=libvirt_code)
+        self.libvirt_code = libvirt_code
 
 
 def default_uri(env: Mapping[str, str]) -> str:
@@ -75,7 +78,8 @@ def open_connection(uri: str) -> Any:
         import libvirt
     except ImportError:
         raise HostdevError("libvirt-python is not installed",
-                           "pip install libvirt-python (or apt install python3-libvirt)") from None
+                           "pip install libvirt-python (or apt install python3-libvirt)",
+                           code="missing-dependency") from None
     with libvirt_errors(f"cannot connect to {uri}",
                         "start libvirtd (or virtqemud), run as root for qemu:///system, "
                         "or pass another URI with -c"):
@@ -96,4 +100,4 @@ def lookup_domain(conn: Any, name: str) -> Any:
         return conn.lookupByUUIDString(name)
     raise LibvirtError(f"no domain named {name!r} on this connection",
                        "'virsh list --all' lists the domains; check -c/--connect",
-                       libvirt.VIR_ERR_NO_DOMAIN)
+                       libvirt.VIR_ERR_NO_DOMAIN, code="domain-not-found")

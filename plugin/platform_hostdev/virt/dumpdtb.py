@@ -14,14 +14,13 @@ import json
 import shlex
 import subprocess
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from platform_hostdev.errors import HostdevError
+from platform_hostdev.host.processes import DumpdtbRunner, run_dumpdtb
 
-__all__ = ["split_native", "dt_relevant_args", "dump_dtb", "Runner"]
-
-Runner = Callable[..., "subprocess.CompletedProcess[bytes]"]
+__all__ = ["split_native", "dt_relevant_args", "dump_dtb"]
 
 _KEEP = frozenset({"-machine", "-M", "-cpu", "-smp", "-m", "-accel", "-numa"})
 _FLAGS_KEEP = frozenset({"-enable-kvm"})
@@ -41,7 +40,8 @@ def split_native(native: str) -> tuple[str, list[str]]:
         words.pop(0)
     if not words:
         raise HostdevError("libvirt's native command line is empty",
-                           "check 'virsh domxml-to-native qemu-argv' for the domain")
+                           "check 'virsh domxml-to-native qemu-argv' for the domain",
+                           code="libvirt-error")
     return words[0], words[1:]
 
 
@@ -89,23 +89,26 @@ def dt_relevant_args(args: Sequence[str]) -> list[str]:
     return kept
 
 
-def dump_dtb(emulator: str, args: Sequence[str], runner: Runner = subprocess.run,
+def dump_dtb(emulator: str, args: Sequence[str], runner: DumpdtbRunner = run_dumpdtb,
              timeout: float = 120) -> bytes:
-    """Run ``emulator`` with ``args`` and ``-machine dumpdtb=`` and return the DTB."""
+    """Run ``emulator`` with ``args`` and ``-machine dumpdtb=`` (through ``runner``, the
+    host's dumpdtb runner) and return the DTB."""
     with tempfile.TemporaryDirectory(prefix="phd-dumpdtb-") as tmp:
         out = Path(tmp) / "machine.dtb"
         argv = [emulator, *args, "-machine", f"dumpdtb={out}", "-display", "none",
                 "-nodefaults"]
         try:
-            done = runner(argv, capture_output=True, timeout=timeout, check=False)
+            done = runner(argv, timeout)
         except FileNotFoundError:
             raise HostdevError(f"QEMU binary {emulator} not found",
-                               "install qemu-system-arm or fix the domain's <emulator>") from None
+                               "install qemu-system-arm or fix the domain's <emulator>",
+                               code="emulator-failed") from None
         except subprocess.TimeoutExpired:
             raise HostdevError(f"{emulator} did not dump its device tree within {timeout:.0f} s",
-                               "run the command by hand to see where it hangs") from None
+                               "run the command by hand to see where it hangs",
+                               code="emulator-failed") from None
         if done.returncode != 0 or not out.exists():
             stderr = done.stderr.decode(errors="replace").strip()
             raise HostdevError(f"QEMU could not dump the machine's device tree: {stderr}",
-                               f"command: {shlex.join(argv)}")
+                               f"command: {shlex.join(argv)}", code="emulator-failed")
         return out.read_bytes()

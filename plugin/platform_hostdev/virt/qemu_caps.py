@@ -15,18 +15,16 @@ import hashlib
 import json
 import os
 import re
-import subprocess
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from platform_hostdev.errors import HostdevError
+from platform_hostdev.host.processes import QemuProbeRunner
 
 __all__ = [
     "QemuCaps",
-    "Runner",
-    "run_process",
     "cache_dir",
     "parse_device_help",
     "parse_version",
@@ -34,9 +32,6 @@ __all__ = [
     "check_vfio_platform",
     "VFIO_PLATFORM_MODELS",
 ]
-
-Runner = Callable[[Sequence[str]], str]
-"""Runs argv and returns its stdout; raises HostdevError when it cannot."""
 
 VFIO_PLATFORM_MODELS = ("vfio-platform", "vfio-calxeda-xgmac", "vfio-amd-xgbe")
 _DEVICE_LINE = re.compile(r'^name "([^"]+)"', re.MULTILINE)
@@ -55,21 +50,6 @@ class QemuCaps:
     @property
     def has_vfio_platform(self) -> bool:
         return "vfio-platform" in self.devices
-
-
-def run_process(argv: Sequence[str]) -> str:
-    """The default runner: argv's stdout, HostdevError if it fails or hangs."""
-    try:
-        done = subprocess.run(list(argv), capture_output=True, text=True, timeout=60,
-                              check=False)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise HostdevError(f"cannot run {argv[0]}: {exc}",
-                           "check the <emulator> path in the domain XML") from None
-    if done.returncode != 0:
-        raise HostdevError(f"{' '.join(argv)} failed (exit {done.returncode}): "
-                           f"{done.stderr.strip()[:500]}",
-                           "check that the emulator runs on this host")
-    return done.stdout
 
 
 def cache_dir(env: Mapping[str, str], is_root: bool) -> Path:
@@ -95,13 +75,15 @@ def parse_version(text: str) -> tuple[int, int, int] | None:
     return int(match[1]), int(match[2]), int(match[3] or 0)
 
 
-def probe(emulator: str, runner: Runner, cache: Path | None) -> QemuCaps:
-    """The caps of ``emulator``, from the cache when path, size and mtime still match."""
+def probe(emulator: str, runner: QemuProbeRunner, cache: Path | None) -> QemuCaps:
+    """The caps of ``emulator``, from the cache when path, size and mtime still match;
+    else asked through ``runner`` (the host's QEMU probe)."""
     try:
         st = os.stat(emulator)
     except OSError as exc:
         raise HostdevError(f"emulator {emulator} cannot be read: {exc.strerror}",
-                           "install qemu-system-arm or fix <emulator> in the domain XML") from None
+                           "install qemu-system-arm or fix <emulator> in the domain XML",
+                           code="emulator-failed") from None
     key = {"format": _CACHE_FORMAT, "path": emulator, "size": st.st_size,
            "mtime_ns": st.st_mtime_ns}
     entry = None
@@ -141,7 +123,7 @@ def check_vfio_platform(caps: QemuCaps) -> list[str]:
             f"QEMU {version} ({caps.emulator}) has no vfio-platform device: "
             "QEMU 10.2 removed platform-device passthrough",
             "use a QEMU that still has it: pin QEMU 10.1.x (or 10.0 from Debian "
-            "bookworm-backports / trixie) and point <emulator> at it")
+            "bookworm-backports / trixie) and point <emulator> at it", code="emulator-unsupported")
     if caps.version is not None and (10, 0) <= caps.version[:2] <= (10, 1):
         return [f"QEMU {version} deprecates vfio-platform (removed in 10.2): keep this QEMU "
                 "pinned to 10.1.x or older for platform-device passthrough"]
