@@ -8,7 +8,7 @@ your own tools) needs, importable from the package itself::
     host = phd.host_at("/")                       # the live host (or a root below)
     inventory = phd.load_inventory(host)          # every platform/amba device
     device = inventory.resolve("ethernet0")       # DT path, sysfs name, alias
-    print(phd.correlate(inventory.tree, device).verdict)
+    print(phd.correlate(inventory.tree, device, inventory.page_size()).verdict)
     result = phd.detach(host, device)             # bound to vfio-platform
     phd.reattach(host, device)                    # back to its driver
 

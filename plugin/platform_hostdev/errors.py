@@ -28,6 +28,7 @@ code                       meaning
 ``duplicate-device``       one device listed twice in a domain
 ``xml-invalid``            XML that is malformed, unsafe, or off our schema
 ``file-unreadable``        a file named on the command line cannot be read
+``invalid-page-size``      a --page-size that no arm64 kernel uses, or one given without --dtb
 ``device-in-use``          another domain owns the device, or a process holds its VFIO group
 ``group-not-viable``       another member of the IOMMU group is bound to a host driver
 ``not-migratable``         migrate/save/restore of a domain with platform hostdevs

@@ -15,6 +15,7 @@ from platform_hostdev.dt.naming import predict_devices
 from platform_hostdev.dt.tree import DeviceTree
 from platform_hostdev.errors import DeviceTreeError
 from platform_hostdev.host.inventory import Device
+from platform_hostdev.host.pagesize import dtb_page_size
 from platform_hostdev.vfio.correlate import correlate
 
 FUZZ = settings(max_examples=300, derandomize=True, database=None, deadline=None,
@@ -38,7 +39,8 @@ def through_the_model(blob: bytes) -> None:
         tree = DeviceTree(parse_dtb(blob, "fuzz.dtb"), "fuzz.dtb")
         for predicted in predict_devices(tree):
             try:
-                correlate(tree, Device(predicted.name, predicted.bus, predicted.dt_path, ()))
+                correlate(tree, Device(predicted.name, predicted.bus, predicted.dt_path, ()),
+                          dtb_page_size(None))
             except DeviceTreeError:
                 pass
     except DeviceTreeError as exc:

@@ -87,6 +87,7 @@ def test_show_and_dumpxml_match_golden(board: tuple[Board, Path, FakeHost],
 def test_every_device_correlates(board: tuple[Board, Path, FakeHost]) -> None:
     _, _, host = board
     inventory = run_cli("nodedev-list", root=host.root).ctx.inventory()
-    verdicts = {d.name: correlate(inventory.tree, d).verdict for d in inventory.devices}
+    page = inventory.page_size()
+    verdicts = {d.name: correlate(inventory.tree, d, page).verdict for d in inventory.devices}
     assert set(verdicts.values()) <= {"simple", "complex"}
     assert "simple" in verdicts.values() or "complex" in verdicts.values()

@@ -111,7 +111,8 @@ def test_view_through_the_client(on_vfio: Case) -> None:
     assert not ({"PLATFORM", "AMBA"} - {case.flag}) & set(view.info.flag_names)
     assert (view.info.num_regions, view.info.num_irqs) == (1, 1)
     region = view.regions[0]
-    dt_size = correlate(load_inventory("/").tree, dev).regions[0].size
+    inventory = load_inventory("/")
+    dt_size = correlate(inventory.tree, dev, inventory.page_size()).regions[0].size
     assert region.size == dt_size == case.size
     assert region.mmap is case.mmap
     assert {"READ", "WRITE"} <= set(region.flag_names)

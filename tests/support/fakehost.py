@@ -47,6 +47,7 @@ from platform_hostdev.dt.fdt import RawNode
 from platform_hostdev.dt.naming import PredictedDevice, predict_devices
 from platform_hostdev.dt.tree import DeviceTree, Node
 from platform_hostdev.host.fs import BUSES, HostFs
+from platform_hostdev.host.pagesize import AUXV, auxv_bytes
 from platform_hostdev.vfio.uapi import VFIO_DRIVERS  # the vfio driver of each bus
 
 from tests.support.fakedevlinks import FakeLink, fw_devlinks
@@ -275,8 +276,11 @@ def build_fake_host(root: Path, dtb: Path | None = None, *, tree: DeviceTree | N
                     vfio_loaded: bool = False, noiommu: bool = False,
                     suppress_bind_attrs: Collection[str] = (),
                     modules: Mapping[str, str] | None = None, devlinks: bool = True,
-                    fw_devlink_strict: bool = False) -> FakeHost:
+                    fw_devlink_strict: bool = False, page_size: int = 4096) -> FakeHost:
     """Write a host's sysfs for ``dtb`` (or an already parsed ``tree``) below ``root``.
+
+    ``page_size`` is the running kernel's, stated as Linux does in
+    ``/proc/self/auxv`` (AT_PAGESZ; see platform_hostdev.host.pagesize).
 
     ``drivers`` maps a compatible to the driver that binds it (the first of a
     device's compatibles found wins, as the kernel's match order does).
@@ -305,6 +309,8 @@ def build_fake_host(root: Path, dtb: Path | None = None, *, tree: DeviceTree | N
         _write(base / "uevent", b"", 0o200)
     host.path(layout.DEVICES).mkdir(parents=True, exist_ok=True)
     _write(host.path(layout.DEVICES) / "uevent", b"", 0o644)
+    host.path(AUXV).parent.mkdir(parents=True, exist_ok=True)
+    _write(host.path(AUXV), auxv_bytes(page_size), 0o444)
 
     chains: dict[str, list[str]] = {}  # DT path of a created device -> its /sys/devices chain
     for predicted in predict_devices(tree):

@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 from platform_hostdev.dt.tree import DeviceTree
 from platform_hostdev.host.inventory import Device
+from platform_hostdev.host.pagesize import dtb_page_size
 from platform_hostdev.vfio.client import DeviceInfo, GroupRef, IrqInfo, RegionInfo, VfioView
 from platform_hostdev.vfio.correlate import Correlation, correlate
 from platform_hostdev.vfio.inspection import DISAGREEMENT, WARNING, compare, inspect
@@ -56,7 +57,7 @@ def seen(key: str, device: Device, group: GroupRef = IOMMU) -> VfioView:
 
 
 def corr(device: Device) -> Correlation:
-    return correlate(VIRT, device)
+    return correlate(VIRT, device, dtb_page_size(None))
 
 
 def kinds(device: Device, live: VfioView) -> list[str]:

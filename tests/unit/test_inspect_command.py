@@ -8,7 +8,9 @@ from typing import Any, TextIO
 
 import pytest
 from platform_hostdev.cli.main import Context, main
+from platform_hostdev.host.fs import HostFs
 from platform_hostdev.host.inventory import Inventory
+from platform_hostdev.host.pagesize import AUXV, auxv_bytes
 
 from tests.support.fakevfio import FakeIrq, FakeRegion, FakeVfio, vfio_sysfs
 from tests.unit.test_inspect import PL061, VIRT, VIRTIO
@@ -16,7 +18,10 @@ from tests.unit.test_inspect import PL061, VIRT, VIRTIO
 
 def _ctx(tmp_path: Path, fake: FakeVfio) -> Context:
     ctx = Context(root=str(tmp_path), out=io.StringIO(), err=io.StringIO(), vfio_syscalls=fake)
-    ctx.use_inventory(Inventory(VIRT, [VIRTIO, PL061]))
+    auxv = tmp_path / AUXV.lstrip("/")
+    auxv.parent.mkdir(parents=True, exist_ok=True)
+    auxv.write_bytes(auxv_bytes(4096))  # the host's kernel states its page size there
+    ctx.use_inventory(Inventory(VIRT, [VIRTIO, PL061], fs=HostFs(tmp_path)))
     return ctx
 
 

@@ -7,12 +7,14 @@ from typing import Any
 import pytest
 from platform_hostdev.errors import DeviceNotFoundError, InvalidDeviceSpecError
 from platform_hostdev.host.inventory import Device, check_spec, load_inventory, nodedev_name
+from platform_hostdev.host.pagesize import dtb_page_size
 from platform_hostdev.host.sources import HostDevice
 from platform_hostdev.vfio.correlate import correlate
 
 from tests.support.fdtwriter import node
 from tests.support.synthetic import CLK_PHANDLE, gic_soc, tree_of, write_dtb
 
+PAGE = dtb_page_size(None)
 BOARD = gic_soc(
     node("uart@9000", {"compatible": ["arm,pl011", "arm,primecell"],
                        "reg": [0x9000, 0x1000, 0xa000, 0x1000],
@@ -78,7 +80,7 @@ def test_host_inventory_uses_the_device_source(tmp_path: Path, mocker: Any) -> N
 
 def test_amba_exposes_reg0_and_level_irqs_are_automasked() -> None:
     tree = tree_of(BOARD)
-    c = correlate(tree, Device("9000.uart", "amba", "/soc/uart@9000", ()))
+    c = correlate(tree, Device("9000.uart", "amba", "/soc/uart@9000", ()), PAGE)
     assert [(r.cpu_address, r.size, r.mmap, r.expected_flags) for r in c.regions] == [
         (0x9000, 0x1000, True, 7)]
     assert [(i.number, i.expected_flags) for i in c.irqs] == [(1, 7), (2, 7)]
@@ -86,14 +88,16 @@ def test_amba_exposes_reg0_and_level_irqs_are_automasked() -> None:
 
 
 def test_sub_page_region_and_edge_irq() -> None:
-    c = correlate(tree_of(BOARD), Device("a000.virtio", "platform", "/soc/virtio@a000", ()))
+    c = correlate(tree_of(BOARD), Device("a000.virtio", "platform", "/soc/virtio@a000", ()),
+                  PAGE)
     assert [(r.size, r.mmap, r.expected_flags) for r in c.regions] == [(0x200, False, 3)]
     assert [(i.kind, i.number, i.trigger, i.expected_flags) for i in c.irqs] == [
         ("SPI", 16, "edge-rising", 1)]
 
 
 def test_entanglements_make_a_device_complex() -> None:
-    c = correlate(tree_of(BOARD), Device("100000.eth", "platform", "/soc/eth@100000", ()))
+    c = correlate(tree_of(BOARD), Device("100000.eth", "platform", "/soc/eth@100000", ()),
+                  PAGE)
     assert len(c.regions) == 2 and c.regions[1].mmap is False
     assert c.verdict == "complex"
     assert "clocks -> /clk" in c.reasons

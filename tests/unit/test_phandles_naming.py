@@ -1,6 +1,8 @@
 """phandles (the link table) and naming (the kernel's device set and names)."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from platform_hostdev.dt.naming import device_name, predict_devices
 from platform_hostdev.dt.phandles import link_rule, phandle_links
@@ -87,3 +89,66 @@ def test_device_set_and_buses() -> None:
                    "/opp-table", "/firmware"):
         assert absent not in predicted
     assert predicted["/hi@100000000"].name == "100000000.hi"
+
+
+def populate_board() -> DeviceTree:
+    """The extras of of_platform_default_populate_init(): reserved memory, /firmware, /chosen."""
+    return tree_of(gic_soc(
+        node("ramoops@9000", {"compatible": "ramoops", "reg": [0x9000, 0x1000]}),
+        top=(
+            node("reserved-memory", {"#address-cells": 2, "#size-cells": 2, "ranges": True}, [
+                node("smem@86300000", {"compatible": "qcom,smem", "no-map": True,
+                                       "reg": [0, 0x86300000, 0, 0x100000]}),
+                node("rmtfs@86700000", {"compatible": "qcom,rmtfs-mem",
+                                        "reg": [0, 0x86700000, 0, 0x100000],
+                                        "status": "disabled"}),
+                node("other@88000000", {"compatible": "shared-dma-pool",
+                                        "reg": [0, 0x88000000, 0, 0x100000]}),
+            ]),
+            node("firmware", {}, [
+                node("scm", {"compatible": ["vendor,scm", "simple-bus"]}, [
+                    node("inner", {"compatible": "vendor,inner"})]),
+            ]),
+            node("chosen", {"#address-cells": 2, "#size-cells": 2, "ranges": True}, [
+                node("framebuffer@90000000", {"compatible": "simple-framebuffer",
+                                              "reg": [0, 0x90000000, 0, 0x800000],
+                                              "status": "disabled"}),
+                node("framebuffer@91000000", {"compatible": "simple-framebuffer",
+                                              "reg": [0, 0x91000000, 0, 0x800000]}),
+            ]),
+        )))
+
+
+def test_populate_creates_reserved_memory_firmware_and_chosen_devices() -> None:
+    predicted = {p.dt_path: p for p in predict_devices(populate_board())}
+    smem = predicted["/reserved-memory/smem@86300000"]
+    assert (smem.name, smem.bus, smem.parent_name) == ("86300000.smem", "platform", None)
+    assert "/reserved-memory/rmtfs@86700000" not in predicted    # disabled
+    assert "/reserved-memory/other@88000000" not in predicted    # not in reserved_mem_matches
+    # a matching node under a simple-bus is created first, at the top (parent None), once
+    ramoops = [p for p in predict_devices(populate_board()) if p.dt_path == "/soc/ramoops@9000"]
+    assert [(p.name, p.parent_name) for p in ramoops] == [("9000.ramoops", None)]
+    # /firmware's children, but not their children even on a simple-bus (no bus table)
+    assert predicted["/firmware/scm"].name == "firmware:scm"
+    assert "/firmware/scm/inner" not in predicted
+    # of_get_compatible_child() takes the FIRST simple-framebuffer child: here disabled
+    assert not [p for p in predicted if p.startswith("/chosen")]
+
+
+def test_chosen_framebuffer_when_the_first_is_available(kernel_dtbs: Path) -> None:
+    tree = DeviceTree.from_dtb(kernel_dtbs / "qcom/msm8953-motorola-potter.dtb")
+    predicted = {p.dt_path: p for p in predict_devices(tree)}
+    fb = predicted["/chosen/framebuffer@90001000"]
+    assert (fb.name, fb.bus, fb.parent_name) == ("90001000.framebuffer", "platform", None)
+    # qcom boards: reserved-memory carveouts with a driver are devices, the others are not
+    apq = DeviceTree.from_dtb(kernel_dtbs / "qcom/apq8016-sbc.dtb")
+    carveouts = {p.name for p in predict_devices(apq) if p.dt_path.startswith("/reserved-memory")}
+    # 12 carveouts; tz, mpss, wcnss, venus, ... have no compatible of the match table
+    assert carveouts == {"86300000.smem", "86700000.rmtfs", "bff00000.ramoops"}
+
+
+def test_disabled_chosen_framebuffer_and_ramoops_on_real_boards(kernel_dtbs: Path) -> None:
+    relic = DeviceTree.from_dtb(kernel_dtbs / "allwinner/sun50i-a64-amarula-relic.dtb")
+    assert not [p for p in predict_devices(relic) if p.dt_path.startswith("/chosen")]
+    e850 = DeviceTree.from_dtb(kernel_dtbs / "exynos/exynos850-e850-96.dtb")
+    assert "f0000000.ramoops" in {p.name for p in predict_devices(e850)}

@@ -16,7 +16,7 @@ from platform_hostdev.host.fs import BUSES
 if TYPE_CHECKING:
     from platform_hostdev.host.devlinks import LinkView
     from platform_hostdev.host.inventory import Device
-    from platform_hostdev.vfio.correlate import Correlation
+    from platform_hostdev.vfio.correlate import Correlation, Link
 
 __all__ = ["configure", "device_json", "render_correlation"]
 
@@ -85,7 +85,8 @@ def cmd_nodedev_dumpxml(args: argparse.Namespace, ctx: Context) -> int:
 
     inventory = ctx.inventory()
     device = inventory.resolve(args.device)
-    correlation = api.correlate(inventory.tree, device) if device.dt_path else None
+    correlation = api.correlate(inventory.tree, device, inventory.page_size()) \
+        if device.dt_path else None
     links = _links(ctx, device)
     if args.json:
         data = device_json(device)
@@ -100,7 +101,7 @@ def cmd_nodedev_dumpxml(args: argparse.Namespace, ctx: Context) -> int:
 def cmd_show(args: argparse.Namespace, ctx: Context) -> int:
     inventory = ctx.inventory()
     device = inventory.resolve(args.device)
-    correlation = api.correlate(inventory.tree, device)
+    correlation = api.correlate(inventory.tree, device, inventory.page_size())
     placements: list[tuple[str, dict[str, Any]]] = []
     if ctx.dtb is None:
         from platform_hostdev.guestdt.store import guest_dt_store
@@ -133,6 +134,7 @@ def render_correlation(c: Correlation) -> str:
         f"Compatible:  {', '.join(c.compatible) or '-'}",
         f"Driver:      {c.driver or '-'}",
         f"IOMMU group: {c.iommu_group if c.iommu_group is not None else '-'}",
+        f"Page size:   {_page(c.page_size)} ({c.page_size_source})",
         "",
         "VFIO regions:",
     ]
@@ -140,7 +142,8 @@ def render_correlation(c: Correlation) -> str:
         lines.append(render_table(
             ["REGION", "DT SOURCE", "CPU ADDRESS", "SIZE", "MMAP"],
             [[str(r.index), f"{r.prop}[{r.entry}]", f"0x{r.cpu_address:x}", f"0x{r.size:x}",
-              "yes" if r.mmap else "no (not page aligned)"] for r in c.regions], indent=2))
+              "yes" if r.mmap else f"no (not {_page(c.page_size)} aligned)"]
+             for r in c.regions], indent=2))
     else:
         lines.append("  (none)")
     lines += ["", "VFIO IRQs:"]
@@ -148,23 +151,45 @@ def render_correlation(c: Correlation) -> str:
         lines.append(render_table(
             ["IRQ", "DT SOURCE", "CONTROLLER", "LINE", "TRIGGER", "EXPECTED VFIO FLAGS"],
             [[str(i.index), f"{i.prop}[{i.entry}]", i.controller,
-              f"{i.kind} {i.number}" if i.kind else " ".join(hex(v) for v in i.specifier),
+              i.line or " ".join(hex(v) for v in i.specifier),
               i.trigger or "?", _irq_flag_names(i.expected_flags)] for i in c.irqs], indent=2))
     else:
         lines.append("  (none)")
-    if c.links:
+    external = [lk for lk in c.links if not lk.internal]
+    internal = [lk for lk in c.links if lk.internal]
+    if external:
         lines += ["", "Links to other nodes:"]
         lines.append(render_table(["PROPERTY", "TARGET", "ARGS"],
-                                  [[lk.prop, lk.target, " ".join(hex(a) for a in lk.args) or "-"]
-                                   for lk in c.links], indent=2))
-    if c.children:
+                                  [[_link_prop(lk, c), lk.target,
+                                    " ".join(hex(a) for a in lk.args) or "-"]
+                                   for lk in external], indent=2))
+    if internal:
+        lines += ["", "Links within its own subtree (the guest node carries them):"]
+        lines.append(render_table(["PROPERTY", "TARGET"],
+                                  [[_link_prop(lk, c), lk.target] for lk in internal], indent=2))
+    outside = [ch for ch in c.children if not ch.internal]
+    inside = [ch for ch in c.children if ch.internal]
+    if outside:
         lines += ["", "Child nodes with resources (not exposed by VFIO):"]
-        lines += [f"  {ch.path}" for ch in c.children]
+        lines += [f"  {ch.path}" for ch in outside]
+    if inside:
+        lines += ["", "Child nodes with bus-local reg (the guest node carries them):"]
+        lines += [f"  {ch.path}" for ch in inside]
     for note in c.notes:
         lines.append(f"note: {note}")
     lines += ["", f"Verdict: {c.verdict}"]
     lines += [f"  - {reason}" for reason in c.reasons]
     return "\n".join(lines)
+
+
+def _page(size: int) -> str:
+    return f"{size // 1024} KiB" if size % 1024 == 0 else f"{size} bytes"
+
+
+def _link_prop(link: Link, c: Correlation) -> str:
+    if link.source and link.source != c.dt_path:
+        return f"{link.source[len(c.dt_path) + 1:]}: {link.prop}"
+    return str(link.prop)
 
 
 def render_links(view: LinkView) -> str:

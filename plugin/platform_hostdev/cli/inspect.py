@@ -50,7 +50,7 @@ def cmd_inspect(args: argparse.Namespace, ctx: Context) -> int:
                                "only", code="host-state")
     inventory = ctx.inventory()
     device = inventory.resolve(args.device)
-    correlation = api.correlate(inventory.tree, device)
+    correlation = api.correlate(inventory.tree, device, inventory.page_size())
     view = query(ctx.host.fs, device, ctx.vfio_syscalls)
     result = inspect(correlation, view)
     if args.json:

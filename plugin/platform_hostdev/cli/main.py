@@ -56,7 +56,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 """Subcommand -> (module, one-line help), in the order ``--help`` lists them."""
 
-_GLOBAL_WITH_VALUE = ("--root", "--dtb")
+_GLOBAL_WITH_VALUE = ("--root", "--dtb", "--page-size")
 
 
 class Context:
@@ -77,6 +77,7 @@ class Context:
         self._host = host
         self.root = str(host.root) if host is not None else root
         self.dtb = dtb
+        self.page_size: str | None = None  # --page-size as given (with --dtb)
         self.out: TextIO = out if out is not None else sys.stdout
         self.err: TextIO = err if err is not None else sys.stderr
         self.env: dict[str, str] = env if env is not None else dict(os.environ)
@@ -107,9 +108,11 @@ class Context:
         """The devices of the host, or of ``--dtb``, scanned once."""
         if self._inventory is None:
             import platform_hostdev as api
+            from platform_hostdev.host.pagesize import parse_page_size
 
+            size = parse_page_size(self.page_size) if self.page_size is not None else None
             self._inventory = api.load_inventory(self.host if self.dtb is None else self.root,
-                                                 self.dtb)
+                                                 self.dtb, page_size=size)
         return self._inventory
 
     def use_inventory(self, inventory: Inventory) -> None:
@@ -169,6 +172,9 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
                         help="read the host below DIR instead of / (fake hosts, chroots)")
     parser.add_argument("--dtb", default=None, metavar="FILE",
                         help="analyse a board offline from its DTB instead of the live host")
+    parser.add_argument("--page-size", default=None, metavar="SIZE",
+                        help="with --dtb: the page size of the board's kernel, 4K, 16K or 64K "
+                             "(or bytes); default 4K, and the output says it was assumed")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     chosen = None if argv is None else _command_of(argv)
@@ -207,6 +213,8 @@ def main(argv: Sequence[str] | None = None, ctx: Context | None = None) -> int:
         ctx.root = args.root
     if args.dtb is not None:
         ctx.dtb = args.dtb
+    if args.page_size is not None:
+        ctx.page_size = args.page_size
     handler: Handler = args.handler
     try:
         return handler(args, ctx)

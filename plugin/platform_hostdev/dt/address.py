@@ -13,7 +13,7 @@ from typing import NamedTuple
 
 from platform_hostdev.dt.tree import Node
 
-__all__ = ["RegEntry", "reg_entries", "translate", "Untranslatable"]
+__all__ = ["RegEntry", "reg_entries", "first_reg_address", "translate", "Untranslatable"]
 
 
 class RegEntry(NamedTuple):
@@ -42,9 +42,38 @@ def _is_pci(node: Node) -> bool:
 
 
 def reg_entries(node: Node) -> list[RegEntry]:
-    """Every `reg` entry of ``node``, each translated (or marked untranslatable)."""
+    """Every `reg` entry of ``node``, each translated (or marked untranslatable).
+
+    Computed once per node (the tree is read-only); callers must not modify the list.
+    """
     if "reg" not in node.properties or node.parent is None:
         return []
+    found: list[RegEntry] | None = node.memo.get("\0reg")
+    if found is None:
+        found = node.memo["\0reg"] = _reg_entries(node)
+    return found
+
+
+def first_reg_address(node: Node) -> int | None:
+    """The CPU address of reg[0] (of_device_make_bus_id's), None if it does not translate."""
+    if "reg" not in node.properties or node.parent is None:
+        return None
+    found = node.memo.get("\0reg0", False)
+    if found is False:
+        na = node.parent.address_cells()
+        cells = node.cells("reg")
+        found = None
+        if na and len(cells) >= na:
+            try:
+                found = translate(node, cells[:na])
+            except Untranslatable:
+                found = None
+        node.memo["\0reg0"] = found
+    return found
+
+
+def _reg_entries(node: Node) -> list[RegEntry]:
+    assert node.parent is not None
     na = node.parent.address_cells()
     ns = node.parent.size_cells()
     cells = node.cells("reg")
@@ -98,6 +127,10 @@ def translate(node: Node, addr: tuple[int, ...]) -> int:
 
 
 def _to_cells(value: int, count: int, bus: Node, from_cells: int) -> tuple[int, ...]:
+    if count == 2 and not value >> 64:
+        return (value >> 32, value & 0xFFFFFFFF)
+    if count == 1 and not value >> 32:
+        return (value,)
     if count == 0:
         if value:
             raise Untranslatable(f"{bus.path}: parent has #address-cells = 0")

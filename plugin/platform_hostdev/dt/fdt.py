@@ -9,13 +9,18 @@ interprets it.
 """
 from __future__ import annotations
 
+import array
 import os
 import struct
+import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from platform_hostdev.errors import DeviceTreeError
 
-__all__ = ["RawNode", "parse_dtb", "read_dtb", "read_sysfs_tree", "build_dtb", "FDT_MAGIC"]
+__all__ = ["RawNode", "parse_dtb", "read_dtb", "read_sysfs_tree", "build_dtb", "FDT_MAGIC",
+           "walk_dtb"]
 
 FDT_MAGIC = 0xD00DFEED
 _FDT_BEGIN_NODE = 1
@@ -43,18 +48,24 @@ class RawNode:
                 f"children={self.children!r})")
 
 
-def _cstring(blob: bytes, start: int, end: int, where: str) -> tuple[str, int]:
-    nul = blob.find(b"\0", start, end)
-    if nul < 0:
-        raise DeviceTreeError(where, None, "string runs past the end of its block (truncated DTB)")
-    try:
-        return blob[start:nul].decode("ascii"), nul
-    except UnicodeDecodeError:
-        raise DeviceTreeError(where, None, f"name is not ASCII: {blob[start:nul]!r}") from None
-
-
 def parse_dtb(blob: bytes, source: str = "<dtb>") -> RawNode:
     """Parse a DTB blob into a RawNode tree; raise DeviceTreeError on any malformation."""
+    root: RawNode = walk_dtb(blob, source, _raw_node)
+    return root
+
+
+def _raw_node(name: str, parent: Any) -> RawNode:
+    return RawNode(name)
+
+
+def walk_dtb(blob: bytes, source: str, make: Callable[[str, Any], Any]) -> Any:
+    """Parse a DTB blob with ``make(name, parent)`` building each node; returns the root.
+
+    A node made must have ``name``, ``properties`` (a dict the parser fills)
+    and ``children``: a list the parser appends to, or an empty tuple it
+    replaces with a list at the first child; the root's name is "".
+    Any malformation is a DeviceTreeError.
+    """
     if len(blob) < _HEADER.size:
         raise DeviceTreeError(source, None, f"{len(blob)} bytes is too short for a DTB header")
     (magic, totalsize, off_struct, off_strings, _off_rsv, version, _last_comp, _cpu,
@@ -72,64 +83,124 @@ def parse_dtb(blob: bytes, source: str = "<dtb>") -> RawNode:
     strings_end = off_strings + size_strings
     if struct_end > totalsize or strings_end > totalsize:
         raise DeviceTreeError(source, None, "structure or strings block lies outside the blob")
+    return _walk_structure(blob, source, off_struct, struct_end, off_strings, strings_end, make)
 
-    stack: list[tuple[RawNode, str]] = []
-    root: RawNode | None = None
-    pos = off_struct
-    u32 = struct.Struct(">I").unpack_from
+
+def _walk_structure(blob: bytes, source: str, base: int, struct_end: int, off_strings: int,
+                    strings_end: int, make: Callable[[str, Any], Any]) -> Any:
+    """The structure block's tokens into nodes (devicetree specification v0.4, 5.4).
+
+    The block is read as one array of big-endian u32 words (every token sits
+    at a 4-byte aligned offset, 5.4.2); paths are only built for error
+    messages (from the stack of open nodes); property names are decoded once
+    per strings-block offset.
+    """
+    if base % 4:
+        raise DeviceTreeError(source, None, f"the structure block starts at offset {base}, "
+                                            "not 4-byte aligned (devicetree spec 5.4.2)")
+    words = array.array("I")
+    if words.itemsize != 4:  # pragma: no cover - every Linux ABI has a 4-byte unsigned int
+        words = array.array("L")
+    words.frombytes(blob[base:struct_end - (struct_end - base) % 4])
+    if sys.byteorder == "little":
+        words.byteswap()
+    count = len(words)
+    stack: list[Any] = []
+    root: Any = None
+    names: dict[int, str] = {}
+    props: dict[str, bytes] = {}
+
+    def where() -> str:
+        return "/" + "/".join(n.name for n in stack[1:]) if stack else source
+
+    i = 0
     while True:
-        if pos + 4 > struct_end:
+        if i >= count:
             raise DeviceTreeError(source, None, "structure block ends before FDT_END (truncated)")
-        (token,) = u32(blob, pos)
-        pos += 4
-        where = stack[-1][1] if stack else source
-        if token == _FDT_BEGIN_NODE:
-            name, nul = _cstring(blob, pos, struct_end, where)
-            pos = (nul + 4) & ~3
+        token = words[i]
+        if token == _FDT_PROP:
+            if not stack:
+                raise DeviceTreeError(source, None, "property outside any node")
+            if i + 3 > count:
+                raise DeviceTreeError(where(), None, "property header truncated")
+            length = words[i + 1]
+            nameoff = words[i + 2]
+            start = base + 4 * (i + 3)
+            end = start + length
+            if end > struct_end:
+                raise DeviceTreeError(where(), None,
+                                      f"property value of {length} bytes is truncated")
+            pname = names.get(nameoff)
+            if pname is None:
+                pname = names[nameoff] = _name_at(blob, off_strings + nameoff, strings_end,
+                                                  nameoff, where)
+            props[pname] = blob[start:end]
+            i += 3 + ((length + 3) >> 2)
+        elif token == _FDT_BEGIN_NODE:
+            start = base + 4 * (i + 1)
+            nul = blob.find(b"\0", start, struct_end)
+            if nul < 0:
+                raise DeviceTreeError(where(), None,
+                                      "string runs past the end of its block (truncated DTB)")
+            raw_name = blob[start:nul]
+            i = (((nul + 4) & ~3) - base) >> 2
+            try:
+                name = raw_name.decode("ascii")
+            except UnicodeDecodeError:
+                raise DeviceTreeError(where(), None,
+                                      f"name is not ASCII: {raw_name!r}") from None
             if not stack:
                 if root is not None:
                     raise DeviceTreeError(source, None, "more than one root node")
-                node = RawNode("")
-                root = node
-                path = "/"
+                node = root = make("", None)
             else:
                 if len(stack) >= _MAX_DEPTH:
-                    raise DeviceTreeError(where, None, f"nesting deeper than {_MAX_DEPTH}")
+                    raise DeviceTreeError(where(), None, f"nesting deeper than {_MAX_DEPTH}")
                 if not name or "/" in name:
-                    raise DeviceTreeError(where, None, f"invalid child node name {name!r}")
-                node = RawNode(name)
-                stack[-1][0].children.append(node)
-                path = (where.rstrip("/") + "/" + name)
-            stack.append((node, path))
+                    raise DeviceTreeError(where(), None, f"invalid child node name {name!r}")
+                parent = stack[-1]
+                node = make(name, parent)
+                siblings = parent.children
+                if siblings.__class__ is tuple:  # a leaf so far that shares the empty tuple
+                    parent.children = [node]
+                else:
+                    siblings.append(node)
+            stack.append(node)
+            props = node.properties
         elif token == _FDT_END_NODE:
             if not stack:
                 raise DeviceTreeError(source, None, "FDT_END_NODE without a node")
             stack.pop()
-        elif token == _FDT_PROP:
-            if not stack:
-                raise DeviceTreeError(source, None, "property outside any node")
-            if pos + 8 > struct_end:
-                raise DeviceTreeError(where, None, "property header truncated")
-            length, nameoff = struct.unpack_from(">II", blob, pos)
-            pos += 8
-            if pos + length > struct_end:
-                raise DeviceTreeError(where, None, f"property value of {length} bytes is truncated")
-            if nameoff >= size_strings:
-                raise DeviceTreeError(where, None, f"property name offset {nameoff} out of range")
-            pname, _ = _cstring(blob, off_strings + nameoff, strings_end, where)
-            stack[-1][0].properties[pname] = blob[pos:pos + length]
-            pos = (pos + length + 3) & ~3
+            if stack:
+                props = stack[-1].properties
+            i += 1
         elif token == _FDT_NOP:
-            continue
+            i += 1
         elif token == _FDT_END:
             if stack:
-                raise DeviceTreeError(stack[-1][1], None, "FDT_END inside an open node")
+                raise DeviceTreeError(where(), None, "FDT_END inside an open node")
             break
         else:
-            raise DeviceTreeError(where, None, f"unknown structure token 0x{token:x} at {pos - 4}")
+            raise DeviceTreeError(where(), None,
+                                  f"unknown structure token 0x{token:x} at {base + 4 * i}")
     if root is None:
         raise DeviceTreeError(source, None, "no root node")
     return root
+
+
+def _name_at(blob: bytes, start: int, strings_end: int, nameoff: int,
+             where: Callable[[], str]) -> str:
+    """A property name from the strings block (errors located at the current node)."""
+    if start >= strings_end:
+        raise DeviceTreeError(where(), None, f"property name offset {nameoff} out of range")
+    nul = blob.find(b"\0", start, strings_end)
+    if nul < 0:
+        raise DeviceTreeError(where(), None,
+                              "string runs past the end of its block (truncated DTB)")
+    try:
+        return blob[start:nul].decode("ascii")
+    except UnicodeDecodeError:
+        raise DeviceTreeError(where(), None, f"name is not ASCII: {blob[start:nul]!r}") from None
 
 
 def read_dtb(path: str | os.PathLike[str]) -> RawNode:

@@ -3,19 +3,27 @@
 Follows drivers/of/irq.c: ``interrupts-extended`` wins over ``interrupts``;
 the parent is found through ``interrupt-parent`` or the ancestors up to the
 first node with #interrupt-cells (cycles are errors); nexus nodes with an
-``interrupt-map`` are walked to the real controller. ARM GIC specifiers are
-decoded (SPI/PPI/ESPI/EPPI, number, trigger). The i-th decoded entry is what
-VFIO calls IRQ i; the count stops at the first entry that does not resolve.
+``interrupt-map`` are walked to the real controller. The specifier is then
+decoded by the controller's binding (:mod:`platform_hostdev.dt.irq_bindings`):
+GIC SPI/PPI/ESPI/EPPI, the controllers with a ``<... flags>`` cell, the
+exceptions; a binding that is not modelled decodes nothing. The i-th decoded
+entry is what VFIO calls IRQ i; the count stops at the first entry that does
+not resolve.
 """
 from __future__ import annotations
 
 from typing import NamedTuple
 
+from platform_hostdev.dt.irq_bindings import (
+    IRQ_TYPE_SENSE_MASK,
+    Binding,
+    binding_for,
+)
 from platform_hostdev.dt.tree import DeviceTree, Node
 from platform_hostdev.errors import DeviceTreeError
 
 __all__ = [
-    "IrqSpec", "IrqResolution", "resolve_interrupts", "is_gic",
+    "IrqSpec", "IrqResolution", "resolve_interrupts", "is_gic", "controller_binding",
     "find_interrupt_parent", "TRIGGERS",
 ]
 
@@ -28,35 +36,48 @@ TRIGGERS = {
     4: "level-high",
     8: "level-low",
 }
-_GIC_COMPATIBLES = frozenset({
-    "arm,gic-v3", "arm,gic-400", "arm,cortex-a15-gic", "arm,cortex-a9-gic",
-    "arm,cortex-a7-gic", "arm,gic-v2", "arm,arm11mp-gic", "arm,pl390", "qcom,msm-qgic2",
-    "arm,eb11mp-gic", "arm,tc11mp-gic", "arm,arm1176jzf-devchip-gic", "nvidia,tegra210-agic",
-})
 # GIC specifier cell 0 -> (kind, hwirq offset); arm,gic.yaml and arm,gic-v3.yaml
 _GIC_KINDS = {0: ("SPI", 32), 1: ("PPI", 16), 2: ("ESPI", 4096), 3: ("EPPI", 1056)}
+_GIC_V2_TYPES = frozenset({0, 1})
 _MAX_HOPS = 32
 
 
 class IrqSpec(NamedTuple):
-    """Interrupt entry ``index`` of a node, resolved to its final controller."""
+    """Interrupt entry ``index`` of a node, resolved to its final controller and decoded."""
 
-    index: int  # type: ignore[assignment]  # the field, not tuple.index()
+    index: int  # type: ignore[assignment]  # shadows tuple.index
     prop: str
     controller: str
     specifier: tuple[int, ...]
-    kind: str | None          # "SPI", "PPI", ... for a GIC; None otherwise
-    number: int | None        # SPI/PPI number for a GIC; None otherwise
-    hwirq: int | None         # the GIC INTID
-    trigger: str | None       # "level-high", "edge-rising", ...; None if unknown
+    kind: str | None          # "SPI", "PPI", "ESPI", "EPPI" on a GIC; None otherwise
+    number: int | None        # SPI/PPI number on a GIC; None otherwise
+    hwirq: int | None         # the GIC INTID; None otherwise
+    trigger: str | None       # "level-high", "edge-rising", "level" ...; None if unknown
+    binding: str = ""         # the compatible whose binding decoded it ("" if none known)
+    irq_type: int | None = None  # the IRQ_TYPE_* the kernel records; None if unknown
+    line: str = ""            # "SPI 63", "bank 1 irq 16", "pin 5"; the raw cells if unknown
+    untyped: bool = False     # the kernel can never record a trigger type for this line
+    per_cpu: bool = False     # a per-CPU line (GIC PPI/EPPI or a per-CPU controller)
+    partition: str | None = None  # GICv3 PPI partition node, when the 4th cell names one
 
     @property
     def level(self) -> bool | None:
-        return None if self.trigger is None else self.trigger.startswith("level")
+        return None if self.trigger is None or self.trigger == "none" \
+            else self.trigger.startswith("level")
+
+    @property
+    def decoded(self) -> bool:
+        return self.irq_type is not None or self.kind is not None
+
+
+def controller_binding(node: Node) -> Binding:
+    """The binding that decodes specifiers sent to controller ``node``."""
+    parent = node.parent.compatible if node.parent is not None else ()
+    return binding_for(node.compatible, () if node.compatible else parent)
 
 
 def is_gic(node: Node) -> bool:
-    return any(c in _GIC_COMPATIBLES for c in node.compatible)
+    return controller_binding(node).decoder == "gic"
 
 
 def find_interrupt_parent(tree: DeviceTree, node: Node) -> Node | None:
@@ -78,19 +99,70 @@ def find_interrupt_parent(tree: DeviceTree, node: Node) -> Node | None:
     return None
 
 
-def _decode(device: Node, index: int, prop: str, controller: Node,
+def _raw(spec: tuple[int, ...]) -> str:
+    return " ".join(hex(v) for v in spec)
+
+
+def _decode(tree: DeviceTree, device: Node, index: int, prop: str, controller: Node,
             spec: tuple[int, ...]) -> IrqSpec:
-    if is_gic(controller) and len(spec) >= 3:
-        kind_offset = _GIC_KINDS.get(spec[0])
-        trigger = TRIGGERS.get(spec[2] & 0xF)
-        if kind_offset is None:
-            raise device.error(prop, f"entry {index}: GIC interrupt type {spec[0]} is not "
-                                     "SPI/PPI/ESPI/EPPI")
-        kind, offset = kind_offset
-        return IrqSpec(index, prop, controller.path, spec, kind, spec[1], spec[1] + offset,
-                       trigger)
-    trigger = TRIGGERS.get(spec[1] & 0xF) if len(spec) == 2 else None
-    return IrqSpec(index, prop, controller.path, spec, None, None, None, trigger)
+    binding = controller_binding(controller)
+    where = f"entry {index}: "
+    if binding.decoder == "unknown":
+        return IrqSpec(index, prop, controller.path, spec, None, None, None, None,
+                       line=_raw(spec))
+    if len(spec) not in binding.cells:
+        raise device.error(prop, f"{where}{len(spec)} cells for {controller.path}, whose "
+                                 f"binding ({binding.key}) takes "
+                                 + " or ".join(str(c) for c in binding.cells))
+    if binding.decoder == "gic":
+        return _decode_gic(tree, device, index, prop, controller, spec, binding)
+    if binding.decoder == "gic-spi":
+        if spec[0] != 0:
+            raise device.error(prop, f"{where}{controller.path} ({binding.key}) takes GIC SPI "
+                                     f"specifiers only, not type {spec[0]}")
+        spi_type = spec[2] & IRQ_TYPE_SENSE_MASK
+        return IrqSpec(index, prop, controller.path, spec, "SPI", spec[1], spec[1] + 32,
+                       TRIGGERS.get(spi_type), binding.key, spi_type, f"SPI {spec[1]}")
+    # "cells"
+    irq_type: int | None
+    if binding.type_property is not None:
+        irq_type = controller.u32(binding.type_property) & IRQ_TYPE_SENSE_MASK \
+            if binding.type_property in controller.properties else None
+        named = spec
+    elif binding.flags_cell is not None and binding.flags_cell < len(spec):
+        irq_type = spec[binding.flags_cell] & IRQ_TYPE_SENSE_MASK
+        named = spec[:binding.flags_cell] + spec[binding.flags_cell + 1:]
+    else:
+        irq_type = 0
+        named = spec
+    trigger = TRIGGERS.get(irq_type) if irq_type is not None else None
+    if irq_type == 0 and binding.line is not None:
+        trigger = binding.line
+    line = " ".join(f"{name} {value}" for name, value in zip(binding.names, named, strict=False))
+    return IrqSpec(index, prop, controller.path, spec, None, None, None, trigger, binding.key,
+                   irq_type, line or _raw(spec), untyped=binding.untyped,
+                   per_cpu=binding.per_cpu)
+
+
+def _decode_gic(tree: DeviceTree, device: Node, index: int, prop: str, controller: Node,
+                spec: tuple[int, ...], binding: Binding) -> IrqSpec:
+    kind_offset = _GIC_KINDS.get(spec[0])
+    if kind_offset is None or (not binding.extended and spec[0] not in _GIC_V2_TYPES):
+        allowed = "SPI/PPI/ESPI/EPPI" if binding.extended else "SPI/PPI (a GICv2)"
+        raise device.error(prop, f"entry {index}: GIC interrupt type {spec[0]} is not {allowed}")
+    kind, offset = kind_offset
+    irq_type = spec[2] & IRQ_TYPE_SENSE_MASK
+    partition = None
+    line = f"{kind} {spec[1]}"
+    if len(spec) == 4 and spec[3]:
+        if kind not in ("PPI", "EPPI"):
+            raise device.error(prop, f"entry {index}: the 4th cell (a PPI partition) must be 0 "
+                                     f"for a GIC {kind}")
+        partition = tree.phandle(spec[3], device, prop).path
+        line += f" (partition {partition})"
+    return IrqSpec(index, prop, controller.path, spec, kind, spec[1], spec[1] + offset,
+                   TRIGGERS.get(irq_type), binding.key, irq_type, line,
+                   per_cpu=kind in ("PPI", "EPPI"), partition=partition)
 
 
 def _unit_address(node: Node, cells: int) -> tuple[int, ...]:
@@ -173,7 +245,8 @@ def resolve_interrupts(tree: DeviceTree, node: Node) -> IrqResolution:
             pos += 1 + count
             try:
                 final, final_spec = _walk_map(tree, node, controller, spec, "interrupts-extended")
-                decoded = _decode(node, len(result), "interrupts-extended", final, final_spec)
+                decoded = _decode(tree, node, len(result), "interrupts-extended", final,
+                                  final_spec)
             except DeviceTreeError as exc:
                 return IrqResolution(result, f"entry {len(result)}: {exc.what}")
             result.append(decoded)
@@ -193,7 +266,7 @@ def resolve_interrupts(tree: DeviceTree, node: Node) -> IrqResolution:
         spec = cells[index * count:(index + 1) * count]
         try:
             final, final_spec = _walk_map(tree, node, parent, spec, "interrupts")
-            decoded = _decode(node, index, "interrupts", final, final_spec)
+            decoded = _decode(tree, node, index, "interrupts", final, final_spec)
         except DeviceTreeError as exc:
             return IrqResolution(result, f"entry {index}: {exc.what}")
         result.append(decoded)

@@ -5,10 +5,19 @@
   "<addr>.<name>" (or "<addr>.<ffs(mask)-1>.<name>" with a `mask` property),
   prefixed to the ":"-joined full names of the untranslatable nodes below it;
   a node with no translatable ancestor gets the ":"-joined full names.
-* Devices follow of_platform_populate() from the root with the default bus
-  table (simple-bus, simple-mfd, isa, arm,amba-bus), plus the children of
-  /firmware (of_platform_default_populate_init): a node needs a compatible
-  and status okay; "arm,primecell" nodes go to the amba bus.
+* Devices follow of_platform_default_populate_init() (drivers/of/platform.c,
+  6.12), in its order, each node populated once (OF_POPULATED):
+  1. every node, anywhere, compatible with one of ``reserved_mem_matches``
+     (phram, qcom,rmtfs-mem, qcom,cmd-db, qcom,smem, ramoops, nvmem-rmem,
+     google,open-dice): one platform device each (of_platform_device_create);
+  2. the children of /firmware (of_platform_populate with no bus table: a
+     child needs a compatible; its own children are not populated);
+  3. /chosen's first child compatible with simple-framebuffer
+     (of_get_compatible_child), when available;
+  4. of_platform_default_populate() from the root with the default bus table
+     (simple-bus, simple-mfd, isa, arm,amba-bus).
+  A node needs status okay; "arm,primecell" nodes populated as buses go to
+  the amba bus.
   Nodes the kernel claims before populate are marked OF_POPULATED and get no
   device: irqchips initialised by of_irq_init() (modelled for the GIC family)
   and clocks initialised by of_clk_init() (fixed-clock, fixed-factor-clock).
@@ -17,15 +26,23 @@
 """
 from __future__ import annotations
 
+import re
 from typing import NamedTuple
 
-from platform_hostdev.dt.address import Untranslatable, translate
+from platform_hostdev.dt.address import first_reg_address
 from platform_hostdev.dt.interrupts import is_gic
 from platform_hostdev.dt.tree import DeviceTree, Node
 
-__all__ = ["PredictedDevice", "device_name", "predict_devices", "BUS_COMPATIBLES"]
+__all__ = ["PredictedDevice", "device_name", "predict_devices", "BUS_COMPATIBLES",
+           "RESERVED_MEM_MATCHES"]
 
 BUS_COMPATIBLES = frozenset({"simple-bus", "simple-mfd", "isa", "arm,amba-bus"})
+# drivers/of/platform.c reserved_mem_matches (6.12)
+RESERVED_MEM_MATCHES = frozenset({"phram", "qcom,rmtfs-mem", "qcom,cmd-db", "qcom,smem",
+                                  "ramoops", "nvmem-rmem", "google,open-dice"})
+# one of them as a whole entry of a raw compatible string list (a cheap first look)
+_RESERVED_RAW = re.compile(b"(?:^|\0)(?:" + b"|".join(
+    re.escape(c.encode()) for c in sorted(RESERVED_MEM_MATCHES)) + b")\0")
 _SKIPPED = frozenset({"operating-points-v2"})
 # CLK_OF_DECLARE'd clocks of drivers/clk/clk-fixed-rate.c and clk-fixed-factor.c
 _EARLY_CLOCKS = frozenset({"fixed-clock", "fixed-factor-clock"})
@@ -45,25 +62,12 @@ class PredictedDevice(NamedTuple):
     parent_name: str | None  # the device this one sits under in /sys/devices, if any
 
 
-def _first_reg_address(node: Node) -> int | None:
-    if "reg" not in node.properties or node.parent is None:
-        return None
-    na = node.parent.address_cells()
-    cells = node.cells("reg")
-    if na == 0 or len(cells) < na:
-        return None
-    try:
-        return translate(node, cells[:na])
-    except Untranslatable:
-        return None
-
-
 def device_name(node: Node) -> str:
     """The kernel's device name for a DT node (of_device_make_bus_id)."""
     suffix: str | None = None
     current: Node | None = node
     while current is not None and current.parent is not None:
-        addr = _first_reg_address(current)
+        addr = first_reg_address(current)
         if addr is not None:
             addr &= (1 << 64) - 1
             if "mask" in current.properties:
@@ -79,34 +83,54 @@ def device_name(node: Node) -> str:
 
 
 def predict_devices(tree: DeviceTree) -> list[PredictedDevice]:
-    """The platform and amba devices of_platform_populate() would create."""
-    devices: list[PredictedDevice] = []
-    for child in tree.root.children:
-        _populate(child, None, devices, strict=True)
+    """The platform and amba devices of_platform_default_populate_init() would create."""
+    out = _Populate()
+    for node in tree:  # for_each_matching_node(node, reserved_mem_matches)
+        raw = node.properties.get("compatible")
+        if raw and _RESERVED_RAW.search(raw) and \
+                any(c in RESERVED_MEM_MATCHES for c in node.compatible):
+            out.create(node, None)
     firmware = tree.by_path.get("/firmware")
     if firmware is not None:
         for child in firmware.children:
-            _populate(child, None, devices, strict=True)
-    # A node is populated once (OF_POPULATED), even if /firmware is also a simple-bus.
-    unique: dict[str, PredictedDevice] = {}
-    for device in devices:
-        unique.setdefault(device.dt_path, device)
-    return list(unique.values())
+            out.bus_create(child, None, recurse=False)
+    chosen = tree.by_path.get("/chosen")
+    if chosen is not None:
+        framebuffer = next((c for c in chosen.children
+                            if "simple-framebuffer" in c.compatible), None)
+        if framebuffer is not None:
+            out.create(framebuffer, None)
+    for child in tree.root.children:
+        out.bus_create(child, None)
+    return out.devices
 
 
-def _populate(node: Node, parent: str | None, out: list[PredictedDevice], strict: bool) -> None:
-    compatible = node.compatible
-    if strict and not compatible:
-        return
-    if any(c in _SKIPPED for c in compatible):
-        return
-    if not node.is_available() or _claimed_early(node):
-        return
-    if "arm,primecell" in compatible:
-        out.append(PredictedDevice(device_name(node), "amba", node.path, parent))
-        return
-    name = device_name(node)
-    out.append(PredictedDevice(name, "platform", node.path, parent))
-    if any(c in BUS_COMPATIBLES for c in compatible):
+class _Populate:
+    """The devices made so far; a node is populated once (the kernel's OF_POPULATED)."""
+
+    def __init__(self) -> None:
+        self.devices: list[PredictedDevice] = []
+        self.populated: set[str] = set()
+
+    def create(self, node: Node, parent: str | None, bus: str = "platform") -> str | None:
+        """of_platform_device_create_pdata(): None if unavailable or already populated."""
+        if node.path in self.populated or not node.is_available() or _claimed_early(node):
+            return None
+        self.populated.add(node.path)
+        name = device_name(node)
+        self.devices.append(PredictedDevice(name, bus, node.path, parent))
+        return name
+
+    def bus_create(self, node: Node, parent: str | None, recurse: bool = True) -> None:
+        """of_platform_bus_create() (strict): this node, and its children if it is a bus."""
+        compatible = node.compatible
+        if not compatible or any(c in _SKIPPED for c in compatible):
+            return
+        if "arm,primecell" in compatible:
+            self.create(node, parent, "amba")
+            return
+        name = self.create(node, parent)
+        if name is None or not recurse or not any(c in BUS_COMPATIBLES for c in compatible):
+            return
         for child in node.children:
-            _populate(child, name, out, strict=True)
+            self.bus_create(child, name)

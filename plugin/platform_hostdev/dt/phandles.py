@@ -12,14 +12,14 @@ from typing import NamedTuple
 
 from platform_hostdev.dt.tree import DeviceTree, Node
 
-__all__ = ["PhandleLink", "phandle_links", "link_rule"]
+__all__ = ["PhandleLink", "phandle_links", "phandle_cells", "link_rule"]
 
 
 class PhandleLink(NamedTuple):
     """One reference from ``prop`` of a node to ``target`` with its argument cells."""
 
     prop: str
-    index: int  # type: ignore[assignment]  # the field, not tuple.index()
+    index: int  # type: ignore[assignment]  # shadows tuple.index
     target: str
     args: tuple[int, ...]
 
@@ -65,10 +65,24 @@ _PINCTRL = re.compile(r"pinctrl-[0-9]+$")
 _GPIOS = re.compile(r"(.+-)?gpios?$")
 _GPIO_COUNT = re.compile(r"(^|[-,])(nr-gpios?|ngpios)$")  # counts, not links
 _SUPPLY = re.compile(r".+-supply$")
+# A GPIO hog's gpios are <offset flags> of its parent controller, no phandle
+# (drivers/of/property.c parse_gpio_compat ignores nodes with gpio-hog).
+_HOG_PROPS = frozenset({"gpio", "gpios"})
+
+
+_RULE_MEMO: dict[str, str | int | None] = {}
 
 
 def link_rule(prop: str) -> str | int | None:
     """How ``prop`` carries phandles: a #cells name, a fixed arg count, or None (not a link)."""
+    try:
+        return _RULE_MEMO[prop]
+    except KeyError:
+        rule = _RULE_MEMO[prop] = _link_rule(prop)
+        return rule
+
+
+def _link_rule(prop: str) -> str | int | None:
     rule = _RULES.get(prop)
     if rule is not None:
         return rule
@@ -86,36 +100,55 @@ def phandle_links(tree: DeviceTree, node: Node) -> list[PhandleLink]:
     DeviceTreeError (the kernel would fail the same look-up).
     """
     links: list[PhandleLink] = []
+    hog = "gpio-hog" in node.properties
     for prop in node.properties:
         rule = link_rule(prop)
-        if rule is None:
+        if rule is None or (hog and prop in _HOG_PROPS):
             continue
-        cells = node.cells(prop)
-        pos = index = 0
-        while pos < len(cells):
-            value = cells[pos]
-            pos += 1
-            if value == 0:  # an empty slot (e.g. gpios = <0>, <&gpio 1 0>)
-                index += 1
-                continue
-            target = tree.phandle(value, node, prop)
-            if isinstance(rule, int):
-                count = rule
-            elif rule in target.properties:
-                count = target.u32(rule)
-            elif rule in _OPTIONAL_CELLS:
-                count = 0
-            elif rule == "#interrupt-cells" or prop.endswith("gpios") or prop.endswith("gpio"):
-                raise node.error(prop, f"target {target.path} has no {rule}")
-            else:
-                # of_parse_phandle_with_args() treats a missing #cells as 0 only for
-                # some bindings; report instead of guessing.
-                raise node.error(prop, f"target {target.path} has no {rule}",
-                                 f"add {rule} to {target.path}")
-            if pos + count > len(cells):
-                raise node.error(prop, f"entry {index} wants {count} argument cells for "
-                                       f"{target.path} but the property ends")
-            links.append(PhandleLink(prop, index, target.path, cells[pos:pos + count]))
-            pos += count
-            index += 1
+        for index, _, target, args in _references(tree, node, prop, rule):
+            links.append(PhandleLink(prop, index, target.path, args))
     return links
+
+
+def phandle_cells(tree: DeviceTree, node: Node, prop: str) -> list[tuple[int, str]]:
+    """(cell position, target path) of every phandle in ``prop`` (empty if not a link)."""
+    rule = link_rule(prop)
+    if rule is None or ("gpio-hog" in node.properties and prop in _HOG_PROPS):
+        return []
+    return [(pos, target.path) for _, pos, target, _ in _references(tree, node, prop, rule)]
+
+
+def _references(tree: DeviceTree, node: Node, prop: str,
+                rule: str | int) -> list[tuple[int, int, Node, tuple[int, ...]]]:
+    """(entry index, phandle cell position, target, argument cells) of each reference."""
+    found: list[tuple[int, int, Node, tuple[int, ...]]] = []
+    cells = node.cells(prop)
+    pos = index = 0
+    while pos < len(cells):
+        value = cells[pos]
+        at = pos
+        pos += 1
+        if value == 0:  # an empty slot (e.g. gpios = <0>, <&gpio 1 0>)
+            index += 1
+            continue
+        target = tree.phandle(value, node, prop)
+        if isinstance(rule, int):
+            count = rule
+        elif rule in target.properties:
+            count = target.u32(rule)
+        elif rule in _OPTIONAL_CELLS:
+            count = 0
+        elif rule == "#interrupt-cells" or prop.endswith("gpios") or prop.endswith("gpio"):
+            raise node.error(prop, f"target {target.path} has no {rule}")
+        else:
+            # of_parse_phandle_with_args() treats a missing #cells as 0 only for
+            # some bindings; report instead of guessing.
+            raise node.error(prop, f"target {target.path} has no {rule}",
+                             f"add {rule} to {target.path}")
+        if pos + count > len(cells):
+            raise node.error(prop, f"entry {index} wants {count} argument cells for "
+                                   f"{target.path} but the property ends")
+        found.append((index, at, target, cells[pos:pos + count]))
+        pos += count
+        index += 1
+    return found

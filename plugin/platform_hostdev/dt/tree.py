@@ -8,9 +8,12 @@ as ``node X, property Y: ...``.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import struct
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
 
-from platform_hostdev.dt.fdt import RawNode, read_dtb, read_sysfs_tree
+from platform_hostdev.dt.fdt import RawNode, read_sysfs_tree, walk_dtb
 from platform_hostdev.errors import DeviceTreeError
 
 __all__ = ["Node", "DeviceTree", "OF_ROOT_ADDR_CELLS", "OF_ROOT_SIZE_CELLS"]
@@ -19,20 +22,35 @@ __all__ = ["Node", "DeviceTree", "OF_ROOT_ADDR_CELLS", "OF_ROOT_SIZE_CELLS"]
 # (include/linux/of.h OF_ROOT_NODE_ADDR_CELLS_DEFAULT / _SIZE_CELLS_DEFAULT).
 OF_ROOT_ADDR_CELLS = 1
 OF_ROOT_SIZE_CELLS = 1
+_U32S: dict[int, struct.Struct] = {}
+
+
+def _u32s(count: int) -> struct.Struct:
+    found = _U32S.get(count)
+    if found is None:
+        found = _U32S[count] = struct.Struct(f">{count}I")
+    return found
 
 
 class Node:
-    """One device-tree node."""
+    """One device-tree node: ``name``, ``path``, ``parent``, ``properties``, ``children``.
 
-    __slots__ = ("name", "path", "parent", "properties", "children")
+    A tree is read-only once built, so derived values (cells, compatibles,
+    inherited #address-cells/#size-cells, translated reg) are computed once
+    and kept in ``memo``. Compared by identity.
+    """
+
+    __slots__ = ("name", "path", "parent", "properties", "children", "memo")
 
     def __init__(self, name: str, path: str, parent: Node | None,
-                 properties: dict[str, bytes], children: list[Node] | None = None) -> None:
+                 properties: dict[str, bytes], children: Sequence[Node] = ()) -> None:
         self.name = name
         self.path = path
         self.parent = parent
         self.properties = properties
-        self.children: list[Node] = children if children is not None else []
+        # a leaf shares the empty tuple; a node with children gets a list when built
+        self.children: Sequence[Node] = children
+        self.memo: dict[str, Any] = {}
 
     def __repr__(self) -> str:
         return f"Node({self.path!r})"
@@ -54,10 +72,14 @@ class Node:
 
     def cells(self, prop: str) -> tuple[int, ...]:
         """A property as big-endian u32 cells."""
+        found: tuple[int, ...] | None = self.memo.get(prop)
+        if found is not None:
+            return found
         raw = self.properties[prop]
         if len(raw) % 4:
             raise self.error(prop, f"length {len(raw)} is not a multiple of 4 bytes (u32 cells)")
-        return tuple(int.from_bytes(raw[i:i + 4], "big") for i in range(0, len(raw), 4))
+        found = self.memo[prop] = _u32s(len(raw) // 4).unpack(raw)
+        return found
 
     def u32(self, prop: str, default: int | None = None) -> int:
         if prop not in self.properties:
@@ -86,8 +108,13 @@ class Node:
         return values[0] if values else None
 
     @property
-    def compatible(self) -> list[str]:
-        return self.strings("compatible")
+    def compatible(self) -> tuple[str, ...]:
+        found: tuple[str, ...] | None = self.memo.get("\0compatible")
+        if found is None:
+            raw = self.properties.get("compatible")
+            found = () if not raw else tuple(self.strings("compatible"))
+            self.memo["\0compatible"] = found
+        return found
 
     def is_available(self) -> bool:
         """The kernel's of_device_is_available(): no status, or "okay"/"ok"."""
@@ -96,11 +123,19 @@ class Node:
 
     def address_cells(self) -> int:
         """#address-cells for this node's children (inherited, as Linux does)."""
-        return _inherited_cells(self, "#address-cells", OF_ROOT_ADDR_CELLS)
+        found: int | None = self.memo.get("\0ac")
+        if found is None:
+            found = self.memo["\0ac"] = _inherited_cells(self, "#address-cells",
+                                                          OF_ROOT_ADDR_CELLS)
+        return found
 
     def size_cells(self) -> int:
         """#size-cells for this node's children (inherited, as Linux does)."""
-        return _inherited_cells(self, "#size-cells", OF_ROOT_SIZE_CELLS)
+        found: int | None = self.memo.get("\0sc")
+        if found is None:
+            found = self.memo["\0sc"] = _inherited_cells(self, "#size-cells",
+                                                          OF_ROOT_SIZE_CELLS)
+        return found
 
     def walk(self) -> Iterator[Node]:
         """This node and all its descendants, depth first, in DT order."""
@@ -129,22 +164,62 @@ class DeviceTree:
         self.source = source
         self.root = Node("", "/", None, raw.properties)
         self.by_path: dict[str, Node] = {"/": self.root}
-        self.by_phandle: dict[int, Node] = {}
         stack: list[tuple[RawNode, Node]] = [(raw, self.root)]
         while stack:
             raw_node, node = stack.pop()
-            self._index_phandle(node)
+            children = []
             for raw_child in raw_node.children:
                 path = ("" if node.path == "/" else node.path) + "/" + raw_child.name
                 child = Node(raw_child.name, path, node, raw_child.properties)
-                node.children.append(child)
+                children.append(child)
                 self.by_path[path] = child
                 stack.append((raw_child, child))
+            if children:
+                node.children = children
+        self._finish()
+
+    def _finish(self, nodes: list[Node] | None = None) -> None:
+        self.by_phandle: dict[int, Node] = {}
+        if nodes is None:
+            nodes = list(self.root.walk())
+        self.nodes: list[Node] = nodes  # every node, in document order
+        for node in nodes:
+            props = node.properties
+            if "phandle" in props or "linux,phandle" in props:
+                self._index_phandle(node)
         self.aliases: dict[str, str] = self._read_aliases()
 
     @classmethod
+    def from_blob(cls, blob: bytes, source: str = "<dtb>") -> DeviceTree:
+        """Parse a DTB blob straight into the model (no intermediate RawNode tree)."""
+        tree = cls.__new__(cls)
+        tree.source = source
+        by_path: dict[str, Node] = {}
+        nodes: list[Node] = []
+
+        def make(name: str, parent: Node | None) -> Node:
+            if parent is None:
+                node = Node("", "/", None, {})
+            else:
+                path = parent.path
+                node = Node(name, path + "/" + name if path != "/" else "/" + name, parent, {})
+            by_path[node.path] = node
+            nodes.append(node)
+            return node
+
+        tree.root = walk_dtb(blob, source, make)
+        tree.by_path = by_path
+        tree._finish(nodes)
+        return tree
+
+    @classmethod
     def from_dtb(cls, path: str | os.PathLike[str]) -> DeviceTree:
-        return cls(read_dtb(path), str(path))
+        try:
+            blob = Path(path).read_bytes()
+        except OSError as exc:
+            raise DeviceTreeError(str(path), None, f"cannot read the DTB: {exc.strerror}",
+                                  "check the path given with --dtb") from None
+        return cls.from_blob(blob, str(path))
 
     @classmethod
     def from_sysfs(cls, base: str | os.PathLike[str]) -> DeviceTree:
@@ -195,10 +270,17 @@ class DeviceTree:
         return self.by_path.get(path) if path else None
 
     def aliases_of(self, node: Node) -> list[str]:
-        return sorted(a for a, p in self.aliases.items() if p == node.path)
+        """The aliases naming ``node``, sorted."""
+        by_target = self.__dict__.get("_aliases_by_path")
+        if by_target is None:
+            by_target = {}
+            for alias, path in sorted(self.aliases.items()):
+                by_target.setdefault(path, []).append(alias)
+            self.__dict__["_aliases_by_path"] = by_target
+        return list(by_target.get(node.path, ()))
 
     def __iter__(self) -> Iterator[Node]:
-        return self.root.walk()
+        return iter(self.nodes)
 
     def __len__(self) -> int:
         return len(self.by_path)

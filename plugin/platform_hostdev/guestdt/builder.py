@@ -8,7 +8,10 @@ exact machine (``-machine dumpdtb=``) and add one node per passthrough
 device under /platform-bus@c000000, at the addresses and SPIs the platform
 bus will assign (:mod:`platform_bus`), built from the host node: properties
 copied, ``reg``/``interrupts`` rewritten, host-only links handled by the
-rules in :mod:`platform_hostdev.guestdt.rules`.
+rules in :mod:`platform_hostdev.guestdt.rules`. The device's own subtree is
+carried along: child nodes keep their bus-local ``reg`` (an MDIO or I2C
+address), and links into the subtree (a MAC's ``phy-handle`` to its own PHY)
+are rewritten to the guest copies' phandles.
 """
 from __future__ import annotations
 
@@ -18,7 +21,7 @@ from dataclasses import dataclass, field
 
 from platform_hostdev.domain.rules import refuse_non_platform
 from platform_hostdev.dt.fdt import RawNode
-from platform_hostdev.dt.phandles import phandle_links
+from platform_hostdev.dt.phandles import phandle_cells, phandle_links
 from platform_hostdev.dt.tree import DeviceTree, Node
 from platform_hostdev.errors import HostdevError
 from platform_hostdev.guestdt.platform_bus import (
@@ -127,9 +130,11 @@ class _Builder:
     def add(self, corr: Correlation, placement: Placement) -> GuestDevice:
         node = self.host.by_path[corr.dt_path]
         fixup = fixup_for(corr.compatible)
-        if corr.children:
-            raise _refuse(corr.device, f"its child node {corr.children[0].path} has its own "
-                          "reg/interrupts, which VFIO does not expose",
+        outside = [c for c in corr.children if not c.internal]
+        if outside:
+            raise _refuse(corr.device, f"its child node {outside[0].path} has its own "
+                          + ("interrupts" if outside[0].has_interrupts else "CPU-addressed reg")
+                          + ", which VFIO does not expose",
                           "pass the whole parent device instead, or none")
         if corr.own_ranges:
             raise _refuse(corr.device, "it is a bus (own 'ranges')", "pass a leaf device")
@@ -144,12 +149,22 @@ class _Builder:
         result = GuestDevice(corr.device, node.path, f"{PLATFORM_BUS_PATH}/{guest_name}")
         if fixup.note:
             result.notes.append(fixup.note)
+        # guest phandles for the subtree's own link targets (the device itself included)
+        handles = {lk.target: 0 for lk in corr.links if lk.internal}
+        for target in handles:
+            handles[target] = self.phandle()
         clocks_done = False
         for prop, value in node.properties.items():
             policy = "drop" if prop in fixup.drop else property_policy(prop)
             if prop in fixup.allow and policy == "refuse":
                 policy = "drop-report"
-            if policy == "copy":
+            internal = None if policy == "drop" else \
+                self._internal_link(node, prop, value, handles)
+            if internal is not None:
+                out.properties[prop] = internal
+                result.notes.append(f"{prop} points into its own subtree: rewritten to the "
+                                    "guest copy")
+            elif policy == "copy":
                 out.properties[prop] = value
             elif policy == "drop-report":
                 result.notes.append(f"{prop} dropped (the host keeps managing it)")
@@ -186,10 +201,25 @@ class _Builder:
         for region, (offset, size) in zip(corr.regions, placement.regions, strict=True):
             result.regions.append(GuestRegion(region.index, region.cpu_address, size,
                                               placement.base + offset))
+        if node.path in handles:
+            out.properties["phandle"] = _cells(handles[node.path])
         for child in node.children:
-            out.children.append(self._copy_child(corr.device, child))
+            out.children.append(self._copy_child(corr.device, child, handles))
         self.bus.children.append(out)
         return result
+
+    def _internal_link(self, node: Node, prop: str, value: bytes,
+                       handles: dict[str, int]) -> bytes | None:
+        """``value`` with its phandles renumbered when every one points into the subtree."""
+        if not handles or prop in ("phandle", "linux,phandle"):
+            return None
+        refs = phandle_cells(self.host, node, prop)
+        if not refs or any(target not in handles for _, target in refs):
+            return None
+        cells = bytearray(value)
+        for pos, target in refs:
+            cells[pos * 4:pos * 4 + 4] = _cells(handles[target])
+        return bytes(cells)
 
     def _clock_stubs(self, device: str, node: Node, result: GuestDevice) -> bytes:
         value = b""
@@ -216,16 +246,25 @@ class _Builder:
                                 f"/{stub.name} at {rate} Hz")
         return value
 
-    def _copy_child(self, device: str, child: Node) -> RawNode:
+    def _copy_child(self, device: str, child: Node, handles: dict[str, int]) -> RawNode:
+        """A child of the device as the guest has it: bus-local reg and status kept."""
         out = RawNode(child.name)
         for prop, value in child.properties.items():
-            policy = property_policy(prop)
-            if policy == "copy":
+            # the correlation refused children with CPU-addressed reg or interrupts, so what
+            # reg is left is an address on the device's own bus (MDIO, I2C, SPI)
+            policy = "copy" if prop in ("reg", "status") else property_policy(prop)
+            internal = None if policy == "drop" else \
+                self._internal_link(child, prop, value, handles)
+            if internal is not None:
+                out.properties[prop] = internal
+            elif policy == "copy":
                 out.properties[prop] = value
             elif policy in ("refuse", "clock-stub"):
                 raise _refuse(device, f"its child {child.path} links elsewhere through {prop}",
                               "pass a device without such links")
-        out.children = [self._copy_child(device, c) for c in child.children]
+        if child.path in handles:
+            out.properties["phandle"] = _cells(handles[child.path])
+        out.children = [self._copy_child(device, c, handles) for c in child.children]
         return out
 
 
@@ -257,6 +296,14 @@ def build_guest_tree(base: RawNode, host: DeviceTree, correlations: Sequence[Cor
         except HostdevError as exc:  # the rule's code: the same refusal as define's
             raise HostdevError(f"device {correlation.device} cannot be given to a guest: "
                                f"{exc.what}", exc.fix, code=exc.code, **exc.data) from None
+    for corr in correlations:
+        empty = next((r for r in corr.regions if r.size == 0), None)
+        if empty is not None:
+            # hw/core/platform-bus.c platform_bus_map_mmio() aligns a region to its size
+            # rounded up to a power of two: a zero-size region cannot be placed
+            raise _refuse(corr.device, f"VFIO region {empty.index} ({empty.prop}[{empty.entry}] "
+                          f"at 0x{empty.cpu_address:x}) has size 0, which QEMU's platform bus "
+                          "cannot place", "fix the host DT's reg, or pass another device")
     devices = list(other_bus_devices) + [bus_device_for(c) for c in correlations]
     placements = allocate(devices)[len(other_bus_devices):]
     builder = _Builder(base, host, clock_rate)

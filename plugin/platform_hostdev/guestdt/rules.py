@@ -24,6 +24,8 @@ _DROP_REPORT = frozenset({
 })
 _DROP_REPORT_PATTERNS = (re.compile(r"pinctrl-[0-9]+$"), re.compile(r".+-supply$"))
 # Links to other devices the guest does not have: the device cannot work without them.
+# A link into the device's own subtree (a MAC's phy-handle to the PHY on its own MDIO
+# bus) is not one of them: the builder carries the subtree and renumbers the phandle.
 _REFUSE = frozenset({
     "dmas", "phys", "phy-handle", "memory-region", "nvmem-cells", "mboxes", "hwlocks", "sram",
     "io-channels", "pwms", "sound-dai", "thermal-sensors", "remote-endpoint", "pcs-handle",

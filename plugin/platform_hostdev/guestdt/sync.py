@@ -94,7 +94,8 @@ def sync_domain(conn: Any, tree: etree._ElementTree, inventory: Inventory,
     for h in hostdevs:
         spec = h.name or h.dt_path
         assert spec is not None  # the schema requires one
-        correlations.append(correlate(inventory.tree, inventory.resolve(spec)))
+        correlations.append(correlate(inventory.tree, inventory.resolve(spec),
+                                      inventory.page_size()))
     ours = str(store.dtb_path(uuid)) if uuid else ""
     if not correlations or not needs_guest_dtb([c.compatible for c in correlations]):
         _set_dtb(root, None, ours)

@@ -16,9 +16,10 @@ from typing import NamedTuple
 
 from platform_hostdev.dt.naming import predict_devices
 from platform_hostdev.dt.tree import DeviceTree
-from platform_hostdev.errors import DeviceNotFoundError
+from platform_hostdev.errors import DeviceNotFoundError, HostdevError
 from platform_hostdev.host.boundary import Host, host_at
-from platform_hostdev.host.fs import BUSES, DT_BASE
+from platform_hostdev.host.fs import BUSES, DT_BASE, HostFs
+from platform_hostdev.host.pagesize import PageSize, dtb_page_size, read_page_size
 from platform_hostdev.host.sources import device_source
 from platform_hostdev.host.specs import check_spec
 
@@ -52,11 +53,16 @@ class Device(NamedTuple):
 class Inventory:
     """Every device of a host or DTB, indexed by name, DT path, alias and nodedev name."""
 
-    __slots__ = ("tree", "devices", "by_name", "by_path", "by_alias", "by_nodedev")
+    __slots__ = ("tree", "devices", "by_name", "by_path", "by_alias", "by_nodedev", "page", "fs")
 
-    def __init__(self, tree: DeviceTree, devices: list[Device]) -> None:
+    def __init__(self, tree: DeviceTree, devices: list[Device], page: PageSize | None = None,
+                 fs: HostFs | None = None) -> None:
+        """``page``: the page size when known up front (a DTB: given or assumed); without
+        it, it is read from the host's ``fs`` when first asked for."""
         self.tree = tree
         self.devices = devices
+        self.page = page
+        self.fs = fs
         self.by_name = {d.name: d for d in self.devices}
         self.by_path = {d.dt_path: d for d in self.devices if d.dt_path}
         self.by_nodedev = {d.nodedev_name: d for d in self.devices}
@@ -65,6 +71,16 @@ class Inventory:
             device = self.by_path.get(path)
             if device is not None:
                 self.by_alias[alias] = device
+
+    def page_size(self) -> PageSize:
+        """The page size of the host's running kernel (read once), or the DTB's given one."""
+        if self.page is None:
+            if self.fs is None:
+                raise HostdevError("the page size of this inventory's kernel is not known",
+                                   "load the inventory from a host root or give a page size",
+                                   code="host-state")
+            self.page = read_page_size(self.fs)
+        return self.page
 
     def resolve(self, spec: str) -> Device:
         """The device a spec names; InvalidDeviceSpecError / DeviceNotFoundError otherwise."""
@@ -87,12 +103,19 @@ class Inventory:
 
 
 def load_inventory(host: Host | str | os.PathLike[str] = "/",
-                   dtb: str | None = None) -> Inventory:
+                   dtb: str | None = None, page_size: int | None = None) -> Inventory:
     """Scan a host, or predict the devices of a DTB file (``dtb``: the host is not read).
 
     ``host`` is a :class:`~platform_hostdev.host.boundary.Host` or a filesystem
     root (``host_at(root)``); pyudev enumerates the live host, files any other.
+    ``page_size`` (bytes) is the page size of the kernel a DTB's board runs; a
+    host's own is read from its running kernel when first asked for
+    (:meth:`Inventory.page_size`), so giving one with a host is an error.
     """
+    if dtb is None and page_size is not None:
+        raise HostdevError("--page-size applies to --dtb only",
+                           "a host's page size is read from its running kernel "
+                           "(/proc/self/auxv); drop --page-size", code="invalid-page-size")
     if dtb is not None:
         tree = DeviceTree.from_dtb(dtb)
         devices = [
@@ -104,7 +127,7 @@ def load_inventory(host: Host | str | os.PathLike[str] = "/",
             )
             for p in predict_devices(tree)
         ]
-        return Inventory(tree, devices)
+        return Inventory(tree, devices, page=dtb_page_size(page_size))
     if not isinstance(host, Host):
         host = host_at(host)
     fs = host.fs
@@ -123,7 +146,7 @@ def load_inventory(host: Host | str | os.PathLike[str] = "/",
                 aliases=tuple(tree.aliases_of(node)) if node else (),
                 parent=_parent_device(host_device.sysfs_path),
             ))
-    return Inventory(tree, devices)
+    return Inventory(tree, devices, fs=fs)
 
 
 def _parent_device(sysfs_path: str) -> str | None:

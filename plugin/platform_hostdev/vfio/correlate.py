@@ -6,29 +6,36 @@ MEM resource the kernel made from ``reg`` (of_device_alloc() stops at the
 first entry that does not translate), IRQ i is the i-th ``interrupts`` entry
 (the count stops at the first that does not resolve); vfio-amba exposes
 reg[0] only and up to AMBA_NR_IRQS (9) interrupts. Regions are mmap-able when
-address and size are page aligned; level interrupts come MASKABLE|AUTOMASKED.
+address and size are aligned to the page size of the host's kernel; an
+interrupt whose recorded trigger type is level comes MASKABLE|AUTOMASKED
+(vfio_platform_irq_init), one the kernel records no type for comes EVENTFD
+only, and one whose controller's binding is unknown is not judged.
 
-Entanglements are what VFIO does not carry: phandle links to other devices
-(clocks, resets, pinctrl...), child nodes with their own reg/interrupts, the
-node's own ``ranges``. They make the verdict "complex".
+Entanglements are what VFIO does not carry: phandle links from the node or
+its descendants to nodes outside the device (clocks, resets, pinctrl...),
+child nodes with CPU-addressed reg or with interrupts, the node's own
+``ranges``. They make the verdict "complex". Links into the device's own
+subtree (a MAC's ``phy-handle`` to the PHY on its own MDIO bus) and child
+``reg`` that does not translate to a CPU address (an MDIO or I2C address) are
+internal: the guest node carries the subtree.
 """
 from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from platform_hostdev.dt.address import reg_entries
-from platform_hostdev.dt.interrupts import is_gic, resolve_interrupts
+from platform_hostdev.dt.address import first_reg_address, reg_entries
+from platform_hostdev.dt.interrupts import IrqSpec, is_gic, resolve_interrupts
+from platform_hostdev.dt.irq_bindings import IRQ_TYPE_EDGE_BOTH, IRQ_TYPE_LEVEL_MASK
 from platform_hostdev.dt.phandles import phandle_links
 from platform_hostdev.dt.tree import DeviceTree, Node
 from platform_hostdev.host.inventory import Device
+from platform_hostdev.host.pagesize import PageSize
 from platform_hostdev.vfio.uapi import flag_bit
 
 __all__ = [
-    "RegionMap", "IrqMap", "Link", "ChildNode", "Correlation", "correlate",
-    "PAGE_SIZE",
+    "RegionMap", "IrqMap", "Link", "ChildNode", "Correlation", "correlate", "expected_irq_flags",
 ]
 
-PAGE_SIZE = 4096          # Debian's arm64 kernels use 4 KiB pages
 AMBA_NR_IRQS = 9          # include/linux/amba/bus.h
 # The VFIO flags to expect, from the one table of the uapi's flag words (vfio.uapi).
 _READ_WRITE = flag_bit("region", "READ") | flag_bit("region", "WRITE")
@@ -61,13 +68,17 @@ class IrqMap(NamedTuple):
     kind: str | None
     number: int | None
     trigger: str | None
-    expected_flags: int | None  # None when the trigger is unknown
+    expected_flags: int | None  # None when the recorded trigger type is unknown
+    line: str = ""              # "SPI 63", "bank 1 irq 16"; the raw cells when not decoded
+    binding: str = ""           # the controller compatible whose binding decoded it; "" unknown
 
 
 class Link(NamedTuple):
     prop: str
     target: str
     args: tuple[int, ...]
+    source: str = ""        # the node holding the property (the device or a descendant)
+    internal: bool = False  # the target lies in the device's own subtree
 
 
 class ChildNode(NamedTuple):
@@ -75,23 +86,33 @@ class ChildNode(NamedTuple):
     has_reg: bool
     has_interrupts: bool
     compatible: tuple[str, ...]
+    cpu_reg: bool = False   # its reg[0] translates to a CPU address (MMIO VFIO does not expose)
+
+    @property
+    def internal(self) -> bool:
+        """Carried by the guest node: no CPU-addressed reg, no interrupts of its own."""
+        return not self.cpu_reg and not self.has_interrupts
 
 
 class Correlation:
     """What VFIO region i and IRQ i of a device are in the device tree, and what VFIO
     does not carry (links to other nodes, child nodes with resources, own ranges)."""
 
-    __slots__ = ("device", "bus", "dt_path", "compatible", "driver", "iommu_group", "regions",
-                 "irqs", "links", "children", "own_ranges", "notes", "reasons")
+    __slots__ = ("device", "bus", "dt_path", "compatible", "driver", "iommu_group", "page_size",
+                 "page_size_source", "regions", "irqs", "links", "children", "own_ranges",
+                 "notes", "reasons")
 
     def __init__(self, device: str, bus: str, dt_path: str, compatible: tuple[str, ...],
-                 driver: str | None, iommu_group: str | None) -> None:
+                 driver: str | None, iommu_group: str | None, page_size: int = 4096,
+                 page_size_source: str = "") -> None:
         self.device = device
         self.bus = bus
         self.dt_path = dt_path
         self.compatible = compatible
         self.driver = driver
         self.iommu_group = iommu_group
+        self.page_size = page_size  # the host kernel's (or --dtb's), deciding mmap-ability
+        self.page_size_source = page_size_source
         self.regions: list[RegionMap] = []
         self.irqs: list[IrqMap] = []
         self.links: list[Link] = []
@@ -129,30 +150,42 @@ class Correlation:
             irq["specifier"] = [hex(v) for v in irq["specifier"]]
         for link in data["links"]:
             link["args"] = list(link["args"])
-        for child in data["children"]:
-            child["compatible"] = list(child["compatible"])
+        for child, entry in zip(self.children, data["children"], strict=True):
+            entry["compatible"] = list(entry["compatible"])
+            entry["internal"] = child.internal
         data["compatible"] = list(data["compatible"])
         return data
 
 
-def _irq_flags(trigger: str | None) -> int | None:
-    if trigger is None or trigger == "none":
+def expected_irq_flags(spec: IrqSpec) -> int | None:
+    """The VFIO IRQ flags vfio_platform_irq_init() gives a line: from the recorded trigger type.
+
+    ``irq_get_trigger_type() & IRQ_TYPE_LEVEL_MASK`` makes it MASKABLE|AUTOMASKED;
+    a line the kernel never records a type for is EVENTFD only; an untyped line
+    of a chip that can record one later, or an unknown binding, is not judged.
+    """
+    if spec.irq_type is None:
         return None
-    if trigger.startswith("level"):
+    if spec.irq_type & IRQ_TYPE_LEVEL_MASK:
         return _LEVEL_IRQ
-    return _EDGE_IRQ
+    if spec.irq_type & IRQ_TYPE_EDGE_BOTH or spec.untyped:
+        return _EDGE_IRQ
+    return None
 
 
-def correlate(tree: DeviceTree, device: Device, page_size: int = PAGE_SIZE) -> Correlation:
-    """Tie every VFIO region and IRQ of ``device`` to its DT origin; list entanglements."""
+def correlate(tree: DeviceTree, device: Device, page_size: PageSize) -> Correlation:
+    """Tie every VFIO region and IRQ of ``device`` to its DT origin; list entanglements.
+
+    ``page_size`` is the page size of the host's kernel (``Inventory.page_size()``).
+    """
     if device.dt_path is None or device.dt_path not in tree.by_path:
         raise tree.root.error(None, f"device {device.name} has no device-tree node "
                                     f"({device.dt_path or 'no of_node link'})",
                               "only DT-described platform/amba devices can be correlated")
     node = tree.by_path[device.dt_path]
     result = Correlation(device.name, device.bus, node.path, tuple(node.compatible),
-                         device.driver, device.iommu_group)
-    _regions(node, device.bus, page_size, result)
+                         device.driver, device.iommu_group, page_size.size, page_size.source)
+    _regions(node, device.bus, page_size.size, result)
     _irqs(tree, node, device.bus, result)
     _entanglements(tree, node, result)
     return result
@@ -183,32 +216,58 @@ def _irqs(tree: DeviceTree, node: Node, bus: str, result: Correlation) -> None:
         result.notes.append(f"interrupt count stops at {resolution.stopped}")
         result.reasons.append("an interrupt entry does not resolve to a controller")
     for spec in specs:
+        flags = expected_irq_flags(spec)
         result.irqs.append(IrqMap(spec.index, node.path, spec.prop, spec.index, spec.controller,
                                   spec.specifier, spec.kind, spec.number, spec.trigger,
-                                  _irq_flags(spec.trigger)))
+                                  flags, spec.line, spec.binding))
         controller = tree.by_path[spec.controller]
+        if not spec.binding:
+            compat = controller.compatible[0] if controller.compatible else "no compatible"
+            result.notes.append(f"interrupt {spec.index} goes to {spec.controller} ({compat}), "
+                                "whose binding is not known: its specifier "
+                                f"<{spec.line}> is not decoded")
         if not is_gic(controller):
             result.reasons.append(f"interrupt {spec.index} goes to {spec.controller}, not the GIC "
                                   "(a guest cannot receive it as a GIC SPI)")
         elif spec.kind != "SPI":
             result.reasons.append(f"interrupt {spec.index} is a GIC {spec.kind}, not an SPI")
+        if spec.level and flags == _EDGE_IRQ:
+            result.reasons.append(
+                f"interrupt {spec.index} is a level line the kernel records no trigger type for: "
+                "vfio-platform offers it as an edge (EVENTFD only, not AUTOMASKED), so the host "
+                "would take it again and again until the guest clears the device")
 
 
 def _entanglements(tree: DeviceTree, node: Node, result: Correlation) -> None:
-    for link in phandle_links(tree, node):
-        result.links.append(Link(link.prop, link.target, link.args))
-        if link.prop not in _HOST_SIDE_PROPS:
-            result.reasons.append(f"{link.prop} -> {link.target}")
-    for child in node.walk():
-        if child is node:
+    own = node.path
+    # A bus (own 'ranges') has devices of its own below it: its own links count, and its
+    # children are listed (each is correlated on its own), not their subtrees.
+    bus = "ranges" in node.properties
+    holders = [node, *node.children] if bus else node.walk()
+    for holder in holders:
+        if holder is node or not bus:
+            for link in phandle_links(tree, holder):
+                internal = link.target == own or link.target.startswith(own + "/")
+                result.links.append(Link(link.prop, link.target, link.args, holder.path,
+                                         internal))
+                if internal or link.prop in _HOST_SIDE_PROPS:
+                    continue
+                where = "" if holder is node else f" (from {holder.path})"
+                result.reasons.append(f"{link.prop} -> {link.target}{where}")
+            if holder is node:
+                continue
+        props = holder.properties
+        has_reg = "reg" in props
+        has_irq = "interrupts" in props or "interrupts-extended" in props
+        if not (has_reg or has_irq):
             continue
-        has_reg = "reg" in child.properties
-        has_irq = "interrupts" in child.properties or "interrupts-extended" in child.properties
-        if has_reg or has_irq:
-            result.children.append(ChildNode(child.path, has_reg, has_irq,
-                                             tuple(child.compatible)))
-            result.reasons.append(f"child {child.path} has its own "
-                                  + " and ".join(w for w, f in (("reg", has_reg),
+        # reg[0] on the CPU's address map (the same translation that names devices)
+        cpu_reg = has_reg and first_reg_address(holder) is not None
+        child = ChildNode(holder.path, has_reg, has_irq, holder.compatible, cpu_reg)
+        result.children.append(child)
+        if cpu_reg or has_irq:
+            result.reasons.append(f"child {holder.path} has its own "
+                                  + " and ".join(w for w, f in (("reg", cpu_reg),
                                                                 ("interrupts", has_irq)) if f)
                                   + " (VFIO does not expose it)")
     if "ranges" in node.properties:
