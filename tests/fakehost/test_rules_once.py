@@ -101,9 +101,9 @@ def test_an_amba_device_is_refused_alike_by_the_hook_the_commands_and_the_builde
     hook = _hook_error(kernel, xml)
     commands = _commands_error(kernel, xml)
     inventory = _inventory(kernel)
+    correlation = correlate(inventory.tree, inventory.by_name[PL061], inventory.page_size())
     with pytest.raises(HostdevError) as info:
-        build_guest_tree(read_dtb(virt_dtb), inventory.tree,
-                         [correlate(inventory.tree, inventory.by_name[PL061])])
+        build_guest_tree(read_dtb(virt_dtb), inventory.tree, [correlation])
     assert hook == commands.what
     assert expected in hook and expected in info.value.what
     assert commands.fix == info.value.fix
