@@ -70,7 +70,8 @@ from platform_hostdev.host.attributes import AttributeWriteError, WritableHostFs
 from platform_hostdev.host.boundary import Host
 from platform_hostdev.host.devlinks import (
     Dependent,
-    refuse_forbidden_unbind,
+    refuse_forbidden_dependents,
+    refuse_forbidden_own,
     reprobe_order,
     unbind_dependents,
 )
@@ -424,9 +425,10 @@ def _check_dependents(fs: HostFs, bus: str, name: str, state: DeviceState,
     if state.driver is None:
         return []
     dependents = unbind_dependents(fs, bus, name)
-    refuse_forbidden_unbind(fs, bus, name, state.driver, dependents)
+    refuse_forbidden_own(fs, bus, name, state.driver)
     if dependents and not unbind_consumers:
-        raise consumers_error(unbind_impact(fs, located(fs, bus, name), dependents))
+        raise consumers_error(fs, unbind_impact(fs, located(fs, bus, name), dependents))
+    refuse_forbidden_dependents(fs, name, dependents)
     for dependent in dependents:
         group = fs.link_name(dependent.sysfs_path + "/iommu_group")
         if dependent.driver in VFIO_DRIVERS.values() and group is not None:
