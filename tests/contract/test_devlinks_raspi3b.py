@@ -34,7 +34,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from platform_hostdev.binding.operations import device_state
+from platform_hostdev.binding.operations import PARKED, device_state
 from platform_hostdev.host.devlinks import device_links, unbind_dependents
 
 from tests.contract.conftest import INSIDE_BOARD, Backend, _board_backend
@@ -171,6 +171,9 @@ def test_forced_detach_unbinds_a_consumer_and_reattach_gives_it_back(raspi: Back
     try:
         assert driver(raspi, "platform", AUX) == "vfio-platform"
         assert driver(raspi, "platform", MINI_UART) is None
+        # parked: the kernel re-probes it when aux binds vfio, and bcm2835-aux-clk (no
+        # remove) leaves its clock registered over unmapped registers: an oops
+        assert device_state(raspi.fs, "platform", MINI_UART).override == PARKED
         record = raspi.journal().read(AUX)
         assert record is not None and \
             record.consumers == (("platform", MINI_UART, "bcm2835-aux-uart"),)

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from platform_hostdev.binding.journal import Journal
 from platform_hostdev.binding.operations import (
+    PARKED,
     DeviceInUseError,
     detach,
     device_state,
@@ -169,7 +170,10 @@ def test_force_unbinds_the_consumers_and_reattach_gives_them_back(kernel: FakeKe
                    f"{FWGPIO} -> {PWRSEQ} (pwrseq_simple)\n")
     assert kernel.host.driver_of(FWGPIO) == "vfio-platform"
     assert kernel.host.driver_of(PWRSEQ) is None            # really unbound
-    assert PWRSEQ in kernel.deferred                        # and deferred: its gpio is gone
+    # parked: nothing may bind it while its supplier is on vfio (the kernel re-probes it
+    # when the supplier binds vfio), and the override says why
+    assert kernel.host.driver_override(PWRSEQ) == PARKED
+    assert PWRSEQ not in kernel.deferred
     record = Journal(kernel).read(FWGPIO)
     assert record is not None and record.consumers == (("platform", PWRSEQ, "pwrseq_simple"),)
     stored = json.loads(Journal(kernel).file(FWGPIO).read_text())
