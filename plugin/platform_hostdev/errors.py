@@ -38,6 +38,8 @@ code                       meaning
 ``unbind-forbidden``       the kernel refused to take the device from its driver, or its driver
                            (or a dependent's) has no unbind file (suppress_bind_attrs)
 ``consumer-would-unbind``  the kernel would unbind devices that depend on it (device links)
+``dt-user-would-lose``     bound devices use it through the DT with no device link: the
+                           kernel would leave them running on what the unbind takes away
 ``sysfs-write-failed``     the kernel refused another sysfs write of a binding step
 ``host-uses-device``       the host needs the device (console, mounted disk, route)
 ``bus-unsupported``        a device on a bus other than platform or amba

@@ -105,8 +105,9 @@ def _fake_backend(tmp_path: Path) -> Backend:
         dtb = qemu_virt_dtb()
     except CorpusUnavailable as exc:
         pytest.fail(f"contract tests on the host need QEMU's virt DT: {exc}")
+    # uart-pl011 is built in: no bind/unbind files (drivers/tty/serial/amba-pl011.c)
     host = build_fake_host(tmp_path / "root", dtb, drivers=QEMU_VIRT_DRIVERS,
-                           vfio_loaded=True, noiommu=True)
+                           vfio_loaded=True, noiommu=True, suppress_bind_attrs=("uart-pl011",))
     kernel = FakeKernel(host, reset_required=False)
     return Backend("fake", kernel, kernel.as_host, {"kernel": kernel})
 

@@ -182,3 +182,17 @@ def test_journal_written_before_first_write(backend: Backend) -> None:
                     ("detached", True, "vfio-amba", "vfio-amba")]
     reattach(backend.host(), device, journal)
     _assert_original(backend, name)
+
+
+def test_the_builtin_pl011_forbids_unbinding(backend: Backend) -> None:
+    """Debian builds uart-pl011 in, so it sets suppress_bind_attrs
+    (drivers/tty/serial/amba-pl011.c: IS_BUILTIN(CONFIG_SERIAL_AMBA_PL011)): no
+    bind/unbind files, and the console's detach is refused for that before anything
+    else, with nothing written."""
+    assert backend.fs.link_name("/sys/bus/amba/devices/9000000.pl011/driver") == "uart-pl011"
+    assert not backend.fs.path("/sys/bus/amba/drivers/uart-pl011/unbind").exists()
+    assert not backend.fs.path("/sys/bus/amba/drivers/uart-pl011/bind").exists()
+    code, out, _ = backend.cli("nodedev-detach", "9000000.pl011", "--force", "--json")
+    error = json.loads(out)["error"]
+    assert (code, error["code"], error["driver"]) == (1, "unbind-forbidden", "uart-pl011")
+    assert device_state(backend.fs, "amba", "9000000.pl011").override is None

@@ -13,29 +13,38 @@ board it fails.
   their chains, nothing written;
 * ``nodedev-detach 3f200000.gpio`` refused because pinctrl-bcm2835 forbids
   unbinding, driver_override as it was, nothing written;
-* ``--force`` on soc:firmware:gpio (raspberrypi-exp-gpio), whose one bound
-  consumer, wifi-pwrseq (pwrseq_simple), is neither the console nor storage:
-  the consumer really loses its driver and is back after the re-attach;
-* the mini UART 3f215040.serial, a leaf, detached and given back.
+* ``--force`` on the mailbox 3f00b880.mailbox, whose one bound consumer,
+  soc:firmware (raspberrypi-firmware), is neither the console nor storage: it
+  really loses its driver (parked meanwhile) and is back after the re-attach.
+  3f215000.aux is no candidate: bcm2835-aux-clk (drivers/clk/bcm/
+  clk-bcm2835-aux.c) has no remove, its clocks stay registered over unmapped
+  registers, and the mini UART's next probe oopses the real kernel;
+  soc:firmware:gpio's consumer wifi-pwrseq never probes under QEMU (-EIO);
+* the mini UART 3f215040.serial, a leaf, detached and given back;
+* the DMA engine 3f007000.dma-controller: ``show`` decodes its sixteen lines by
+  the armctrl binding (bank 1, irq 16-28, all level), and its detach is refused
+  naming the SD host, which uses it through ``dmas`` with no device link
+  (fw_devlink treats dmas as optional), with the SD card's mount at the end.
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from platform_hostdev.binding.operations import device_state
+from platform_hostdev.binding.operations import PARKED, device_state
 from platform_hostdev.host.devlinks import device_links, unbind_dependents
 
 from tests.contract.conftest import INSIDE_BOARD, Backend, _board_backend
 from tests.support.machines import BOARD_MACHINE
 
-CPRMAN, GPIO, MAILBOX = "3f101000.cprman", "3f200000.gpio", "3f00b880.mailbox"
+CPRMAN, GPIO, MAILBOX, DMA = ("3f101000.cprman", "3f200000.gpio", "3f00b880.mailbox",
+                             "3f007000.dma-controller")
 CONSOLE, SD_HOST, AUX, MINI_UART = ("3f201000.serial", "3f202000.mmc", "3f215000.aux",
                                     "3f215040.serial")
-FWGPIO, PWRSEQ = "soc:firmware:gpio", "wifi-pwrseq"
 CPRMAN_CONSUMERS = {CONSOLE, SD_HOST, AUX, "3f100000.watchdog", "3f205000.i2c",
                     "3f804000.i2c", "3f805000.i2c", "3f20c000.pwm", "3f300000.mmc",
                     "3f212000.thermal"}
@@ -150,26 +159,30 @@ def test_pinctrl_refusal_writes_nothing(raspi: Backend, force: bool) -> None:
 
 
 def test_forced_detach_unbinds_a_consumer_and_reattach_gives_it_back(raspi: Backend) -> None:
-    dependents = unbind_dependents(raspi.fs, "platform", FWGPIO)
-    assert (driver(raspi, "platform", FWGPIO), [(d.name, d.driver) for d in dependents]) == \
-        ("raspberrypi-exp-gpio", [(PWRSEQ, "pwrseq_simple")]), \
-        "the board's graph around soc:firmware:gpio is not the one this test was written for"
+    firmware = "soc:firmware"
+    dependents = unbind_dependents(raspi.fs, "platform", MAILBOX)
+    assert [(d.name, d.driver) for d in dependents] == [(firmware, "raspberrypi-firmware")], \
+        f"the board's graph around {MAILBOX} is not the one this test was written for"
     before = snapshot(raspi)
-    code, out, err = raspi.cli("nodedev-detach", FWGPIO, "--force")
+    code, out, err = raspi.cli("nodedev-detach", MAILBOX, "--force")
     assert code == 0, err
-    assert f"warning: --force: {PWRSEQ} (pwrseq_simple) loses its driver: {FWGPIO} -> " \
-           f"{PWRSEQ} (pwrseq_simple)" in err
-    assert out.startswith(f"Device {FWGPIO} detached\nLost their driver with it: {PWRSEQ}")
+    assert err == (f"warning: --force: {firmware} (raspberrypi-firmware) loses its driver: "
+                   f"{MAILBOX} -> {firmware} (raspberrypi-firmware)\n")
+    assert out.startswith(f"Device {MAILBOX} detached\nLost their driver with it: {firmware}")
     try:
-        assert driver(raspi, "platform", FWGPIO) == "vfio-platform"
-        assert driver(raspi, "platform", PWRSEQ) is None
-        record = raspi.journal().read(FWGPIO)
-        assert record is not None and record.consumers == (("platform", PWRSEQ, "pwrseq_simple"),)
+        assert driver(raspi, "platform", MAILBOX) == "vfio-platform"
+        assert driver(raspi, "platform", firmware) is None
+        # parked: nothing may bind it while the mailbox is on vfio (the kernel re-probes
+        # consumers when their supplier binds, device_links_driver_bound)
+        assert device_state(raspi.fs, "platform", firmware).override == PARKED
+        record = raspi.journal().read(MAILBOX)
+        assert record is not None and \
+            record.consumers == (("platform", firmware, "raspberrypi-firmware"),)
     finally:
-        code, out, err = raspi.cli("nodedev-reattach", FWGPIO)
+        code, out, err = raspi.cli("nodedev-reattach", MAILBOX)
     assert code == 0, err
-    assert out == f"Device {FWGPIO} re-attached\nGiven their driver back: {PWRSEQ}\n"
-    assert driver(raspi, "platform", PWRSEQ) == "pwrseq_simple"
+    assert out == f"Device {MAILBOX} re-attached\nGiven their driver back: {firmware}\n"
+    assert driver(raspi, "platform", firmware) == "raspberrypi-firmware"
     after = snapshot(raspi)
     if raspi.kind == "fake":  # the fake's tree changed where the kernel's would (groups, nodes)
         before.pop("sys"), after.pop("sys")
@@ -188,3 +201,24 @@ def test_the_mini_uart_is_a_leaf_that_moves(raspi: Backend) -> None:
         code, out, err = raspi.cli("nodedev-reattach", MINI_UART)
     assert (code, out, err) == (0, f"Device {MINI_UART} re-attached\n", "")
     assert driver(raspi, "platform", MINI_UART) == "bcm2835-aux-uart"
+
+
+def test_show_decodes_the_dma_engine_by_the_armctrl_binding(raspi: Backend) -> None:
+    code, out, err = raspi.cli("show", DMA, "--json")
+    assert code == 0, err
+    irqs = json.loads(out)["irqs"]
+    assert [i["line"] for i in irqs] == [f"bank 1 irq {n}" for n in range(16, 28)] + \
+        ["bank 1 irq 27"] * 3 + ["bank 1 irq 28"]
+    assert {(i["trigger"], i["binding"]) for i in irqs} == {("level", "brcm,bcm2836-armctrl-ic")}
+
+
+def test_dma_engine_detach_is_refused_naming_its_dt_users(raspi: Backend) -> None:
+    assert driver(raspi, "platform", DMA) == "bcm2835-dma"
+    before = snapshot(raspi)
+    code, out, err = raspi.cli("nodedev-detach", DMA)
+    assert (code, out) == (1, ""), err
+    assert err.startswith(f"error: {DMA} is used by "), err
+    assert re.search(rf"\n  {re.escape(DMA)} <- {re.escape(SD_HOST)} \(sdhost-bcm2835\) through "
+                     r"dmas -> /dev/mmcblk0\S* mounted on /", err), err
+    assert f"hint: the host uses {SD_HOST}" in err
+    assert snapshot(raspi) == before

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from platform_hostdev.binding.journal import Journal
 from platform_hostdev.binding.operations import (
+    PARKED,
     DeviceInUseError,
     detach,
     device_state,
@@ -36,7 +37,7 @@ from tests.contract.conftest import SimulatedKill, kill_at
 from tests.support.domains import libvirt_domain, user_domain, with_guest_dt
 from tests.support.fakehost import build_fake_host, tree_state
 from tests.support.fakekernel import FakeKernel
-from tests.support.raspi import MINI_UART, RASPI3B_DRIVERS, build_raspi3b
+from tests.support.raspi import MINI_UART, RASPI3B_DRIVERS, build_raspi3b, dress_raspi3b
 
 CPRMAN, GPIO, MAILBOX, AUX = "3f101000.cprman", "3f200000.gpio", "3f00b880.mailbox", \
     "3f215000.aux"
@@ -89,10 +90,14 @@ def test_cprman_detach_is_refused_with_every_chain(kernel: FakeKernel) -> None:
         f"{CPRMAN} -> {AUX} (bcm2835-aux-clk)",
         f"{CPRMAN} -> {AUX} (bcm2835-aux-clk) -> {MINI_UART} (bcm2835-aux-uart)",
         f"{CPRMAN} -> 3f100000.watchdog (bcm2835-pm)"])
-    assert lines[6].startswith("hint: the host uses them: choose another device, or pass "
-                               "--force if you really mean it (to free them: boot with the "
-                               "console elsewhere")
-    assert "unmount /mnt" in lines[6]
+    # every reason in the one refusal: the console's driver also forbids unbinding
+    assert lines[6] == ("  uart-pl011 (on 3f201000.serial) forbids unbinding (suppress_bind_attrs:"
+                        " /sys/bus/amba/drivers/uart-pl011 has no unbind file): --force cannot "
+                        "override this")
+    assert lines[7].startswith("hint: the host uses them: choose another device; uart-pl011 "
+                               "cannot be unbound at run time: uart-pl011 is built into the "
+                               "kernel")
+    assert lines[7].endswith("or choose a device 3f201000.serial does not depend on")
     untouched.check()
 
 
@@ -165,7 +170,10 @@ def test_force_unbinds_the_consumers_and_reattach_gives_them_back(kernel: FakeKe
                    f"{FWGPIO} -> {PWRSEQ} (pwrseq_simple)\n")
     assert kernel.host.driver_of(FWGPIO) == "vfio-platform"
     assert kernel.host.driver_of(PWRSEQ) is None            # really unbound
-    assert PWRSEQ in kernel.deferred                        # and deferred: its gpio is gone
+    # parked: nothing may bind it while its supplier is on vfio (the kernel re-probes it
+    # when the supplier binds vfio), and the override says why
+    assert kernel.host.driver_override(PWRSEQ) == PARKED
+    assert PWRSEQ not in kernel.deferred
     record = Journal(kernel).read(FWGPIO)
     assert record is not None and record.consumers == (("platform", PWRSEQ, "pwrseq_simple"),)
     stored = json.loads(Journal(kernel).file(FWGPIO).read_text())
@@ -285,7 +293,7 @@ def test_a_consumer_whose_driver_forbids_unbinding_is_refused_even_forced(
     assert code == 1
     assert err.startswith(
         f"error: unbinding {AUX} makes the kernel release {MINI_UART} ({AUX} -> {MINI_UART} "
-        "(bcm2835-aux-uart)), whose driver bcm2835-aux-uart forbids unbinding")
+        f"(bcm2835-aux-uart)), and bcm2835-aux-uart (on {MINI_UART}) forbids unbinding")
     assert f"or choose a device {MINI_UART} does not depend on" in err
     untouched.check()
 
@@ -304,7 +312,14 @@ def test_a_dependent_held_through_vfio_is_refused(kernel: FakeKernel) -> None:
     assert kernel.host.driver_of(FWGPIO) == "raspberrypi-exp-gpio"
 
 
-def test_host_protection_covers_the_whole_set(kernel: FakeKernel) -> None:
+def test_host_protection_covers_the_whole_set(tmp_path: Path, raspi3b_dtb: Path) -> None:
+    # uart-pl011 as a module (CONFIG_SERIAL_AMBA_PL011=m): it has bind/unbind files, so
+    # --force gets as far as the host checks
+    host = build_fake_host(tmp_path / "root", raspi3b_dtb, drivers=RASPI3B_DRIVERS,
+                           vfio_loaded=True, noiommu=True,
+                           suppress_bind_attrs=("pinctrl-bcm2835",))
+    kernel = FakeKernel(host, drivers=RASPI3B_DRIVERS, reset_required=False)
+    dress_raspi3b(host)
     uses = refuse_if_host_uses(kernel, device(kernel, CPRMAN), force=True)
     assert sorted(u.kind for u in uses) == ["console", "mount"]
     with pytest.raises(ConsumerWouldUnbindError):
@@ -410,3 +425,35 @@ def test_check_host_reports_links(kernel: FakeKernel) -> None:
     assert leaf.finding == (f"no device loses its driver with it; suppliers: {GPIO} "
                             f"(pinctrl-bcm2835, active), {AUX} (bcm2835-aux-clk, active); "
                             "consumers: none")
+
+
+def test_cprman_forced_detach_is_still_refused_for_the_console_driver(kernel: FakeKernel) -> None:
+    untouched = Untouched(kernel)
+    code, out, err = run(kernel, "nodedev-detach", CPRMAN, "--force")
+    assert (code, out) == (1, "")
+    assert err.startswith(f"error: unbinding {CPRMAN} makes the kernel release 3f201000.serial "
+                          f"({CPRMAN} -> 3f201000.serial (uart-pl011)), and uart-pl011 (on "
+                          "3f201000.serial) forbids unbinding (suppress_bind_attrs: "), err
+    assert "--force cannot override this; nothing was written" in err
+    untouched.check()
+
+
+def test_dma_engine_forced_detach_warns_about_its_dt_users(kernel: FakeKernel) -> None:
+    dma = "3f007000.dma-controller"
+    code, out, err = run(kernel, "nodedev-detach", dma, "--force")
+    assert code == 0, err
+    assert err == ("warning: --force: 3f202000.mmc (sdhost-bcm2835) keeps its driver but loses "
+                   f"what it uses through dmas: {dma} <- 3f202000.mmc (sdhost-bcm2835) through "
+                   "dmas -> /dev/mmcblk0 mounted on /mnt\n")
+    assert kernel.host.driver_of(dma) == "vfio-platform"
+    assert kernel.host.driver_of("3f202000.mmc") == "sdhost-bcm2835"  # no link: not unbound
+    assert run(kernel, "nodedev-reattach", dma)[0] == 0
+    assert kernel.host.driver_of(dma) == "bcm2835-dma"
+
+
+def test_json_refusal_of_a_dt_user(kernel: FakeKernel) -> None:
+    code, out, _ = run(kernel, "nodedev-detach", "3f007000.dma-controller", "--json")
+    error = json.loads(out)["error"]
+    assert (code, error["code"], error["users"], error["properties"]) == \
+        (1, "dt-user-would-lose", ["3f202000.mmc"], [["dmas"]])
+    assert kernel.writes == []

@@ -7,11 +7,7 @@ import os
 from platform_hostdev.dt.naming import predict_devices
 from platform_hostdev.dt.tree import DeviceTree
 
-# virt only (no _<machine> suffix, tests/support/machines.py), not raspi3b yet: there
-# the prediction adds 3f00b200.interrupt-controller and 40000000.interrupt-controller,
-# which the kernel never creates: of_irq_init() marks every IRQCHIP_DECLARE'd node
-# OF_POPULATED (drivers/of/irq.c), and dt/naming.py models that for the GIC family
-# only (brcm,bcm2836-armctrl-ic and brcm,bcm2836-l1-intc are missing).
+# QEMU virt; tests/guest/test_naming_guest_raspi3b.py runs the same test on the raspi3b.
 
 
 def _real_dt_devices() -> dict[str, tuple[str, str]]:

@@ -6,8 +6,9 @@ the drivers the real board binds (seen on the emulated raspi3b with Debian's
 bcm2835-clk on 3f101000.cprman, pinctrl-bcm2835 on 3f200000.gpio (built in,
 ``suppress_bind_attrs``: no bind/unbind files), bcm2835-aux-clk,
 bcm2835-aux-uart on the mini UART 3f215040.serial, uart-pl011 on the console
-3f201000.serial (amba), raspberrypi-firmware on soc:firmware and the
-firmware's clock, GPIO and power drivers, pwrseq_simple on wifi-pwrseq, and
+3f201000.serial (amba; built in, so also without bind/unbind files),
+raspberrypi-firmware on soc:firmware and the firmware's clock, GPIO and power
+drivers, pwrseq_simple on wifi-pwrseq, and
 sdhost-bcm2835 (the module bcm2835, drivers/mmc/host/bcm2835.ko) on
 3f202000.mmc with mmcblk0 "mounted" on /mnt. vfio is loaded in no-IOMMU mode
 with vfio-platform reset_required=0, as on the board. The device links are
@@ -27,7 +28,7 @@ from tests.support.fakehost import FakeHost, build_fake_host
 from tests.support.fakekernel import FakeKernel
 
 __all__ = ["RASPI3B_DTB", "RASPI3B_DRIVERS", "RASPI3B_RELEASE", "build_raspi3b",
-           "CONSOLE", "SD_HOST", "SD_MOUNT", "MINI_UART"]
+           "CONSOLE", "SD_HOST", "SD_MOUNT", "MINI_UART", "dress_raspi3b"]
 
 RASPI3B_DTB = "broadcom/bcm2837-rpi-3-b.dtb"
 RASPI3B_RELEASE = "6.12.117+deb12-arm64"
@@ -51,7 +52,9 @@ RASPI3B_DRIVERS = {
     "brcm,bcm2835-sdhost": "sdhost-bcm2835",
 }
 _MODULES = {"sdhost-bcm2835": "bcm2835"}
-_SUPPRESSED = ("pinctrl-bcm2835",)
+# suppress_bind_attrs: pinctrl-bcm2835 always (drivers/pinctrl/bcm/pinctrl-bcm2835.c),
+# uart-pl011 when built in (drivers/tty/serial/amba-pl011.c: IS_BUILTIN(CONFIG_SERIAL_AMBA_PL011))
+_SUPPRESSED = ("pinctrl-bcm2835", "uart-pl011")
 # lines of the kernel's modules.builtin (the package's lib/modules/<release>/modules.builtin)
 _BUILTIN = ("kernel/drivers/pinctrl/bcm/pinctrl-bcm2835.ko",
             "kernel/drivers/gpio/gpio-raspberrypi-exp.ko",
@@ -80,7 +83,7 @@ def _link(host: FakeHost, host_path: str, target: str) -> None:
     os.symlink(os.path.relpath(host.path(target), path.parent), path)
 
 
-def _dress(host: FakeHost) -> None:
+def dress_raspi3b(host: FakeHost) -> None:
     """The console on the PL011, mmcblk0 behind the SD host mounted, the kernel's lists."""
     pl011 = host.host_paths[CONSOLE]
     _link(host, "/sys/class/tty/ttyAMA0", f"{pl011}/tty/ttyAMA0")
@@ -110,6 +113,6 @@ def build_raspi3b(root: Path, dtb: Path | None = None) -> FakeKernel:
     host = build_fake_host(root, dtb or board_dtb(RASPI3B_DTB), drivers=RASPI3B_DRIVERS,
                            vfio_loaded=True, noiommu=True, suppress_bind_attrs=_SUPPRESSED,
                            modules=_MODULES)
-    _dress(host)
+    dress_raspi3b(host)
     return FakeKernel(host, drivers=RASPI3B_DRIVERS, reset_required=False,
                       release=RASPI3B_RELEASE)

@@ -161,8 +161,8 @@ def test_forbidden_unbind_of_a_dependent_names_the_chain(sysfs: Sysfs) -> None:
     refuse_forbidden_unbind(sysfs.fs, "platform", "pins", None, [])  # unbound: nothing to do
     with pytest.raises(UnbindForbiddenError) as caught:
         refuse_forbidden_unbind(sysfs.fs, "platform", "clk", "clk-drv", dependents)
-    assert "unbinding clk makes the kernel release pins (clk -> pins (pinctrl-y)), whose " \
-           "driver pinctrl-y forbids unbinding" in caught.value.what
+    assert "unbinding clk makes the kernel release pins (clk -> pins (pinctrl-y)), and " \
+           "pinctrl-y (on pins) forbids unbinding" in caught.value.what
     # no kallsyms: the fix says how to find the init function
     assert "X_init" in caught.value.fix and "initcall_debug" in caught.value.fix
 

@@ -26,6 +26,17 @@ back with its driver (reattach, rollback, recover): the kernel's own re-probe
 (deferred probe, DL_FLAG_AUTOPROBE_CONSUMER) is asynchronous and absent for
 links removed on supplier unbind.
 
+Until then each consumer is *parked*: before D is unbound, its
+``driver_override`` is set to :data:`PARKED`, a name no driver has, so that
+nothing binds it while its supplier is on vfio. The kernel would otherwise
+re-probe it as soon as D binds vfio (device_links_driver_bound puts it on the
+deferred list), and a supplier driver that leaves a stale provider behind
+(drivers/clk/bcm/clk-bcm2835-aux.c has no remove: its clocks stay registered
+over unmapped registers) turns that probe into a kernel oops, as the raspi3b
+board shows with the mini UART. Giving a consumer back clears the override
+first; the value tells any later look (or ``recover``) why it is there.
+Consumers that already have an override are someone else's and left alone.
+
 Before the first write a :class:`~platform_hostdev.binding.journal.JournalRecord`
 holds the original driver and override; it is rewritten after every step.
 A failure midway rolls the device back to its original state and removes the
@@ -70,11 +81,12 @@ from platform_hostdev.host.attributes import AttributeWriteError, WritableHostFs
 from platform_hostdev.host.boundary import Host
 from platform_hostdev.host.devlinks import (
     Dependent,
-    refuse_forbidden_unbind,
+    refuse_forbidden_dependents,
+    refuse_forbidden_own,
     reprobe_order,
     unbind_dependents,
 )
-from platform_hostdev.host.fs import HostFs
+from platform_hostdev.host.fs import HostFs, read_driver_override
 from platform_hostdev.host.kmsg import KernelLog, probe_failure
 from platform_hostdev.host.protection import consumers_error, located, unbind_impact
 from platform_hostdev.host.uevents import UeventTimeoutError, Watch
@@ -83,6 +95,7 @@ from platform_hostdev.vfio.uapi import VFIO_DRIVERS
 __all__ = [
     # re-exported from preflight: the vocabulary callers of binding need
     "DEFAULT_TIMEOUT",
+    "PARKED",
     "NOIOMMU_PARAM",
     "RESET_REQUIRED_PARAM",
     "UPSTREAM_RESET_HANDLERS",
@@ -110,6 +123,8 @@ __all__ = [
 ]
 
 DEFAULT_TIMEOUT = 5.0
+PARKED = "platform-hostdev-parked"
+"""The driver_override of a consumer whose supplier is on vfio: matches no driver."""
 
 
 class AlreadyDetachedError(BindingError):
@@ -214,6 +229,13 @@ class _Mover:
                 "run as root; if the device vanished meanwhile, run nodedev-list",
                 code=code, device=self.name, path=host_path, errno=exc.errno_name) from None
 
+    def park_consumers(self) -> None:
+        """Set :data:`PARKED` as the override of every recorded consumer that has none."""
+        for bus, name, _ in self.record.consumers:
+            ddir = device_dir(bus, name)
+            if self.fs.path(ddir).exists() and read_driver_override(self.fs, ddir) is None:
+                self.write(ddir + "/driver_override", PARKED + "\n")
+
     def set_override(self, value: str | None) -> None:
         self.write(self.ddir + "/driver_override", (value or "") + "\n")
 
@@ -251,6 +273,8 @@ class _Mover:
             if not self.fs.path(ddir).exists():
                 failed.append(f"{name} is no longer in sysfs")
                 continue
+            if read_driver_override(self.fs, ddir) == PARKED:
+                self.write(ddir + "/driver_override", "\n")
             current = self.fs.link_name(ddir + "/driver")
             if current is None:
                 with self.host.waiter.watch(bus, name) as watch:
@@ -395,6 +419,7 @@ def detach(host: Host, device: Target, journal: Journal | None = None, force: bo
         with host.waiter.watch(bus, name) as watch, KernelLog(fs) as log:
             mover = _Mover(host, journal, record, watch, log, timeout)
             try:
+                mover.park_consumers()
                 mover.set_override(vfio)
                 mover.step("override-written")
                 if state.driver is not None:
@@ -424,9 +449,10 @@ def _check_dependents(fs: HostFs, bus: str, name: str, state: DeviceState,
     if state.driver is None:
         return []
     dependents = unbind_dependents(fs, bus, name)
-    refuse_forbidden_unbind(fs, bus, name, state.driver, dependents)
+    refuse_forbidden_own(fs, bus, name, state.driver)
     if dependents and not unbind_consumers:
-        raise consumers_error(unbind_impact(fs, located(fs, bus, name), dependents))
+        raise consumers_error(fs, unbind_impact(fs, located(fs, bus, name), dependents))
+    refuse_forbidden_dependents(fs, name, dependents)
     for dependent in dependents:
         group = fs.link_name(dependent.sysfs_path + "/iommu_group")
         if dependent.driver in VFIO_DRIVERS.values() and group is not None:

@@ -35,7 +35,7 @@ from platform_hostdev.host.devlinks import (
     DevLink,
     UnbindForbiddenError,
     device_links,
-    refuse_forbidden_unbind,
+    refuse_forbidden_own,
 )
 from platform_hostdev.host.fs import HostFs, is_noiommu
 from platform_hostdev.host.inventory import Device, Inventory
@@ -121,16 +121,17 @@ def _device_links(fs: HostFs, device: Device) -> Check:
         return Check(label, PASS, f"already bound to {driver}: nothing is unbound at start")
     impact = unbind_impact(fs, device)
     try:
-        refuse_forbidden_unbind(fs, device.bus, device.name, driver, impact.dependents)
+        refuse_forbidden_own(fs, device.bus, device.name, driver)
     except UnbindForbiddenError as exc:
         return Check(label, FAIL, exc.what, exc.fix)
     if impact.dependents:
-        error = consumers_error(impact)
+        error = consumers_error(fs, impact)
+        fix = error.fix if error.data["forbid_unbinding"] else (
+            "choose another device, or detach it beforehand with 'platform-hostdev "
+            f"nodedev-detach --force {device.name}' and set managed='no' (the devices "
+            "above lose their drivers until it is re-attached)")
         return Check(label, FAIL, error.what.replace("\n  ", "; ").replace(":; ", ": ") +
-                     "; the hook refuses such a detach",
-                     "choose another device, or detach it beforehand with 'platform-hostdev "
-                     f"nodedev-detach --force {device.name}' and set managed='no' (the devices "
-                     "above lose their drivers until it is re-attached)")
+                     "; the hook refuses such a detach", fix)
     suppliers, consumers = device_links(fs, directory)
 
     def listed(links: list[DevLink]) -> str:

@@ -46,6 +46,10 @@ def cmd_nodedev_detach(args: argparse.Namespace, ctx: Context) -> int:
     for dependent in impact.dependents:
         print(f"warning: --force: {dependent.name} ({dependent.driver}) loses its driver: "
               f"{impact.chain(dependent)}", file=ctx.err)
+    for user in impact.dt_users:
+        print(f"warning: --force: {user.name} ({user.driver}) keeps its driver but loses what "
+              f"it uses through {', '.join(user.props)}: {impact.user_chain(user)}",
+              file=ctx.err)
     result = api.detach(host, device, force=args.force, timeout=args.timeout,
                         unbind_consumers=args.force)
     if args.json:

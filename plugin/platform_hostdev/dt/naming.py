@@ -19,7 +19,8 @@
   A node needs status okay; "arm,primecell" nodes populated as buses go to
   the amba bus.
   Nodes the kernel claims before populate are marked OF_POPULATED and get no
-  device: irqchips initialised by of_irq_init() (modelled for the GIC family)
+  device: irqchips initialised by of_irq_init() (modelled for the GIC family and the
+  BCM2835/6 armctrl and BCM2836 local controllers)
   and clocks initialised by of_clk_init() (fixed-clock, fixed-factor-clock).
   Other IRQCHIP/CLK_OF_DECLARE drivers are not modelled: on a live host sysfs
   is the truth; this prediction serves --dtb and fake hosts.
@@ -46,11 +47,17 @@ _RESERVED_RAW = re.compile(b"(?:^|\0)(?:" + b"|".join(
 _SKIPPED = frozenset({"operating-points-v2"})
 # CLK_OF_DECLARE'd clocks of drivers/clk/clk-fixed-rate.c and clk-fixed-factor.c
 _EARLY_CLOCKS = frozenset({"fixed-clock", "fixed-factor-clock"})
+# IRQCHIP_DECLARE'd controllers besides the GIC family: drivers/irqchip/irq-bcm2835.c
+# (bcm2835_armctrl_ic, bcm2836_armctrl_ic) and irq-bcm2836.c (bcm2836_arm_irqchip_l1_intc)
+_EARLY_IRQCHIPS = frozenset({"brcm,bcm2835-armctrl-ic", "brcm,bcm2836-armctrl-ic",
+                             "brcm,bcm2836-l1-intc"})
 
 
 def _claimed_early(node: Node) -> bool:
-    """OF_POPULATED before of_platform_populate(): of_irq_init() / of_clk_init()."""
-    if "interrupt-controller" in node.properties and is_gic(node):
+    """OF_POPULATED before of_platform_populate(): of_irq_init() (drivers/of/irq.c sets
+    OF_POPULATED on every controller it initialises) / of_clk_init()."""
+    if "interrupt-controller" in node.properties and (
+            is_gic(node) or any(c in _EARLY_IRQCHIPS for c in node.compatible)):
         return True
     return any(c in _EARLY_CLOCKS for c in node.compatible)
 

@@ -28,9 +28,20 @@ probe list, which is retried asynchronously; links with "auto_remove_on:
 supplier unbind" are gone by then. Binding therefore re-probes the consumers
 it recorded itself (binding/operations.py) instead of relying on either.
 
+Not every dependency is a device link: fw_devlink treats some DT references
+as optional (drivers/of/property.c of_supplier_bindings: ``dmas``, ``iommus``
+and ``iommu-map`` with ``.optional = true`` only become links with
+fw_devlink.strict=1), and a driver may take a resource through a property
+fw_devlink does not parse. Unbinding the referenced device then releases
+nothing: the user keeps running on channels or mappings that are gone (a
+DMA engine's clients after dma_async_device_unregister()).
+:func:`unlinked_dt_users` finds the bound devices whose DT node references
+the device (or its own subtree) with no device link between them.
+
 A driver without an ``unbind`` file forbids releasing its devices from user
-space: :func:`refuse_forbidden_unbind` says so, names the driver and the way
-out, before anything is written. Everything here only reads.
+space: :func:`refuse_forbidden_own` (the device's own driver) and
+:func:`refuse_forbidden_dependents` (a dependent's, even with --force) say so,
+name the driver and the way out, before anything is written. Everything here only reads.
 """
 from __future__ import annotations
 
@@ -39,13 +50,17 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
-from platform_hostdev.errors import HostError
-from platform_hostdev.host.fs import HostFs
+from platform_hostdev.dt.phandles import phandle_links
+from platform_hostdev.dt.tree import DeviceTree
+from platform_hostdev.errors import DeviceTreeError, HostError
+from platform_hostdev.host.fs import DT_BASE, HostFs
 
 __all__ = [
     "DevLink",
     "Dependent",
     "DriverOrigin",
+    "DtUser",
+    "unlinked_dt_users",
     "LinkView",
     "UnbindForbiddenError",
     "device_links",
@@ -56,6 +71,10 @@ __all__ = [
     "driver_can_unbind",
     "driver_origin",
     "refuse_forbidden_unbind",
+    "refuse_forbidden_own",
+    "refuse_forbidden_dependents",
+    "forbidden_note",
+    "way_out",
     "render_dependent",
 ]
 
@@ -113,6 +132,27 @@ class Dependent(NamedTuple):
     def to_json(self) -> dict[str, object]:
         return {"bus": self.bus, "name": self.name, "driver": self.driver,
                 "chain": list(self.chain), "driver_allows_unbind": self.can_unbind}
+
+
+class DtUser(NamedTuple):
+    """A bound device whose DT node references the device through ``props``, with no
+    device link between the two: the kernel will not unbind it, it keeps running on
+    what the unbind takes away."""
+
+    bus: str
+    name: str
+    driver: str
+    sysfs_path: str
+    dt_path: str
+    props: tuple[str, ...]
+
+    def render(self, device: str) -> str:
+        """``device <- user (driver) through dmas``."""
+        return f"{device} <- {self.name} ({self.driver}) through {', '.join(self.props)}"
+
+    def to_json(self) -> dict[str, object]:
+        return {"bus": self.bus, "name": self.name, "driver": self.driver,
+                "dt_path": self.dt_path, "properties": list(self.props)}
 
 
 class DriverOrigin(NamedTuple):
@@ -246,6 +286,66 @@ def unbind_dependents(fs: HostFs, bus: str, name: str,
     return list(found.values())
 
 
+# references a driver only reads at probe (assigned clock rates, OPP tables), or that
+# are not a consumer's resource (the CPU of a cache, an interrupt parent: fw_devlink
+# links the interrupts themselves)
+_NOT_HELD = frozenset({"assigned-clocks", "assigned-clock-parents", "operating-points-v2",
+                       "cpu", "interrupt-parent"})
+_BUSES = ("platform", "amba")
+
+
+def _within(path: str, top: str) -> bool:
+    return path == top or path.startswith(top.rstrip("/") + "/")
+
+
+def unlinked_dt_users(fs: HostFs, bus: str, name: str,
+                      tree: DeviceTree | None = None) -> list[DtUser]:
+    """Bound platform/AMBA devices referencing ``name``'s DT node (or a node below it)
+    through a phandle property, with no device link to ``name`` (either way) and not
+    released with it (:func:`unbind_dependents`). ``tree``: the live DT, read from
+    /sys/firmware/devicetree/base when not given. A node whose references do not
+    parse is left out (the kernel's own look-up would fail the same way)."""
+    directory = _device_dir(bus, name)
+    top = fs.dt_path_of(directory)
+    if top is None:
+        return []
+    suppliers, consumers = device_links(fs, directory)
+    linked = {lk.name for lk in suppliers + consumers}
+    linked |= {d.name for d in unbind_dependents(fs, bus, name)}
+    if tree is None:
+        try:
+            tree = DeviceTree.from_sysfs(fs.path("/" + DT_BASE))
+        except (OSError, DeviceTreeError):
+            return []
+    users: list[DtUser] = []
+    for user_bus in _BUSES:
+        base = f"/sys/bus/{user_bus}/devices"
+        try:
+            entries = sorted(os.listdir(fs.path(base)))
+        except OSError:
+            continue
+        for entry in entries:
+            if entry == name or entry in linked:
+                continue
+            user_dir = f"{base}/{entry}"
+            driver = fs.link_name(user_dir + "/driver")
+            dt_path = fs.dt_path_of(user_dir) if driver is not None else None
+            node = tree.by_path.get(dt_path) if dt_path is not None else None
+            if node is None or dt_path is None or _within(dt_path, top) or \
+                    _within(top, dt_path) or driver is None:
+                continue
+            try:
+                links = phandle_links(tree, node)
+            except DeviceTreeError:
+                continue
+            props = tuple(dict.fromkeys(lk.prop for lk in links
+                                        if lk.prop not in _NOT_HELD and _within(lk.target, top)))
+            if props:
+                users.append(DtUser(user_bus, entry, driver, fs.host_path(fs.path(user_dir)),
+                                    dt_path, props))
+    return users
+
+
 def reprobe_order(dependents: Sequence[Dependent]) -> list[Dependent]:
     """``dependents`` with every one after the dependents it depends on (Kahn's
     algorithm, ties in discovery order; what a cycle leaves is appended as found)."""
@@ -344,17 +444,24 @@ def _way_out(fs: HostFs, bus: str, driver: str) -> str:
             "cannot probe either")
 
 
-def refuse_forbidden_unbind(fs: HostFs, bus: str, name: str, driver: str | None,
-                            dependents: Sequence[Dependent],
-                            device_dir: str | None = None) -> None:
-    """Raise :class:`UnbindForbiddenError` when the device's driver, or the driver of a
-    device the unbind would release, has no ``unbind`` file.
+def forbidden_note(fs: HostFs, dependent: Dependent) -> str:
+    """``DRV (on NAME) forbids unbinding (suppress_bind_attrs: DIR has no unbind file)``."""
+    drv_dir = driver_dir_of(fs, dependent.sysfs_path) or \
+        f"/sys/bus/{dependent.bus}/drivers/{dependent.driver}"
+    return (f"{dependent.driver} (on {dependent.name}) forbids unbinding (suppress_bind_attrs: "
+            f"{drv_dir} has no unbind file)")
 
-    The kernel would release a dependent anyway (device_release_driver_internal
-    ignores suppress_bind_attrs), but a driver that forbids unbinding usually
-    cannot be unbound safely (no remove, or resources left registered) and may
-    not bind again: refused even with --force.
-    """
+
+def way_out(fs: HostFs, dependent: Dependent) -> str:
+    """How to keep a dependent's unbind-forbidding driver off at boot, or go around it."""
+    return (_way_out(fs, dependent.bus, dependent.driver) +
+            f"; or choose a device {dependent.name} does not depend on")
+
+
+def refuse_forbidden_own(fs: HostFs, bus: str, name: str, driver: str | None,
+                         device_dir: str | None = None) -> None:
+    """Raise :class:`UnbindForbiddenError` when the device's own driver has no ``unbind``
+    file: the kernel cannot release the device at run time (checked first, always)."""
     directory = device_dir or _device_dir(bus, name)
     if driver is not None and not driver_can_unbind(fs, directory):
         drv_dir = driver_dir_of(fs, directory) or f"/sys/bus/{bus}/drivers/{driver}"
@@ -363,14 +470,32 @@ def refuse_forbidden_unbind(fs: HostFs, bus: str, name: str, driver: str | None,
             f"{drv_dir} has no unbind file): the kernel cannot release this device at run "
             "time; nothing was written",
             _way_out(fs, bus, driver), name, driver)
+
+
+def refuse_forbidden_dependents(fs: HostFs, name: str,
+                                dependents: Sequence[Dependent]) -> None:
+    """Raise :class:`UnbindForbiddenError` when a device the unbind would release has a
+    driver without an ``unbind`` file (checked after the refusal naming every chain, so
+    that only ``--force`` gets this far).
+
+    The kernel would release such a dependent anyway (device_release_driver_internal
+    ignores suppress_bind_attrs), but a driver that forbids unbinding usually
+    cannot be unbound safely (no remove, or resources left registered) and may
+    not bind again: refused even with --force.
+    """
     for dependent in dependents:
         if not dependent.can_unbind:
-            drv_dir = driver_dir_of(fs, dependent.sysfs_path) or \
-                f"/sys/bus/{dependent.bus}/drivers/{dependent.driver}"
             raise UnbindForbiddenError(
                 f"unbinding {name} makes the kernel release {dependent.name} "
-                f"({render_dependent(dependent)}), whose driver {dependent.driver} forbids "
-                f"unbinding (suppress_bind_attrs: {drv_dir} has no unbind file): such drivers "
-                "usually cannot be unbound safely or bound again; nothing was written",
-                _way_out(fs, dependent.bus, dependent.driver) + f"; or choose a device "
-                f"{dependent.name} does not depend on", dependent.name, dependent.driver)
+                f"({render_dependent(dependent)}), and {forbidden_note(fs, dependent)}: such "
+                "drivers usually cannot be unbound safely or bound again, so --force cannot "
+                "override this; nothing was written",
+                way_out(fs, dependent), dependent.name, dependent.driver)
+
+
+def refuse_forbidden_unbind(fs: HostFs, bus: str, name: str, driver: str | None,
+                            dependents: Sequence[Dependent],
+                            device_dir: str | None = None) -> None:
+    """:func:`refuse_forbidden_own`, then :func:`refuse_forbidden_dependents`."""
+    refuse_forbidden_own(fs, bus, name, driver, device_dir)
+    refuse_forbidden_dependents(fs, name, dependents)

@@ -36,9 +36,14 @@ from typing import NamedTuple, Protocol
 from platform_hostdev.errors import HostdevError
 from platform_hostdev.host.devlinks import (
     Dependent,
-    refuse_forbidden_unbind,
+    DtUser,
+    forbidden_note,
+    refuse_forbidden_dependents,
+    refuse_forbidden_own,
     render_dependent,
     unbind_dependents,
+    unlinked_dt_users,
+    way_out,
 )
 from platform_hostdev.host.fs import DT_BASE, HostFs
 
@@ -46,6 +51,8 @@ __all__ = [
     "HostUse",
     "HostUseError",
     "ConsumerWouldUnbindError",
+    "DtUsersError",
+    "dt_users_error",
     "Usable",
     "UnbindImpact",
     "host_usage",
@@ -110,14 +117,29 @@ class ConsumerWouldUnbindError(HostUseError):
         self.data["chains"] = [list(d.chain) for d in dependents]
 
 
+class DtUsersError(HostdevError):
+    """Bound devices use the device through the DT with no device link (see dt_users)."""
+
+    code = "dt-user-would-lose"
+
+    def __init__(self, what: str, fix: str, users: Sequence[DtUser], *,
+                 device: str | None = None) -> None:
+        super().__init__(what, fix, device=device, users=[u.name for u in users],
+                         properties=[list(u.props) for u in users])
+        self.users = list(users)
+
+
 class UnbindImpact(NamedTuple):
     """What unbinding a device takes from the host: the devices that lose their
-    driver with it (:func:`~platform_hostdev.host.devlinks.unbind_dependents`) and
-    the host's uses of the device and of each of them (by device name)."""
+    driver with it (:func:`~platform_hostdev.host.devlinks.unbind_dependents`), the
+    host's uses of the device and of each of them (by device name), and the bound
+    devices that use it through the DT with no device link
+    (:func:`~platform_hostdev.host.devlinks.unlinked_dt_users`)."""
 
     device: str
     dependents: list[Dependent]
     uses: dict[str, list[HostUse]]
+    dt_users: list[DtUser] = []
 
     @property
     def all_uses(self) -> list[HostUse]:
@@ -127,6 +149,12 @@ class UnbindImpact(NamedTuple):
         """``device -> consumer (driver) -> ...``, ending with what the host uses of it."""
         subjects = [u.subject or u.detail for u in self.uses.get(dependent.name, [])]
         return render_dependent(dependent, ["; ".join(subjects)] if subjects else [])
+
+    def user_chain(self, user: DtUser) -> str:
+        """``device <- user (driver) through PROPS``, ending with what the host uses of it."""
+        subjects = [u.subject or u.detail for u in self.uses.get(user.name, [])]
+        return " -> ".join([user.render(self.device), *(["; ".join(subjects)] if subjects
+                                                        else [])])
 
     def chains(self) -> list[str]:
         """One line per device that loses its driver (the device's own uses first)."""
@@ -168,21 +196,52 @@ def unbind_impact(fs: HostFs, device: Usable,
     uses = {device.name: host_usage(fs, device)}
     for dependent in found:
         uses[dependent.name] = host_usage(fs, dependent)
-    return UnbindImpact(device.name, found, uses)
+    users = unlinked_dt_users(fs, device.bus, device.name)
+    for user in users:
+        uses[user.name] = host_usage(fs, user)
+    return UnbindImpact(device.name, found, uses, users)
 
 
-def consumers_error(impact: UnbindImpact) -> ConsumerWouldUnbindError:
+def dt_users_error(impact: UnbindImpact) -> DtUsersError:
+    """The refusal of a detach whose device bound devices use through the DT alone."""
+    users = impact.dt_users
+    plural = len(users) > 1
+    what = (f"{impact.device} is used by {len(users)} bound device{'s' if plural else ''} "
+            "through the device tree, with no device link (fw_devlink treats dmas and iommus "
+            "as optional): the kernel would not unbind "
+            f"{'them' if plural else 'it'}, and {'they' if plural else 'it'} would go on "
+            "using what the unbind takes away:\n  " +
+            "\n  ".join(impact.user_chain(u) for u in users))
+    names = " and ".join(u.name for u in users)
+    if any(impact.uses.get(u.name) for u in users):
+        fix = (f"the host uses {names}: choose another device, or pass --force if you really "
+               "mean it")
+    else:
+        fix = (f"choose another device, or stop using it first (detach or unbind {names}), "
+               "or pass --force on the command line if you really mean it")
+    return DtUsersError(what, fix, users, device=impact.device)
+
+
+def consumers_error(fs: HostFs, impact: UnbindImpact) -> ConsumerWouldUnbindError:
     """The refusal of a detach that would unbind ``impact.dependents``: every chain, with
-    the host's uses at its end, and how to go on."""
+    the host's uses at its end, every dependent driver that forbids unbinding, and how
+    to go on (one refusal naming every reason, so that nothing is found one at a time)."""
     uses = impact.all_uses
     frees = "; ".join(dict.fromkeys(u.fix for u in uses))
     count = len(impact.dependents)
     plural = count > 1
+    forbidden = [d for d in impact.dependents if not d.can_unbind]
+    lines = impact.chains() + [f"{forbidden_note(fs, d)}: --force cannot override this"
+                               for d in forbidden]
     what = (f"detaching {impact.device} makes the kernel unbind {count} "
             f"device{'s' if plural else ''} that depend{'' if plural else 's'} on it "
-            "(device links, /sys/class/devlink):\n  " + "\n  ".join(impact.chains()))
+            "(device links, /sys/class/devlink):\n  " + "\n  ".join(lines))
     them = "them" if plural else "it"
-    if uses:
+    if forbidden:
+        fix = (f"{f'the host uses {them}: ' if uses else ''}choose another device; "
+               f"{forbidden[0].driver} cannot be unbound at run time: "
+               f"{way_out(fs, forbidden[0])}")
+    elif uses:
         fix = (f"the host uses {them}: choose another device, or pass --force if you really "
                f"mean it (to free {them}: {frees})")
     else:
@@ -190,26 +249,34 @@ def consumers_error(impact: UnbindImpact) -> ConsumerWouldUnbindError:
                f"{'their drivers' if plural else 'its driver'} ('platform-hostdev "
                f"nodedev-reattach {impact.device}' gives {them} back; the libvirt hook never "
                "does this), or choose a device nothing depends on")
-    return ConsumerWouldUnbindError(what, fix, uses, impact.dependents, device=impact.device)
+    error = ConsumerWouldUnbindError(what, fix, uses, impact.dependents, device=impact.device)
+    error.data["forbid_unbinding"] = [d.name for d in forbidden]
+    return error
 
 
 def refuse_unsafe_detach(fs: HostFs, device: Usable, force: bool) -> UnbindImpact:
     """The guard before a detach; returns its :class:`UnbindImpact`.
 
-    Raises :class:`~platform_hostdev.host.devlinks.UnbindForbiddenError` when the
-    device's driver, or a dependent's, has no unbind file (even with ``force``);
-    unless ``force``: :class:`ConsumerWouldUnbindError` naming each chain when the
-    kernel would unbind other devices, :class:`HostUseError` when the host uses the
-    device. With ``force`` the caller prints what the impact lists.
+    In this order, so that the first refusal is the most complete one:
+    :class:`~platform_hostdev.host.devlinks.UnbindForbiddenError` when the device's
+    own driver has no unbind file (even with ``force``); unless ``force``,
+    :class:`ConsumerWouldUnbindError` naming each chain, the host's uses and the
+    dependents' drivers that forbid unbinding when the kernel would unbind other
+    devices; with ``force``, ``UnbindForbiddenError`` for such a dependent; unless
+    ``force``, :class:`DtUsersError` when bound devices use it through the DT alone
+    and :class:`HostUseError` when the host uses the device. With ``force``
+    the caller prints what the impact lists.
     """
     impact = unbind_impact(fs, device)
     directory = f"/sys/bus/{device.bus}/devices/{device.name}"
-    refuse_forbidden_unbind(fs, device.bus, device.name, fs.link_name(directory + "/driver"),
-                            impact.dependents)
+    refuse_forbidden_own(fs, device.bus, device.name, fs.link_name(directory + "/driver"))
+    if impact.dependents and not force:
+        raise consumers_error(fs, impact)
+    refuse_forbidden_dependents(fs, device.name, impact.dependents)
     if force:
         return impact
-    if impact.dependents:
-        raise consumers_error(impact)
+    if impact.dt_users:
+        raise dt_users_error(impact)
     uses = impact.all_uses
     if uses:
         frees = "; ".join(dict.fromkeys(u.fix for u in uses))
