@@ -135,7 +135,7 @@ def _references(tree: DeviceTree, node: Node, prop: str,
         if isinstance(rule, int):
             count = rule
         elif rule in target.properties:
-            count = target.u32(rule)
+            count = target.cell_count(rule)  # of_phandle_iterator_args(): MAX_PHANDLE_ARGS
         elif rule in _OPTIONAL_CELLS:
             count = 0
         elif rule == "#interrupt-cells" or prop.endswith("gpios") or prop.endswith("gpio"):
