@@ -42,6 +42,7 @@ _DEPTH_FIX = "nest the nodes less deeply in the DTS and rebuild the DTB"
 _NAME_LIMIT = (f"longer than the {NAME_MAX} bytes a name can have under "
                "/sys/firmware/devicetree/base (NAME_MAX, include/uapi/linux/limits.h)")
 _NAME_FIX = "shorten the name in the DTS and rebuild the DTB"
+_FIRST_READ = 1 << 16
 
 
 class RawNode:
@@ -317,7 +318,10 @@ def _read_dir(directory: Path, node: RawNode, path: str, depth: int, budget: _Bu
         elif entry.is_file(follow_symlinks=False):
             try:
                 with open(entry.path, "rb") as f:
-                    value = f.read(MAX_FDT_SIZE + 1)
+                    # a small first read: read(n) allocates n bytes up front
+                    value = f.read(_FIRST_READ)
+                    if len(value) == _FIRST_READ:
+                        value += f.read(MAX_FDT_SIZE + 1 - _FIRST_READ)
             except OSError as exc:
                 raise DeviceTreeError(path, entry.name,
                                       f"cannot read property file: {exc.strerror}") from None
