@@ -8,7 +8,9 @@ decoded by the controller's binding (:mod:`platform_hostdev.dt.irq_bindings`):
 GIC SPI/PPI/ESPI/EPPI, the controllers with a ``<... flags>`` cell, the
 exceptions; a binding that is not modelled decodes nothing. The i-th decoded
 entry is what VFIO calls IRQ i; the count stops at the first entry that does
-not resolve.
+not resolve. ``#interrupt-cells``, and a nexus's ``#address-cells`` +
+``#interrupt-cells``, are held to MAX_PHANDLE_ARGS before any cell is read
+(:mod:`platform_hostdev.dt.limits`).
 """
 from __future__ import annotations
 

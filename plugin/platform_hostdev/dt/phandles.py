@@ -2,7 +2,8 @@
 
 Each rule says how to split a property into (target, arguments): either a
 fixed argument count, or the count read from the target's ``#<name>-cells``
-(as of_parse_phandle_with_args() does). Vendor properties outside this table
+(as of_parse_phandle_with_args() does), at most MAX_PHANDLE_ARGS
+(:mod:`platform_hostdev.dt.limits`). Vendor properties outside this table
 are not interpreted: a raw u32 could be anything.
 """
 from __future__ import annotations
