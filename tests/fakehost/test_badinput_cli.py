@@ -157,6 +157,7 @@ CASES: dict[str, Setup] = {
     "phandle-args-beyond-max": _dtb_case(WIDE_CLOCK, "show", "/soc/dev@1000"),
     "nesting-beyond-fdt-max-depth": _dtb_case(_deep(63), "nodedev-list"),
     "dtb-beyond-max-fdt-size": _oversized_dtb,
+    "dtb-is-dev-zero": lambda tmp: ["--dtb", "/dev/zero", "nodedev-list"],  # never read to end
     "non-ascii-node-dir": _non_ascii_node_dir,
 }
 
@@ -197,6 +198,7 @@ def test_located_messages_name_node_and_property(tmp_path: Path) -> None:
         "nesting-beyond-fdt-max-depth": "error: node " + "/n" * 62 + ": child node 'n' is 63 "
                                         "levels below the root",
         "dtb-beyond-max-fdt-size": "error: node ",
+        "dtb-is-dev-zero": "error: node /dev/zero: bad magic 0x00000000, not a DTB",
         "non-ascii-node-dir": "error: node /soc: name is not ASCII: 'café@0'",
     }
     for case, start in expected.items():

@@ -26,8 +26,8 @@ from platform_hostdev.dt.limits import (
 )
 from platform_hostdev.errors import DeviceTreeError
 
-__all__ = ["RawNode", "parse_dtb", "read_dtb", "read_sysfs_tree", "build_dtb", "FDT_MAGIC",
-           "walk_dtb"]
+__all__ = ["RawNode", "parse_dtb", "read_blob", "read_dtb", "read_sysfs_tree", "build_dtb",
+           "FDT_MAGIC", "walk_dtb"]
 
 FDT_MAGIC = 0xD00DFEED
 _FDT_BEGIN_NODE = 1
@@ -236,15 +236,20 @@ def _name_at(blob: bytes, start: int, strings_end: int, nameoff: int,
         raise DeviceTreeError(where(), None, f"name is not ASCII: {blob[start:nul]!r}") from None
 
 
+def read_blob(path: str | os.PathLike[str]) -> bytes:
+    """The first MAX_FDT_SIZE bytes of a DTB file: all a DTB an arm64 kernel boots can use
+    (a longer file, /dev/zero, a FIFO is never read to its end)."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(MAX_FDT_SIZE)
+    except OSError as exc:
+        raise DeviceTreeError(str(path), None, f"cannot read the DTB: {exc.strerror}",
+                              "check the path given with --dtb") from None
+
+
 def read_dtb(path: str | os.PathLike[str]) -> RawNode:
     """Read and parse a DTB file."""
-    p = Path(path)
-    try:
-        blob = p.read_bytes()
-    except OSError as exc:
-        raise DeviceTreeError(str(p), None, f"cannot read the DTB: {exc.strerror}",
-                              "check the path given with --dtb") from None
-    return parse_dtb(blob, str(p))
+    return parse_dtb(read_blob(path), str(path))
 
 
 def read_sysfs_tree(base: str | os.PathLike[str]) -> RawNode:

@@ -10,10 +10,9 @@ from __future__ import annotations
 import os
 import struct
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
-from platform_hostdev.dt.fdt import RawNode, read_sysfs_tree, walk_dtb
+from platform_hostdev.dt.fdt import RawNode, read_blob, read_sysfs_tree, walk_dtb
 from platform_hostdev.dt.limits import ADDR_CELLS_LIMIT, ARGS_LIMIT
 from platform_hostdev.errors import DeviceTreeError
 
@@ -245,12 +244,7 @@ class DeviceTree:
 
     @classmethod
     def from_dtb(cls, path: str | os.PathLike[str]) -> DeviceTree:
-        try:
-            blob = Path(path).read_bytes()
-        except OSError as exc:
-            raise DeviceTreeError(str(path), None, f"cannot read the DTB: {exc.strerror}",
-                                  "check the path given with --dtb") from None
-        return cls.from_blob(blob, str(path))
+        return cls.from_blob(read_blob(path), str(path))
 
     @classmethod
     def from_sysfs(cls, base: str | os.PathLike[str]) -> DeviceTree:
