@@ -43,8 +43,9 @@ def test_address_and_size_cells_beyond_of_max_addr_cells(prop: str) -> None:
     with pytest.raises(DeviceTreeError) as info:
         tree.node("/bus").address_cells() if prop == "#address-cells" \
             else tree.node("/bus").size_cells()
-    assert info.value.what == (f"node /bus, property {prop}: 5 cells is more than the 4 Linux "
-                               "supports (OF_MAX_ADDR_CELLS in drivers/of/address.c)")
+    assert info.value.what.startswith(f"node /bus, property {prop}: 5 cells is more than the "
+                                      "4 Linux supports (OF_MAX_ADDR_CELLS in "
+                                      "drivers/of/address.c")
     assert f"set {prop} of /bus" in info.value.fix and "at most 4" in info.value.fix
     ok = tree_of(node("", {}, [node("bus", {prop: 4})]))
     assert ok.node("/bus").address_cells() + ok.node("/bus").size_cells() == 5

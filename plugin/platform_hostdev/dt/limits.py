@@ -5,8 +5,10 @@ A value beyond one is a located :class:`~platform_hostdev.errors.DeviceTreeError
 raised before anything is read or allocated past it, so a few hundred bytes of
 DTB cannot make a reader allocate gigabytes or walk for minutes.
 
-* :data:`OF_MAX_ADDR_CELLS` (4): ``#address-cells`` and ``#size-cells``
-  (drivers/of/address.c ``OF_MAX_ADDR_CELLS``, ``OF_CHECK_ADDR_COUNT``).
+* :data:`OF_MAX_ADDR_CELLS` (4): ``#address-cells`` (drivers/of/address.c
+  ``OF_MAX_ADDR_CELLS``, ``OF_CHECK_ADDR_COUNT``), and ``#size-cells`` held to
+  the same 4 (the kernel reads a size with include/linux/of.h
+  ``of_read_number()``, which keeps 64 bits: 2 cells).
 * :data:`MAX_PHANDLE_ARGS` (16, include/linux/of.h): the argument cells of a
   phandle reference (``#clock-cells``, ``#gpio-cells``, ...;
   drivers/of/base.c ``of_phandle_iterator_args()``), ``#interrupt-cells``,
@@ -39,7 +41,7 @@ from __future__ import annotations
 
 __all__ = ["OF_MAX_ADDR_CELLS", "MAX_PHANDLE_ARGS", "FDT_MAX_DEPTH", "MAX_NODE_DEPTH",
            "MAX_FDT_SIZE", "MAX_LIVE_BYTES", "MAX_LIVE_ENTRIES", "NAME_MAX", "MAX_IRQ_MAP_HOPS",
-           "ADDR_CELLS_LIMIT", "ARGS_LIMIT"]
+           "ADDR_CELLS_LIMIT", "SIZE_CELLS_LIMIT", "ARGS_LIMIT"]
 
 OF_MAX_ADDR_CELLS = 4
 MAX_PHANDLE_ARGS = 16
@@ -52,4 +54,6 @@ NAME_MAX = 255
 MAX_IRQ_MAP_HOPS = 32
 
 ADDR_CELLS_LIMIT = (OF_MAX_ADDR_CELLS, "OF_MAX_ADDR_CELLS in drivers/of/address.c")
+SIZE_CELLS_LIMIT = (OF_MAX_ADDR_CELLS, "OF_MAX_ADDR_CELLS in drivers/of/address.c, held for "
+                                       "sizes too; of_read_number() keeps 64 bits")
 ARGS_LIMIT = (MAX_PHANDLE_ARGS, "MAX_PHANDLE_ARGS in include/linux/of.h")

@@ -13,7 +13,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from platform_hostdev.dt.fdt import RawNode, read_blob, read_sysfs_tree, walk_dtb
-from platform_hostdev.dt.limits import ADDR_CELLS_LIMIT, ARGS_LIMIT
+from platform_hostdev.dt.limits import ADDR_CELLS_LIMIT, ARGS_LIMIT, SIZE_CELLS_LIMIT
 from platform_hostdev.errors import DeviceTreeError
 
 __all__ = ["Node", "DeviceTree", "OF_ROOT_ADDR_CELLS", "OF_ROOT_SIZE_CELLS"]
@@ -161,7 +161,8 @@ class Node:
 def _inherited_cells(node: Node | None, prop: str, default: int) -> int:
     while node is not None:
         if prop in node.properties:
-            return node.cell_count(prop, ADDR_CELLS_LIMIT)
+            return node.cell_count(prop, ADDR_CELLS_LIMIT if prop == "#address-cells"
+                                   else SIZE_CELLS_LIMIT)
         node = node.parent
     return default
 
