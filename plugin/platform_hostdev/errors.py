@@ -76,6 +76,8 @@ from typing import Any
 
 __all__ = [
     "CODES",
+    "printable",
+    "printable_lines",
     "HostdevError",
     "DeviceTreeError",
     "DeviceNotFoundError",
@@ -95,6 +97,28 @@ def _table_codes(doc: str) -> frozenset[str]:
 
 CODES: frozenset[str] = _table_codes(__doc__ or "")
 """Every error code, as in the table of this module's docstring."""
+
+
+def printable(text: str) -> str:
+    """``text`` with every character ``str.isprintable()`` refuses written as its escape.
+
+    For text from outside (a device tree's node names and strings, sysfs
+    names) on its way to a terminal or into XML: C0 and C1 controls (ESC
+    and so every ANSI sequence, newline, tab, NUL), DEL, format characters
+    such as the bidi overrides, surrogates and non-characters such as U+FFFE
+    become ``\\x1b``, ``\\n``, ``\\u202e``, ``\\ufffe`` (as ``repr()`` writes
+    them). What is left is printable, and every printable character is an
+    XML 1.0 ``Char`` (https://www.w3.org/TR/xml/#charsets), so lxml takes it.
+    """
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii")
+                   for c in text)
+
+
+def printable_lines(text: str) -> str:
+    """:func:`printable` for each line of a text of several lines (its line breaks kept)."""
+    return "\n".join(printable(line) for line in text.split("\n"))
 
 
 class HostdevError(Exception):
@@ -134,10 +158,12 @@ class DeviceTreeError(HostdevError):
     code = "dt-malformed"
 
     def __init__(self, node: str, prop: str | None, problem: str, fix: str = "") -> None:
+        # names and strings from the tree: escaped in the text, kept as found in data
         where = f"node {node}" + (f", property {prop}" if prop else "")
         super().__init__(
-            f"{where}: {problem}",
-            fix or "the device tree is malformed there; fix the DTS and rebuild the DTB",
+            printable(f"{where}: {problem}"),
+            printable(fix) or "the device tree is malformed there; fix the DTS and rebuild "
+                              "the DTB",
             node=node, property=prop,
         )
         self.node = node

@@ -25,6 +25,35 @@ BAD_BOARD = gic_soc(
     node("ok@5000", {"compatible": "v,ok", "reg": [0x5000, 0x1000], "clocks": [CLK_PHANDLE]}),
 )
 LATIN1 = gic_soc(node("bad@1000", {"compatible": b"caf\xe9\0", "reg": [0x1000, 0x10]}))
+TWINS = gic_soc(node("uart@1000", {"compatible": "ns16550a", "reg": [0x1000, 0x100]}),
+                node("uart@1000", {"compatible": "ns16550a", "reg": [0x1000, 0x100]}))
+WIDE_IRQ = gic_soc(node("dev@1000", {"compatible": "v,dev", "reg": [0x1000, 0x100],
+                                     "interrupt-parent": 0x30, "interrupts": list(range(17))}),
+                   top=(node("intc2", {"compatible": "v,intc", "interrupt-controller": True,
+                                       "#interrupt-cells": 17, "phandle": 0x30}),))
+WIDE_CLOCK = gic_soc(node("dev@1000", {"compatible": "v,dev", "reg": [0x1000, 0x100],
+                                       "clocks": [0x31, *range(17)]}),
+                     top=(node("clk2", {"#clock-cells": 17, "phandle": 0x31}),))
+# the interrupt-map nexus of issue 12: #address-cells 0x10000000 in a 200-byte tree
+NEXUS_BOMB = gic_soc(node("dev@1000", {"compatible": "v,dev", "reg": [0x1000, 0x100],
+                                       "interrupt-parent": 0x40, "interrupts": [0]}),
+                     top=(node("nexus", {"#interrupt-cells": 1, "#address-cells": 0x10000000,
+                                         "phandle": 0x40,
+                                         "interrupt-map": [0, 1, 0, 5, 4]}),))
+HOSTILE_TEXT = gic_soc(
+    node("x@1000", {"compatible": "v,\x1b[31mred\x1b[0m\nhint: fake", "reg": [0x1000, 0x100]}),
+    node("y\x1b]0;owned\x07@2000", {"compatible": "v,\ufffe\u202e", "reg": [0x2000, 0x100]}),
+    node("z@3000", {"compatible": "v,z", "reg": [0x3000, 0x100], "clocks": [0x99],
+                    "interrupts": [0, 3, 4]}, [node("c\x1b[2J", {"reg": [0]})]),
+    top=(node("aliases", {"weird0": "/soc/y\x1b]0;owned\x07@2000"}),),
+)
+
+
+def _deep(levels: int) -> RawNode:
+    leaf = node("n", {})
+    for _ in range(levels - 1):
+        leaf = node("n", {}, [leaf])
+    return gic_soc(top=(leaf,))
 
 Setup = Callable[[Path], list[str]]
 
@@ -83,6 +112,17 @@ def _symlinked_node(tmp: Path) -> list[str]:
     return ["--root", str(root), "show", "9030000.gpio"]
 
 
+def _oversized_dtb(tmp: Path) -> list[str]:
+    (tmp / "big.dtb").write_bytes(to_dtb(gic_soc(node("blob", {"data": b"\0" * (2 << 20)}))))
+    return ["--dtb", str(tmp / "big.dtb"), "nodedev-list"]
+
+
+def _non_ascii_node_dir(tmp: Path) -> list[str]:
+    root = _host(tmp)
+    os.mkdir(os.fsencode(_dt(tmp) / "soc") + b"/caf\xc3\xa9@0")
+    return ["--root", str(root), "nodedev-list"]
+
+
 def _host_spec(*argv: str) -> Setup:
     def setup(tmp: Path) -> list[str]:
         return ["--root", str(_host(tmp)), *argv]
@@ -112,6 +152,13 @@ CASES: dict[str, Setup] = {
     "unknown-device": _host_spec("show", "nosuch0"),
     "node-not-a-device": _host_spec("show", "/intc@8000000/nothing"),
     "no-devicetree": lambda tmp: ["--root", str(tmp), "nodedev-list"],
+    "duplicate-sibling-nodes": _dtb_case(TWINS, "nodedev-list"),
+    "interrupt-cells-beyond-max": _dtb_case(WIDE_IRQ, "show", "/soc/dev@1000"),
+    "phandle-args-beyond-max": _dtb_case(WIDE_CLOCK, "show", "/soc/dev@1000"),
+    "nesting-beyond-fdt-max-depth": _dtb_case(_deep(63), "nodedev-list"),
+    "dtb-beyond-max-fdt-size": _oversized_dtb,
+    "dtb-is-dev-zero": lambda tmp: ["--dtb", "/dev/zero", "nodedev-list"],  # never read to end
+    "non-ascii-node-dir": _non_ascii_node_dir,
 }
 
 
@@ -142,6 +189,17 @@ def test_located_messages_name_node_and_property(tmp_path: Path) -> None:
                                     "not valid UTF-8",
         "symlinked-property": "error: node /soc/gpio@9030000, property model: is a symlink",
         "dotdot-path": "error: DT path '/soc/../x' has an invalid component '..'",
+        "duplicate-sibling-nodes": "error: node /soc/uart@1000: /soc has two child nodes "
+                                   "named 'uart@1000'",
+        "interrupt-cells-beyond-max": "error: node /intc2, property #interrupt-cells: 17 cells "
+                                      "is more than the 16 Linux supports (MAX_PHANDLE_ARGS",
+        "phandle-args-beyond-max": "error: node /clk2, property #clock-cells: 17 cells is more "
+                                   "than the 16 Linux supports (MAX_PHANDLE_ARGS",
+        "nesting-beyond-fdt-max-depth": "error: node " + "/n" * 62 + ": child node 'n' is 63 "
+                                        "levels below the root",
+        "dtb-beyond-max-fdt-size": "error: node ",
+        "dtb-is-dev-zero": "error: node /dev/zero: bad magic 0x00000000, not a DTB",
+        "non-ascii-node-dir": "error: node /soc: name is not ASCII: 'café@0'",
     }
     for case, start in expected.items():
         case_dir = tmp_path / case
@@ -160,3 +218,70 @@ def test_a_closed_pipe_ends_quietly(virt_dtb: Path) -> None:
     done = subprocess.run(["sh", "-c", cmd], capture_output=True, text=True, timeout=60,
                           env={"PYTHONPATH": str(repo / "plugin"), "PATH": "/usr/bin:/bin"})
     assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr
+
+
+def test_dt_text_reaches_the_terminal_escaped(tmp_path: Path) -> None:
+    """Control characters in node names and strings (ESC sequences, a newline faking a
+    line) never reach the terminal raw: nodedev-list, show and errors escape them."""
+    dtb = str(write_dtb(tmp_path / "board.dtb", HOSTILE_TEXT))
+    listing = run_cli("--dtb", dtb, "nodedev-list")
+    assert listing.code == 0 and listing.out.isascii()
+    assert not any(c in listing.out for c in "\x1b\x07\r\u202e")
+    rows = listing.out.splitlines()
+    assert len(rows) == 2 + 4  # header, rule, soc and the three devices: one line each
+    assert "v,\\x1b[31mred\\x1b[0m\\nhint: fake" in rows[3]
+    assert rows[4].startswith("2000.y\\x1b]0;owned\\x07 ") and "v,\\ufffe\\u202e" in rows[4]
+    show = run_cli("--dtb", dtb, "show", "/soc/x@1000")
+    assert show.code == 0 and "\x1b" not in show.out
+    assert "Compatible:  v,\\x1b[31mred\\x1b[0m\\nhint: fake\n" in show.out
+    error = run_cli("--dtb", dtb, "show", "/soc/z@3000")  # the dangling clock: an error
+    assert error.code == 1 and error.err.startswith("error: node /soc/z@3000, property clocks")
+    child = run_cli("--dtb", dtb, "nodedev-dumpxml", "/soc/z@3000", "--json")
+    assert child.code == 1 and "\x1b" not in child.out
+    for result in (listing, show, error):
+        assert all(line.isprintable() for line in (result.out + result.err).splitlines())
+
+
+def test_dumpxml_of_hostile_dt_text_is_well_formed_xml(tmp_path: Path) -> None:
+    """lxml refuses control characters and U+FFFE ("All strings must be XML compatible"):
+    the text is escaped, the document parses, nothing raised."""
+    from lxml import etree
+
+    dtb = str(write_dtb(tmp_path / "board.dtb", HOSTILE_TEXT))
+    for spec, path, compatible in (
+            ("/soc/x@1000", "/soc/x@1000", "v,\\x1b[31mred\\x1b[0m\\nhint: fake"),
+            ("weird0", "/soc/y\x1b]0;owned\x07@2000", "v,\\ufffe\\u202e")):
+        result = run_cli("--dtb", dtb, "nodedev-dumpxml", spec)
+        assert result.code == 0, result.err
+        root = etree.fromstring(result.out.encode())
+        assert root.findtext("capability/devicetree/compatible") == compatible
+        assert root.find("capability/devicetree").get("path") == path.replace(
+            "\x1b", "\\x1b").replace("\x07", "\\x07")
+        assert all(line.isprintable() for line in result.out.splitlines())
+
+
+def test_a_200_byte_nexus_bomb_answers_at_once_in_little_memory(tmp_path: Path) -> None:
+    """Issue 12: a nexus with #address-cells = 0x10000000 made show allocate 8.5 GB over
+    35 s. Run as a user would, in 1 GiB of address space: the interrupt count stops at the
+    entry, located, with the kernel's limit."""
+    import resource
+    import subprocess
+    import sys
+
+    dtb = write_dtb(tmp_path / "nexus.dtb", NEXUS_BOMB)
+    assert len(dtb.read_bytes()) < 1024
+    repo = Path(__file__).resolve().parents[2]
+
+    def cap() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
+
+    for argv in (["show", "/soc/dev@1000"], ["nodedev-dumpxml", "/soc/dev@1000"]):
+        done = subprocess.run([sys.executable, "-m", "platform_hostdev", "--dtb", str(dtb),
+                               *argv], capture_output=True, text=True, timeout=60,
+                              preexec_fn=cap, env={"PYTHONPATH": f"{repo / 'plugin'}:{repo}",
+                                                   "PATH": "/usr/bin:/bin"})
+        assert "Traceback" not in done.stderr and "MemoryError" not in done.stderr, done.stderr
+        assert done.returncode == 0, done.stderr
+    assert ("interrupt count stops at entry 0: node /nexus, property #address-cells: as an "
+            "interrupt nexus, #address-cells (268435456) + #interrupt-cells (1) is more than the "
+            "16 cells Linux supports") in run_cli("--dtb", str(dtb), "show", "/soc/dev@1000").out

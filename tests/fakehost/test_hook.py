@@ -263,6 +263,22 @@ def test_a_memory_size_libvirt_would_refuse_is_out_of_date_not_a_traceback(
     assert "Traceback" not in err
 
 
+@pytest.mark.parametrize("encoding", ["bogus-enc", "rot13", "utf-32"])
+def test_an_xml_encoding_expat_cannot_read_is_a_clean_refusal(kernel: FakeKernel,
+                                                              encoding: str) -> None:
+    """libvirt always sends UTF-8; a hand-edited file may declare anything: a clear
+    refusal naming the fix, no traceback, nothing changed."""
+    xml = libvirt_domain("vm1", [VIRTIO])
+    assert xml.startswith(b"<domain")
+    odd = f'<?xml version="1.0" encoding="{encoding}"?>\n'.encode() + xml
+    before = device_state(kernel, "platform", VIRTIO)
+    code, err = run_hook(kernel, "vm1", "prepare", odd, synced=False)
+    assert code == 1 and "Traceback" not in err
+    assert "refused: the domain XML declares an encoding expat cannot read" in err
+    assert "hint: write the XML in UTF-8 and drop encoding=" in err
+    assert device_state(kernel, "platform", VIRTIO) == before and Owners(kernel).all() == []
+
+
 def test_a_domain_with_its_own_dtb_is_left_to_its_owner(kernel: FakeKernel) -> None:
     xml = libvirt_domain("vm1", [VIRTIO]).replace(
         b"</os>", b"<dtb>/srv/boards/handmade.dtb</dtb></os>")

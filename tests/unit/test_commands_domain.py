@@ -144,6 +144,27 @@ def test_dumpxml_raw(mocker: Any, tmp_path: Path) -> None:
     assert "qemu:commandline" in ctx.out.getvalue()  # type: ignore[attr-defined]
 
 
+def test_dumpxml_annotation_escapes_what_the_guest_dt_record_says(mocker: Any,
+                                                                  tmp_path: Path) -> None:
+    """The comment carries host and guest DT paths from the guest-DT record: a control
+    character there (a DT name, a hand-edited record) is escaped, never an lxml error."""
+    import json
+
+    from lxml import etree
+
+    ctx, _, _ = _ctx(mocker, tmp_path)
+    store = tmp_path / "var/lib/platform-hostdev/guest-dt"
+    store.mkdir(parents=True)
+    (store / "5f0c2a8e-0000-4000-8000-00000000beef.json").write_text(json.dumps({"devices": [{
+        "name": "ff0e0000.ethernet", "host_path": "/soc/ethernet@ff0e0000\x1b]0;owned\x07",
+        "guest_path": "/platform-bus@c000000/e\ufffe@0", "regions": [], "irqs": []}]}))
+    assert cli.main(["dumpxml", "guest1"], ctx) == 0
+    out = ctx.out.getvalue()  # type: ignore[attr-defined]
+    comments = [c.text for c in etree.fromstring(out.encode()).iter(etree.Comment)]
+    assert (" guest: /soc/ethernet@ff0e0000\\x1b]0;owned\\x07 [] as "
+            "/platform-bus@c000000/e\\ufffe@0 ") in comments
+
+
 def test_attach_config_redefines(mocker: Any, tmp_path: Path) -> None:
     ctx, conn, dom = _ctx(mocker, tmp_path)
     assert cli.main(["attach-device", "guest1", _file(tmp_path, "h.xml", HOSTDEV),

@@ -398,3 +398,14 @@ def test_generated_user_form_same_verdict_as_hostdev_rng(hostdev: str) -> None:
     if table != "refused":
         element = parse_xml(hostdev, "h").getroot()
         assert PlatformHostdev.from_element(element) == table
+
+
+@pytest.mark.parametrize("encoding", ["bogus-enc", "rot13", "shift_jis", "utf-7", "idna"])
+def test_an_encoding_expat_cannot_read_is_refused_cleanly(encoding: str) -> None:
+    """Unknown to Python (LookupError), not a text codec, or multi-byte (ValueError): libvirt
+    never sends such a declaration, a hand-edited file can."""
+    data = f'<?xml version="1.0" encoding="{encoding}"?><domain><name>vm</name></domain>'
+    with pytest.raises(XmlError) as info:
+        parse_domain(data.encode())
+    assert info.value.what.startswith("the domain XML declares an encoding expat cannot read")
+    assert "UTF-8" in info.value.fix

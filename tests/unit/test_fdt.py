@@ -87,3 +87,18 @@ def test_sysfs_reader_without_a_tree_says_use_dtb(tmp_path: Path) -> None:
     with pytest.raises(DeviceTreeError) as info:
         read_sysfs_tree(tmp_path / "missing")
     assert "--dtb" in info.value.fix
+
+
+def test_a_dtb_file_is_read_no_further_than_max_fdt_size(tmp_path: Path) -> None:
+    """The header check needs only the first MAX_FDT_SIZE bytes: /dev/zero or a huge file
+    is refused without reading it to its end."""
+    from platform_hostdev.dt.fdt import read_blob
+    from platform_hostdev.dt.limits import MAX_FDT_SIZE
+    from platform_hostdev.dt.tree import DeviceTree
+
+    assert len(read_blob("/dev/zero")) == MAX_FDT_SIZE
+    with pytest.raises(DeviceTreeError, match="bad magic 0x00000000"):
+        DeviceTree.from_dtb("/dev/zero")
+    padded = tmp_path / "padded.dtb"
+    padded.write_bytes(to_dtb(BOARD) + b"\0" * (3 * MAX_FDT_SIZE))  # a DTB, then anything
+    assert [c.name for c in read_dtb(padded).children] == ["soc"]

@@ -198,3 +198,19 @@ def test_backward_after_libvirt_reordering_appends() -> None:
     text = text.replace('position="3"', 'position="99"')
     back = translate.backward(parse_xml(text, "x")).getroot()
     assert [e.tag for e in back.find("devices")][-1] == "hostdev"
+
+
+def test_a_host_device_name_xml_cannot_carry_is_refused(tmp_path: Path) -> None:
+    """The name goes into -device ...,host=NAME in the XML: one with a control character
+    (a tampered sysfs) is a clean refusal, never an lxml ValueError."""
+    inv = _inventory(tmp_path)
+    odd = [d._replace(name="ff0e0000.eth\x1b[2Jernet") if d.dt_path == "/soc/ethernet@ff0e0000"
+           else d for d in inv.devices]
+    with pytest.raises(HostdevError) as info:
+        translate.forward(_domain(
+            "<hostdev type='platform'><source><devicetree path='/soc/ethernet@ff0e0000'/>"
+            "</source></hostdev>"), Inventory(inv.tree, odd, inv.page))
+    assert info.value.code == "invalid-device-spec"
+    assert info.value.what == ("the host device at /soc/ethernet@ff0e0000 is named "
+                               "'ff0e0000.eth\\x1b[2Jernet', with characters the domain XML "
+                               "cannot carry")

@@ -42,14 +42,13 @@ def cmd_nodedev_detach(args: argparse.Namespace, ctx: Context) -> int:
     host = ctx.host
     impact = api.refuse_unsafe_detach(host.fs, device, args.force)
     for use in impact.uses.get(device.name, []):
-        print(f"warning: --force: {device.name} {use.detail}", file=ctx.err)
+        ctx.warn(f"warning: --force: {device.name} {use.detail}")
     for dependent in impact.dependents:
-        print(f"warning: --force: {dependent.name} ({dependent.driver}) loses its driver: "
-              f"{impact.chain(dependent)}", file=ctx.err)
+        ctx.warn(f"warning: --force: {dependent.name} ({dependent.driver}) loses its driver: "
+                 f"{impact.chain(dependent)}")
     for user in impact.dt_users:
-        print(f"warning: --force: {user.name} ({user.driver}) keeps its driver but loses what "
-              f"it uses through {', '.join(user.props)}: {impact.user_chain(user)}",
-              file=ctx.err)
+        ctx.warn(f"warning: --force: {user.name} ({user.driver}) keeps its driver but loses what "
+                 f"it uses through {', '.join(user.props)}: {impact.user_chain(user)}")
     result = api.detach(host, device, force=args.force, timeout=args.timeout,
                         unbind_consumers=args.force)
     if args.json:

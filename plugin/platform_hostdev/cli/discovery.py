@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import platform_hostdev as api
 from platform_hostdev.cli.main import Context
 from platform_hostdev.cli.table import render_table
+from platform_hostdev.errors import printable
 from platform_hostdev.host.fs import BUSES
 
 if TYPE_CHECKING:
@@ -128,11 +129,11 @@ def cmd_show(args: argparse.Namespace, ctx: Context) -> int:
 
 def render_correlation(c: Correlation) -> str:
     """The text report of ``show``."""
-    lines = [
-        f"Device:      {c.device} ({c.bus})",
-        f"DT path:     {c.dt_path}",
-        f"Compatible:  {', '.join(c.compatible) or '-'}",
-        f"Driver:      {c.driver or '-'}",
+    lines = [  # names and strings from the DT and sysfs: one line each, escaped
+        f"Device:      {printable(c.device)} ({c.bus})",
+        f"DT path:     {printable(c.dt_path)}",
+        f"Compatible:  {printable(', '.join(c.compatible)) or '-'}",
+        f"Driver:      {printable(c.driver or '-')}",
         f"IOMMU group: {c.iommu_group if c.iommu_group is not None else '-'}",
         f"Page size:   {_page(c.page_size)} ({c.page_size_source})",
         "",
@@ -171,14 +172,14 @@ def render_correlation(c: Correlation) -> str:
     inside = [ch for ch in c.children if ch.internal]
     if outside:
         lines += ["", "Child nodes with resources (not exposed by VFIO):"]
-        lines += [f"  {ch.path}" for ch in outside]
+        lines += [f"  {printable(ch.path)}" for ch in outside]
     if inside:
         lines += ["", "Child nodes with bus-local reg (the guest node carries them):"]
-        lines += [f"  {ch.path}" for ch in inside]
+        lines += [f"  {printable(ch.path)}" for ch in inside]
     for note in c.notes:
-        lines.append(f"note: {note}")
+        lines.append(f"note: {printable(note)}")
     lines += ["", f"Verdict: {c.verdict}"]
-    lines += [f"  - {reason}" for reason in c.reasons]
+    lines += [f"  - {printable(reason)}" for reason in c.reasons]
     return "\n".join(lines)
 
 
@@ -206,7 +207,7 @@ def render_links(view: LinkView) -> str:
              render_table(["ROLE", "DEVICE", "BUS", "DRIVER", "STATUS", "FLAGS"], rows, indent=2)]
     if view.dependents:
         lines.append("Unbinding it makes the kernel unbind:")
-        lines += [f"  {render_dependent(d)}" +
+        lines += [f"  {printable(render_dependent(d))}" +
                   ("" if d.can_unbind else " (its driver forbids unbinding)")
                   for d in view.dependents]
     return "\n".join(lines)

@@ -35,6 +35,7 @@ from lxml import etree
 import platform_hostdev as api
 from platform_hostdev.cli.connect import add_connect_option, connection, connection_uri
 from platform_hostdev.cli.main import Context
+from platform_hostdev.errors import printable
 from platform_hostdev.virt.connection import (
     XML_INACTIVE,
     XML_SECURE,
@@ -113,7 +114,7 @@ def _inventory(args: argparse.Namespace, ctx: Context, uri: str | None) -> api.I
 
 def _warn(ctx: Context, warnings: Sequence[str]) -> None:
     for warning in warnings:
-        print(f"warning: {warning}", file=ctx.err)
+        ctx.warn(f"warning: {warning}")
 
 
 def _read(path: str) -> etree._ElementTree:
@@ -144,7 +145,7 @@ def _define(conn: Any, translation: api.Translation, args: argparse.Namespace,
         else None
     result = api.define_domain(conn, translation, ctx.host, inventory)
     if result.note is not None:
-        print(f"note: {result.note}", file=ctx.err)
+        ctx.warn(f"note: {result.note}")
     if result.guest_dt is not None:
         ctx.print(f"Guest device tree generated: {result.guest_dt}")
     return result.domain
@@ -266,7 +267,7 @@ def _annotate_chains(tree: etree._ElementTree, chains: dict[Any, dict[str, Any]]
                   f"{i['trigger']}" for i in chain.get("irqs", [])]
         text = (f" guest: {chain.get('host_path')} [{'; '.join(parts)}] as "
                 f"{chain.get('guest_path')} ")
-        comment = etree.Comment(text.replace("--", "- -"))
+        comment = etree.Comment(printable(text).replace("--", "- -"))  # DT names: escaped
         comment.tail = element.text
         element.insert(0, comment)
 

@@ -20,7 +20,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
-from platform_hostdev.errors import HostdevError
+from platform_hostdev.errors import HostdevError, printable_lines
 
 if TYPE_CHECKING:
     from platform_hostdev.host.boundary import Host
@@ -96,7 +96,13 @@ class Context:
         return self._host
 
     def print(self, text: str = "") -> None:
-        print(text, file=self.out)
+        """A line (or lines) of text; any control character in it (from a device tree, sysfs)
+        is escaped, so nothing printed can move the cursor, recolour or retitle a terminal."""
+        print(printable_lines(text), file=self.out)
+
+    def warn(self, text: str) -> None:
+        """A line on stderr (warnings, notes), escaped as :meth:`print` escapes."""
+        print(printable_lines(text), file=self.err)
 
     def print_json(self, data: Any) -> None:
         import json
@@ -195,9 +201,9 @@ def _print_error(exc: HostdevError, args: argparse.Namespace, ctx: Context) -> N
     if getattr(args, "json", False):
         ctx.print_json({"error": exc.to_json()})
         return
-    print(f"error: {exc.what}", file=ctx.err)
+    ctx.warn(f"error: {exc.what}")
     if exc.fix:
-        print(f"hint: {exc.fix}", file=ctx.err)
+        ctx.warn(f"hint: {exc.fix}")
 
 
 def main(argv: Sequence[str] | None = None, ctx: Context | None = None) -> int:

@@ -3,10 +3,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from platform_hostdev.errors import printable
+
 __all__ = ["render_table"]
 
 
 def render_table(header: Sequence[str], rows: Sequence[Sequence[str]], indent: int = 0) -> str:
+    """Aligned columns; a cell's control characters (a newline, ESC from a DT name) are
+    escaped (:func:`~platform_hostdev.errors.printable`), so a cell stays one cell."""
+    rows = [[printable(cell) for cell in row] for row in rows]
     widths = [len(h) for h in header]
     for row in rows:
         widths = [max(w, len(cell)) for w, cell in zip(widths, row, strict=True)]

@@ -130,6 +130,12 @@ def parse_domain(data: bytes, what: str = "the domain XML") -> Element:
     except pyexpat.ExpatError as exc:
         raise XmlError(f"{what} is not well-formed XML: {exc}",
                        "fix the XML syntax at the line and column given") from None
+    except (LookupError, ValueError) as exc:
+        # the declaration's encoding=: unknown to Python (LookupError), not a text
+        # encoding, or one expat cannot take (multi-byte: ValueError, UnicodeError)
+        raise XmlError(f"{what} declares an encoding expat cannot read ({exc})",
+                       "write the XML in UTF-8 and drop encoding= from its declaration "
+                       "(libvirt always writes UTF-8)") from None
     return roots[0]
 
 

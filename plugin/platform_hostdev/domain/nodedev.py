@@ -24,11 +24,17 @@ the other end is to this device::
 ``syncStateOnly='yes'`` a SYNC_STATE_ONLY link. ``<unbinds>`` lists every
 device whose driver the kernel releases when this one is unbound
 (transitively; ``via`` the chain before it, space separated).
+
+Names and strings from the device tree and sysfs are written through
+:func:`~platform_hostdev.errors.printable`: a control character or a
+non-character such as U+FFFE (which XML 1.0 cannot carry) appears as its
+escape (``\\x1b``, ``\\ufffe``), so the document is always well-formed.
 """
 from __future__ import annotations
 
 from lxml import etree
 
+from platform_hostdev.errors import printable as _x
 from platform_hostdev.host.devlinks import LinkView
 from platform_hostdev.host.inventory import Device, nodedev_name
 from platform_hostdev.vfio.correlate import Correlation
@@ -39,33 +45,33 @@ __all__ = ["nodedev_xml"]
 def nodedev_xml(device: Device, correlation: Correlation | None,
                 links: LinkView | None = None) -> str:
     root = etree.Element("device")
-    etree.SubElement(root, "name").text = device.nodedev_name
+    etree.SubElement(root, "name").text = _x(device.nodedev_name)
     if device.sysfs_path:
-        etree.SubElement(root, "path").text = device.sysfs_path
-    etree.SubElement(root, "parent").text = (
+        etree.SubElement(root, "path").text = _x(device.sysfs_path)
+    etree.SubElement(root, "parent").text = _x(
         nodedev_name("platform", device.parent) if device.parent else "computer")
     if device.driver:
         driver = etree.SubElement(root, "driver")
-        etree.SubElement(driver, "name").text = device.driver
+        etree.SubElement(driver, "name").text = _x(device.driver)
     cap = etree.SubElement(root, "capability", type=device.bus)
-    etree.SubElement(cap, "name").text = device.name
+    etree.SubElement(cap, "name").text = _x(device.name)
     if device.dt_path:
-        dt = etree.SubElement(cap, "devicetree", path=device.dt_path)
+        dt = etree.SubElement(cap, "devicetree", path=_x(device.dt_path))
         for compatible in device.compatible:
-            etree.SubElement(dt, "compatible").text = compatible
+            etree.SubElement(dt, "compatible").text = _x(compatible)
         for alias in device.aliases:
-            etree.SubElement(dt, "alias", name=alias)
+            etree.SubElement(dt, "alias", name=_x(alias))
     if device.driver_override:
-        etree.SubElement(cap, "driverOverride").text = device.driver_override
+        etree.SubElement(cap, "driverOverride").text = _x(device.driver_override)
     if device.iommu_group is not None:
-        etree.SubElement(cap, "iommuGroup", number=device.iommu_group)
+        etree.SubElement(cap, "iommuGroup", number=_x(device.iommu_group))
     if correlation is not None:
         for region in correlation.regions:
             etree.SubElement(cap, "region", index=str(region.index),
                              start=f"0x{region.cpu_address:x}", size=f"0x{region.size:x}",
                              mmap="yes" if region.mmap else "no")
         for irq in correlation.irqs:
-            attrs = {"index": str(irq.index), "controller": irq.controller}
+            attrs = {"index": str(irq.index), "controller": _x(irq.controller)}
             if irq.kind is not None and irq.number is not None:
                 attrs.update(type=irq.kind.lower(), number=str(irq.number))
             if irq.trigger:
@@ -75,17 +81,17 @@ def nodedev_xml(device: Device, correlation: Correlation | None,
     if links is not None and (links.suppliers or links.consumers):
         element = etree.SubElement(cap, "devlinks")
         for link in [*links.suppliers, *links.consumers]:
-            attrs = {"name": nodedev_name(link.bus, link.name), "device": link.name,
+            attrs = {"name": _x(nodedev_name(link.bus, link.name)), "device": _x(link.name),
                      "bus": link.bus}
             if link.driver:
-                attrs["driver"] = link.driver
-            attrs["status"] = link.status
+                attrs["driver"] = _x(link.driver)
+            attrs["status"] = _x(link.status)
             if link.sync_state_only:
                 attrs["syncStateOnly"] = "yes"
             etree.SubElement(element, link.role, attrs)
         for dependent in links.dependents:
             etree.SubElement(element, "unbinds", {
-                "name": nodedev_name(dependent.bus, dependent.name), "device": dependent.name,
-                "bus": dependent.bus, "driver": dependent.driver,
-                "via": " ".join(dependent.chain[:-1])})
+                "name": _x(nodedev_name(dependent.bus, dependent.name)),
+                "device": _x(dependent.name), "bus": dependent.bus,
+                "driver": _x(dependent.driver), "via": _x(" ".join(dependent.chain[:-1]))})
     return etree.tostring(root, pretty_print=True, encoding="unicode")

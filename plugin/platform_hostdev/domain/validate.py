@@ -31,7 +31,12 @@ from platform_hostdev.domain.rules import (
     refuse_duplicates,
     refuse_non_platform,
 )
-from platform_hostdev.errors import DeviceNotFoundError, HostdevError, InvalidDeviceSpecError
+from platform_hostdev.errors import (
+    DeviceNotFoundError,
+    HostdevError,
+    InvalidDeviceSpecError,
+    printable,
+)
 from platform_hostdev.host.inventory import Device, Inventory, check_spec
 from platform_hostdev.virt.qemu_caps import QemuCaps, check_vfio_platform
 from platform_hostdev.virt.qemu_nodes import qemu_builds_node
@@ -85,6 +90,12 @@ def _on_host(hostdev: PlatformHostdev, inventory: Inventory) -> Device:
         device = inventory.resolve(hostdev.dt_path)
     check_names_agree(hostdev.name, hostdev.dt_path, device.name, device.dt_path)
     refuse_non_platform(device.name, device.bus, device.dt_path)
+    if not device.name.isprintable():  # it goes into the XML and QEMU's command line
+        raise InvalidDeviceSpecError(
+            f"the host device at {printable(device.dt_path or '?')} is named "
+            f"'{printable(device.name)}', with characters the domain XML cannot carry",
+            "the host's sysfs has been tampered with or its DT node names are broken; fix the "
+            "node name in the host's DTS")
     return device
 
 

@@ -17,10 +17,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from platform_hostdev.dt.limits import (
+    MAX_FDT_SIZE,
+    MAX_LIVE_BYTES,
+    MAX_LIVE_ENTRIES,
+    MAX_NODE_DEPTH,
+    NAME_MAX,
+)
 from platform_hostdev.errors import DeviceTreeError
 
-__all__ = ["RawNode", "parse_dtb", "read_dtb", "read_sysfs_tree", "build_dtb", "FDT_MAGIC",
-           "walk_dtb"]
+__all__ = ["RawNode", "parse_dtb", "read_blob", "read_dtb", "read_sysfs_tree", "build_dtb",
+           "FDT_MAGIC", "walk_dtb"]
 
 FDT_MAGIC = 0xD00DFEED
 _FDT_BEGIN_NODE = 1
@@ -29,7 +36,13 @@ _FDT_PROP = 3
 _FDT_NOP = 4
 _FDT_END = 9
 _HEADER = struct.Struct(">10I")
-_MAX_DEPTH = 64
+_DEPTH_LIMIT = (f"the kernel keeps nodes at most {MAX_NODE_DEPTH} levels below the root "
+                "(drivers/of/fdt.c unflatten_dt_nodes(), FDT_MAX_DEPTH)")
+_DEPTH_FIX = "nest the nodes less deeply in the DTS and rebuild the DTB"
+_NAME_LIMIT = (f"longer than the {NAME_MAX} bytes a name can have under "
+               "/sys/firmware/devicetree/base (NAME_MAX, include/uapi/linux/limits.h)")
+_NAME_FIX = "shorten the name in the DTS and rebuild the DTB"
+_FIRST_READ = 1 << 16
 
 
 class RawNode:
@@ -73,6 +86,12 @@ def walk_dtb(blob: bytes, source: str, make: Callable[[str, Any], Any]) -> Any:
     if magic != FDT_MAGIC:
         raise DeviceTreeError(source, None, f"bad magic 0x{magic:08x}, not a DTB",
                               "pass a .dtb file (compile a .dts with dtc -I dts -O dtb)")
+    if totalsize > MAX_FDT_SIZE:
+        raise DeviceTreeError(source, None,
+                              f"header says {totalsize} bytes, more than the {MAX_FDT_SIZE} "
+                              "(2 MiB) an arm64 kernel boots (MAX_FDT_SIZE, "
+                              "arch/arm64/include/asm/boot.h)",
+                              "pass the DTB an arm64 board boots with; a larger blob is not one")
     if totalsize > len(blob):
         raise DeviceTreeError(source, None,
                               f"header says {totalsize} bytes but the file has {len(blob)} "
@@ -134,6 +153,12 @@ def _walk_structure(blob: bytes, source: str, base: int, struct_end: int, off_st
             if pname is None:
                 pname = names[nameoff] = _name_at(blob, off_strings + nameoff, strings_end,
                                                   nameoff, where)
+            if pname in props:
+                raise DeviceTreeError(where(), pname,
+                                      "appears twice in the node (dtc refuses a duplicate "
+                                      "property name; the kernel would use the first, sysfs "
+                                      "can show only one)",
+                                      "remove one of the two in the DTS and rebuild the DTB")
             props[pname] = blob[start:end]
             i += 3 + ((length + 3) >> 2)
         elif token == _FDT_BEGIN_NODE:
@@ -142,6 +167,9 @@ def _walk_structure(blob: bytes, source: str, base: int, struct_end: int, off_st
             if nul < 0:
                 raise DeviceTreeError(where(), None,
                                       "string runs past the end of its block (truncated DTB)")
+            if nul - start > NAME_MAX:
+                raise DeviceTreeError(where(), None, f"a child node name of {nul - start} bytes "
+                                      f"is {_NAME_LIMIT}", _NAME_FIX)
             raw_name = blob[start:nul]
             i = (((nul + 4) & ~3) - base) >> 2
             try:
@@ -154,8 +182,10 @@ def _walk_structure(blob: bytes, source: str, base: int, struct_end: int, off_st
                     raise DeviceTreeError(source, None, "more than one root node")
                 node = root = make("", None)
             else:
-                if len(stack) >= _MAX_DEPTH:
-                    raise DeviceTreeError(where(), None, f"nesting deeper than {_MAX_DEPTH}")
+                if len(stack) > MAX_NODE_DEPTH:
+                    raise DeviceTreeError(where(), None,
+                                          f"child node {name!r} is {len(stack)} levels below "
+                                          f"the root; {_DEPTH_LIMIT}", _DEPTH_FIX)
                 if not name or "/" in name:
                     raise DeviceTreeError(where(), None, f"invalid child node name {name!r}")
                 parent = stack[-1]
@@ -197,21 +227,29 @@ def _name_at(blob: bytes, start: int, strings_end: int, nameoff: int,
     if nul < 0:
         raise DeviceTreeError(where(), None,
                               "string runs past the end of its block (truncated DTB)")
+    if nul - start > NAME_MAX:
+        raise DeviceTreeError(where(), None, f"a property name of {nul - start} bytes is "
+                              f"{_NAME_LIMIT}", _NAME_FIX)
     try:
         return blob[start:nul].decode("ascii")
     except UnicodeDecodeError:
         raise DeviceTreeError(where(), None, f"name is not ASCII: {blob[start:nul]!r}") from None
 
 
+def read_blob(path: str | os.PathLike[str]) -> bytes:
+    """The first MAX_FDT_SIZE bytes of a DTB file: all a DTB an arm64 kernel boots can use
+    (a longer file, /dev/zero, a FIFO is never read to its end)."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(MAX_FDT_SIZE)
+    except OSError as exc:
+        raise DeviceTreeError(str(path), None, f"cannot read the DTB: {exc.strerror}",
+                              "check the path given with --dtb") from None
+
+
 def read_dtb(path: str | os.PathLike[str]) -> RawNode:
     """Read and parse a DTB file."""
-    p = Path(path)
-    try:
-        blob = p.read_bytes()
-    except OSError as exc:
-        raise DeviceTreeError(str(p), None, f"cannot read the DTB: {exc.strerror}",
-                              "check the path given with --dtb") from None
-    return parse_dtb(blob, str(p))
+    return parse_dtb(read_blob(path), str(path))
 
 
 def read_sysfs_tree(base: str | os.PathLike[str]) -> RawNode:
@@ -220,6 +258,8 @@ def read_sysfs_tree(base: str | os.PathLike[str]) -> RawNode:
     A symlink is refused, never followed: the kernel creates none there, and
     following one would let a crafted tree make us read outside it (skipping it
     silently would drop a property or node and mislead every later answer).
+    Names must be ASCII, as in a DTB; depth, node and property counts and
+    property sizes are held to :mod:`platform_hostdev.dt.limits`.
     """
     base_path = Path(base)
     if not base_path.is_dir():
@@ -227,17 +267,40 @@ def read_sysfs_tree(base: str | os.PathLike[str]) -> RawNode:
                               "the host exposes no device tree: is this a DT-booted ARM host? "
                               "Use --dtb FILE to analyse a board offline")
     root = RawNode("")
-    _read_dir(base_path, root, "/", 0)
+    _read_dir(base_path, root, "/", 0, _Budget())
     return root
 
 
-def _read_dir(directory: Path, node: RawNode, path: str, depth: int) -> None:
-    if depth > _MAX_DEPTH:
-        raise DeviceTreeError(path, None, f"nesting deeper than {_MAX_DEPTH}")
+class _Budget:
+    """What a live tree may still hold: entries (nodes and properties) and value bytes."""
+
+    __slots__ = ("entries", "bytes")
+
+    def __init__(self) -> None:
+        self.entries = MAX_LIVE_ENTRIES
+        self.bytes = MAX_LIVE_BYTES
+
+    def take(self, path: str, prop: str | None, count: int, size: int) -> None:
+        self.entries -= count
+        self.bytes -= size
+        if self.entries < 0:
+            raise DeviceTreeError(path, prop, f"the tree holds more than {MAX_LIVE_ENTRIES} "
+                                  "nodes and properties, more than a tree unflattened from a "
+                                  "bootable DTB can (see platform_hostdev.dt.limits)",
+                                  "point --root at a copy of a real host's sysfs")
+        if self.bytes < 0:
+            raise DeviceTreeError(path, prop, f"the property values add up to more than "
+                                  f"{MAX_LIVE_BYTES} bytes, more than a tree unflattened from "
+                                  "a bootable DTB holds (see platform_hostdev.dt.limits)",
+                                  "point --root at a copy of a real host's sysfs")
+
+
+def _read_dir(directory: Path, node: RawNode, path: str, depth: int, budget: _Budget) -> None:
     try:
         entries = sorted(os.scandir(directory), key=lambda e: e.name)
     except OSError as exc:
         raise DeviceTreeError(path, None, f"cannot list node directory: {exc.strerror}") from None
+    budget.take(path, None, len(entries), 0)
     for entry in entries:
         if entry.is_symlink():
             raise DeviceTreeError(
@@ -245,17 +308,35 @@ def _read_dir(directory: Path, node: RawNode, path: str, depth: int) -> None:
                 f"is a symlink (to {os.readlink(entry.path)!r}); the kernel creates none in "
                 "the device tree, so the tree has been tampered with",
                 f"remove {entry.path}, or point --root at an untouched sysfs copy")
+        if not entry.name.isascii():
+            raise DeviceTreeError(path, None, f"name is not ASCII: {entry.name!r}",
+                                  "names in a device tree are ASCII; point --root at an "
+                                  "untouched sysfs copy")
         if entry.is_dir(follow_symlinks=False):
+            if depth >= MAX_NODE_DEPTH:
+                raise DeviceTreeError(path, None, f"child node {entry.name!r} is {depth + 1} "
+                                      f"levels below the root; {_DEPTH_LIMIT}", _DEPTH_FIX)
             child = RawNode(entry.name)
             node.children.append(child)
-            _read_dir(Path(entry.path), child, path.rstrip("/") + "/" + entry.name, depth + 1)
+            _read_dir(Path(entry.path), child, path.rstrip("/") + "/" + entry.name, depth + 1,
+                      budget)
         elif entry.is_file(follow_symlinks=False):
             try:
                 with open(entry.path, "rb") as f:
-                    node.properties[entry.name] = f.read()
+                    # a small first read: read(n) allocates n bytes up front
+                    value = f.read(_FIRST_READ)
+                    if len(value) == _FIRST_READ:
+                        value += f.read(MAX_FDT_SIZE + 1 - _FIRST_READ)
             except OSError as exc:
                 raise DeviceTreeError(path, entry.name,
                                       f"cannot read property file: {exc.strerror}") from None
+            if len(value) > MAX_FDT_SIZE:
+                raise DeviceTreeError(path, entry.name, f"holds more than {MAX_FDT_SIZE} bytes, "
+                                      "more than the largest DTB an arm64 kernel boots "
+                                      "(MAX_FDT_SIZE, arch/arm64/include/asm/boot.h)",
+                                      "point --root at a copy of a real host's sysfs")
+            budget.take(path, entry.name, 0, len(value))
+            node.properties[entry.name] = value
 
 
 def build_dtb(root: RawNode, boot_cpuid: int = 0) -> bytes:

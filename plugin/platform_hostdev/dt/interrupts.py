@@ -8,7 +8,9 @@ decoded by the controller's binding (:mod:`platform_hostdev.dt.irq_bindings`):
 GIC SPI/PPI/ESPI/EPPI, the controllers with a ``<... flags>`` cell, the
 exceptions; a binding that is not modelled decodes nothing. The i-th decoded
 entry is what VFIO calls IRQ i; the count stops at the first entry that does
-not resolve.
+not resolve. ``#interrupt-cells``, and a nexus's ``#address-cells`` +
+``#interrupt-cells``, are held to MAX_PHANDLE_ARGS before any cell is read
+(:mod:`platform_hostdev.dt.limits`).
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from platform_hostdev.dt.irq_bindings import (
     Binding,
     binding_for,
 )
+from platform_hostdev.dt.limits import MAX_IRQ_MAP_HOPS, MAX_PHANDLE_ARGS
 from platform_hostdev.dt.tree import DeviceTree, Node
 from platform_hostdev.errors import DeviceTreeError
 
@@ -39,7 +42,6 @@ TRIGGERS = {
 # GIC specifier cell 0 -> (kind, hwirq offset); arm,gic.yaml and arm,gic-v3.yaml
 _GIC_KINDS = {0: ("SPI", 32), 1: ("PPI", 16), 2: ("ESPI", 4096), 3: ("EPPI", 1056)}
 _GIC_V2_TYPES = frozenset({0, 1})
-_MAX_HOPS = 32
 
 
 class IrqSpec(NamedTuple):
@@ -174,20 +176,37 @@ def _unit_address(node: Node, cells: int) -> tuple[int, ...]:
     return reg[:cells]
 
 
+def _nexus_cells(node: Node, what: str) -> tuple[int, int]:
+    """A nexus's or map target's (#address-cells, #interrupt-cells), their sum held to
+    MAX_PHANDLE_ARGS as of_irq_parse_raw() / of_irq_parse_imap_parent() hold it."""
+    acells = node.u32("#address-cells", 0)
+    icells = node.u32("#interrupt-cells")
+    if acells + icells > MAX_PHANDLE_ARGS:
+        prop = "#interrupt-cells" if icells > MAX_PHANDLE_ARGS else "#address-cells"
+        raise node.error(prop, f"as {what}, #address-cells ({acells}) + #interrupt-cells "
+                               f"({icells}) is more than the {MAX_PHANDLE_ARGS} cells Linux "
+                               "supports (MAX_PHANDLE_ARGS in include/linux/of.h; "
+                               "drivers/of/irq.c of_irq_parse_raw())",
+                         f"set #address-cells and #interrupt-cells of {node.path} to what its "
+                         f"binding says (together at most {MAX_PHANDLE_ARGS}) and rebuild the "
+                         "DTB")
+    return acells, icells
+
+
 def _walk_map(tree: DeviceTree, device: Node, parent: Node,
               spec: tuple[int, ...], prop: str) -> tuple[Node, tuple[int, ...]]:
     """of_irq_parse_raw(): descend interrupt-map nexus nodes to the real controller."""
-    addr = _unit_address(device, parent.u32("#address-cells", 0)) if "interrupt-map" \
-        in parent.properties else ()
-    for _ in range(_MAX_HOPS):
+    addr: tuple[int, ...] = ()
+    if "interrupt-map" in parent.properties and "interrupt-controller" not in parent.properties:
+        addr = _unit_address(device, _nexus_cells(parent, "an interrupt nexus")[0])
+    for _ in range(MAX_IRQ_MAP_HOPS):
         if "interrupt-controller" in parent.properties or "interrupt-map" not in parent.properties:
             if "interrupt-controller" not in parent.properties and \
                     "interrupt-map" not in parent.properties:
                 raise device.error(prop, f"interrupt parent {parent.path} is neither an "
                                          "interrupt-controller nor has an interrupt-map")
             return parent, spec
-        ncells = parent.u32("#interrupt-cells")
-        acells = parent.u32("#address-cells", 0)
+        acells, ncells = _nexus_cells(parent, "an interrupt nexus")
         imap = parent.cells("interrupt-map")
         mask = parent.cells("interrupt-map-mask") if "interrupt-map-mask" in parent.properties \
             else (0xFFFFFFFF,) * (acells + ncells)
@@ -202,8 +221,7 @@ def _walk_map(tree: DeviceTree, device: Node, parent: Node,
                 raise parent.error("interrupt-map", "entry truncated")
             new_parent = tree.phandle(imap[pos], parent, "interrupt-map")
             pos += 1
-            pac = new_parent.u32("#address-cells", 0)
-            pic = new_parent.u32("#interrupt-cells")
+            pac, pic = _nexus_cells(new_parent, f"a target of {parent.path}'s interrupt-map")
             if pos + pac + pic > len(imap):
                 raise parent.error("interrupt-map", "entry truncated")
             paddr, pspec = imap[pos:pos + pac], imap[pos + pac:pos + pac + pic]
@@ -215,7 +233,8 @@ def _walk_map(tree: DeviceTree, device: Node, parent: Node,
             raise device.error(prop, f"no interrupt-map entry of {parent.path} matches "
                                      f"{tuple(hex(v) for v in addr + spec)}")
         parent, addr, spec = match
-    raise device.error(prop, f"interrupt-map chain longer than {_MAX_HOPS} hops (a loop?)")
+    raise device.error(prop, f"interrupt-map chain longer than {MAX_IRQ_MAP_HOPS} hops (a "
+                             "loop?)")
 
 
 class IrqResolution(NamedTuple):
@@ -238,7 +257,7 @@ def resolve_interrupts(tree: DeviceTree, node: Node) -> IrqResolution:
         pos = 0
         while pos < len(cells):
             controller = tree.phandle(cells[pos], node, "interrupts-extended")
-            count = controller.u32("#interrupt-cells")
+            count = controller.cell_count("#interrupt-cells")
             spec = cells[pos + 1:pos + 1 + count]
             if len(spec) != count:
                 raise node.error("interrupts-extended", f"entry {len(result)} is truncated")
@@ -257,7 +276,7 @@ def resolve_interrupts(tree: DeviceTree, node: Node) -> IrqResolution:
     if parent is None:
         raise node.error("interrupts", "no interrupt parent found (no interrupt-parent and no "
                                        "ancestor with #interrupt-cells)")
-    count = parent.u32("#interrupt-cells")
+    count = parent.cell_count("#interrupt-cells")
     cells = node.cells("interrupts")
     if count == 0 or len(cells) % count:
         raise node.error("interrupts", f"{len(cells)} cells is not a multiple of "

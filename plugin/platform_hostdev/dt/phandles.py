@@ -2,7 +2,8 @@
 
 Each rule says how to split a property into (target, arguments): either a
 fixed argument count, or the count read from the target's ``#<name>-cells``
-(as of_parse_phandle_with_args() does). Vendor properties outside this table
+(as of_parse_phandle_with_args() does), at most MAX_PHANDLE_ARGS
+(:mod:`platform_hostdev.dt.limits`). Vendor properties outside this table
 are not interpreted: a raw u32 could be anything.
 """
 from __future__ import annotations
@@ -135,7 +136,7 @@ def _references(tree: DeviceTree, node: Node, prop: str,
         if isinstance(rule, int):
             count = rule
         elif rule in target.properties:
-            count = target.u32(rule)
+            count = target.cell_count(rule)  # of_phandle_iterator_args(): MAX_PHANDLE_ARGS
         elif rule in _OPTIONAL_CELLS:
             count = 0
         elif rule == "#interrupt-cells" or prop.endswith("gpios") or prop.endswith("gpio"):

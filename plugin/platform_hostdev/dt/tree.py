@@ -10,10 +10,10 @@ from __future__ import annotations
 import os
 import struct
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
-from platform_hostdev.dt.fdt import RawNode, read_sysfs_tree, walk_dtb
+from platform_hostdev.dt.fdt import RawNode, read_blob, read_sysfs_tree, walk_dtb
+from platform_hostdev.dt.limits import ADDR_CELLS_LIMIT, ARGS_LIMIT, SIZE_CELLS_LIMIT
 from platform_hostdev.errors import DeviceTreeError
 
 __all__ = ["Node", "DeviceTree", "OF_ROOT_ADDR_CELLS", "OF_ROOT_SIZE_CELLS"]
@@ -91,6 +91,18 @@ class Node:
             raise self.error(prop, f"holds {len(raw)} bytes, a u32 needs 4")
         return int.from_bytes(raw[:4], "big")
 
+    def cell_count(self, prop: str, limit: tuple[int, str] = ARGS_LIMIT,
+                   default: int | None = None) -> int:
+        """A ``#...-cells`` property (``default`` when absent, else missing is an error),
+        refused above the kernel's ``limit`` (value, name; :mod:`platform_hostdev.dt.limits`)."""
+        value = self.u32(prop, default)
+        if value > limit[0]:
+            raise self.error(prop, f"{value} cells is more than the {limit[0]} Linux supports "
+                                   f"({limit[1]})",
+                             f"set {prop} of {self.path} to what the binding of its compatible "
+                             f"says (at most {limit[0]}) and rebuild the DTB")
+        return value
+
     def strings(self, prop: str) -> list[str]:
         """A string-list property (NUL-separated); non-UTF-8 is an error."""
         raw = self.properties.get(prop)
@@ -149,12 +161,24 @@ class Node:
 def _inherited_cells(node: Node | None, prop: str, default: int) -> int:
     while node is not None:
         if prop in node.properties:
-            value = node.u32(prop)
-            if value > 4:
-                raise node.error(prop, f"{value} cells is more than the 4 Linux supports")
-            return value
+            return node.cell_count(prop, ADDR_CELLS_LIMIT if prop == "#address-cells"
+                                   else SIZE_CELLS_LIMIT)
         node = node.parent
     return default
+
+
+def _refuse_duplicate(nodes: list[Node]) -> None:
+    """Two siblings of one name: the first node whose path was seen before, located."""
+    seen: set[str] = set()
+    for node in nodes:
+        if node.path in seen:
+            assert node.parent is not None
+            raise node.error(None, f"{node.parent.path} has two child nodes named "
+                                   f"{node.name!r}; dtc refuses that (duplicate node name) and "
+                                   "the kernel's sysfs can hold only one of them",
+                             "rename or merge one of the two nodes in the DTS and rebuild the "
+                             "DTB")
+        seen.add(node.path)
 
 
 class DeviceTree:
@@ -165,6 +189,7 @@ class DeviceTree:
         self.root = Node("", "/", None, raw.properties)
         self.by_path: dict[str, Node] = {"/": self.root}
         stack: list[tuple[RawNode, Node]] = [(raw, self.root)]
+        count = 1
         while stack:
             raw_node, node = stack.pop()
             children = []
@@ -174,9 +199,13 @@ class DeviceTree:
                 children.append(child)
                 self.by_path[path] = child
                 stack.append((raw_child, child))
+            count += len(children)
             if children:
                 node.children = children
-        self._finish()
+        nodes = list(self.root.walk())
+        if len(self.by_path) != count:
+            _refuse_duplicate(nodes)
+        self._finish(nodes)
 
     def _finish(self, nodes: list[Node] | None = None) -> None:
         self.by_phandle: dict[int, Node] = {}
@@ -208,18 +237,15 @@ class DeviceTree:
             return node
 
         tree.root = walk_dtb(blob, source, make)
+        if len(by_path) != len(nodes):
+            _refuse_duplicate(nodes)
         tree.by_path = by_path
         tree._finish(nodes)
         return tree
 
     @classmethod
     def from_dtb(cls, path: str | os.PathLike[str]) -> DeviceTree:
-        try:
-            blob = Path(path).read_bytes()
-        except OSError as exc:
-            raise DeviceTreeError(str(path), None, f"cannot read the DTB: {exc.strerror}",
-                                  "check the path given with --dtb") from None
-        return cls.from_blob(blob, str(path))
+        return cls.from_blob(read_blob(path), str(path))
 
     @classmethod
     def from_sysfs(cls, base: str | os.PathLike[str]) -> DeviceTree:

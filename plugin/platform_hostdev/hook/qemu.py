@@ -36,7 +36,7 @@ from platform_hostdev.domain.rules import (
     refuse_duplicates,
     refuse_non_platform,
 )
-from platform_hostdev.errors import HostdevError
+from platform_hostdev.errors import HostdevError, printable_lines
 from platform_hostdev.host.boundary import Host, host_at
 from platform_hostdev.host.fs import HostFs, is_noiommu
 from platform_hostdev.host.specs import check_spec
@@ -145,9 +145,11 @@ def dispatch(argv: Sequence[str], data: bytes, env: HookEnv) -> int:
 
 def _refused(args: Sequence[str], exc: HostdevError, err: TextIO) -> int:
     name, op = args[0], args[1]
-    print(f"platform-hostdev: {op} of domain {name} refused: {exc.what}", file=err)
+    # libvirt shows this in its error message: names from the DT and sysfs are escaped
+    print(printable_lines(f"platform-hostdev: {op} of domain {name} refused: {exc.what}"),
+          file=err)
     if exc.fix:
-        print(f"platform-hostdev: hint: {exc.fix}", file=err)
+        print(printable_lines(f"platform-hostdev: hint: {exc.fix}"), file=err)
     # A non-zero reconnect makes libvirt kill the running guest: never do that.
     return 0 if op == "reconnect" else 1
 
