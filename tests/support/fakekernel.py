@@ -472,7 +472,7 @@ class FakeKernel(WritableHostFs):
 
     def _loaded_side_effects(self, module: str) -> None:
         if module == "iommufd":
-            self._write_file("/dev/iommu", "", 0o660)
+            self._write_file("/dev/iommu", "", 0o600)
         self._write_proc_devices()
 
     def _write_proc_devices(self) -> None:
