@@ -31,6 +31,8 @@ from platform_hostdev.host.processes import ModprobeRunner
 from platform_hostdev.vfio.cdev import (
     IOMMU_NODE,
     IOMMUFD_UNSAFE_INTERRUPTS,
+    UNSAFE_INTERRUPTS_FIX,
+    UNSAFE_INTERRUPTS_RISK,
     cdev_chrdev_registered,
     device_cdev,
 )
@@ -41,14 +43,6 @@ __all__ = ["IOMMUFD_APPARMOR_RULES", "UNSAFE_INTERRUPTS_FIX", "kernel_config",
 
 IOMMUFD_APPARMOR_RULES = (("/dev/iommu", "rw"), ("/dev/vfio/devices/vfio[0-9]*", "rw"))
 """What QEMU's iommufd backend opens (backends/iommufd.c, hw/vfio/iommufd.c)."""
-UNSAFE_INTERRUPTS_RISK = ("a DMA write of the device can then raise interrupts outside its "
-                          "domain")
-UNSAFE_INTERRUPTS_FIX = (
-    f"echo Y > {IOMMUFD_UNSAFE_INTERRUPTS} (now), and echo 'options iommufd "
-    "allow_unsafe_interrupts=1' > /etc/modprobe.d/iommufd.conf (at boot; "
-    f"iommufd.allow_unsafe_interrupts=1 on the kernel command line if built in). Risk: "
-    f"{UNSAFE_INTERRUPTS_RISK}; or keep the legacy backend (vfio_iommu_type1 asks the same "
-    "of its own allow_unsafe_interrupts)")
 _CDEV = "CONFIG_VFIO_DEVICE_CDEV"
 _REBUILD = (f"use a kernel built with CONFIG_IOMMUFD=m and {_CDEV}=y (drivers/vfio/Kconfig), "
             "or keep the legacy backend (drop iommufd='yes')")

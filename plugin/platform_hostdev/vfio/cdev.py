@@ -30,6 +30,7 @@ from typing import NamedTuple
 from platform_hostdev.host.fs import HostFs, is_noiommu
 
 __all__ = ["IOMMU_NODE", "CDEV_DIR", "CDEV_CHRDEV", "IOMMUFD_UNSAFE_INTERRUPTS",
+           "UNSAFE_INTERRUPTS_RISK", "UNSAFE_INTERRUPTS_FIX",
            "DeviceCdev", "device_cdev", "cdev_chrdev_registered"]
 
 IOMMU_NODE = "/dev/iommu"
@@ -37,6 +38,14 @@ CDEV_DIR = "/dev/vfio/devices"
 CDEV_CHRDEV = "vfio-dev"
 """The name vfio_cdev_init() registers its char device region under (/proc/devices)."""
 IOMMUFD_UNSAFE_INTERRUPTS = "/sys/module/iommufd/parameters/allow_unsafe_interrupts"
+UNSAFE_INTERRUPTS_RISK = ("a DMA write of the device can then raise interrupts outside its "
+                          "domain")
+UNSAFE_INTERRUPTS_FIX = (
+    f"echo Y > {IOMMUFD_UNSAFE_INTERRUPTS} (now), and echo 'options iommufd "
+    "allow_unsafe_interrupts=1' > /etc/modprobe.d/iommufd.conf (at boot; "
+    f"iommufd.allow_unsafe_interrupts=1 on the kernel command line if built in). Risk: "
+    f"{UNSAFE_INTERRUPTS_RISK}; or keep the legacy backend (vfio_iommu_type1 asks the same "
+    "of its own allow_unsafe_interrupts)")
 
 
 class DeviceCdev(NamedTuple):
