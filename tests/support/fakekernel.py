@@ -473,6 +473,8 @@ class FakeKernel(WritableHostFs):
     def _loaded_side_effects(self, module: str) -> None:
         if module == "iommufd":
             self._write_file("/dev/iommu", "", 0o600)
+        if module == "vfio":  # vfio_init(): class_create("vfio-dev")
+            self.path("/sys/class/vfio-dev").mkdir(parents=True, exist_ok=True)
         self._write_proc_devices()
 
     def _write_proc_devices(self) -> None:
