@@ -46,6 +46,8 @@ code                       meaning
 ``vfio-unavailable``       no vfio-platform / vfio-amba driver in the kernel
 ``vfio-error``             a VFIO call failed (inspect)
 ``no-iommu``               no IOMMU group, or a no-IOMMU group QEMU cannot use
+``no-cdev``                the iommufd backend needs the device's vfio cdev, which the kernel
+                           does not give it (no-IOMMU, no CONFIG_VFIO_DEVICE_CDEV, no /dev/iommu)
 ``reset-required``         vfio-platform wants a reset handler the device lacks
 ``probe-failed``           the vfio driver did not bind after drivers_probe
 ``uevent-timeout``         the expected bind/unbind did not happen in time

@@ -260,6 +260,13 @@ class Allowed:
         if rel.startswith(STATE_DIRS) or rel == "dev/kmsg" or \
                 any(d.startswith(rel + "/") for d in STATE_DIRS):
             return True
+        link = self.root / rel
+        if re.fullmatch(r"sys/class/vfio-dev/vfio\d+", rel) and (
+                not link.is_symlink() or any(  # removed, or the kernel's link to a named device
+                    os.path.realpath(link).startswith(
+                        os.path.realpath(self.kernel.host.devices[name]) + "/vfio-dev/")
+                    for name in self.devices)):
+            return True  # vfio_device_add(): the class link of the vfio device bind made
         for name in self.devices:
             device_dir = os.path.relpath(self.kernel.host.devices[name], self.root)
             if rel.startswith(device_dir + "/") or re.fullmatch(

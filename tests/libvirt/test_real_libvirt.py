@@ -177,3 +177,51 @@ def test_attach_detach_edit_round_trips(conn: Any, tmp_path: Path) -> None:
     assert "fe001000.gpio" not in out and "ff0e0000.ethernet" in out
     raw = conn.lookupByName("phd-real-edit").XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
     assert raw.count("vfio-platform") == 1
+
+
+# An x86 host's own platform device (drivers/tty/serial/8250/8250_core.c registers
+# "serial8250"): it exists in sysfs, so QEMU gets past vfio-platform's "no such host
+# device" and into its iommufd code (hw/vfio/iommufd.c iommufd_cdev_getfd()), which
+# looks for the device's vfio cdev below its sysfs directory.
+X86_PLATFORM_DEVICE = "serial8250"
+QEMU_IOMMUFD_ERROR = (f"vfio {X86_PLATFORM_DEVICE}: vfio /sys/bus/platform/devices/"
+                      f"{X86_PLATFORM_DEVICE}/vfio-dev: couldn't open directory "
+                      f"/sys/bus/platform/devices/{X86_PLATFORM_DEVICE}/vfio-dev: "
+                      "No such file or directory")
+IOMMUFD_HOSTDEVS = f"""
+    <hostdev mode='subsystem' type='platform' managed='yes'>
+      <source><device name='{X86_PLATFORM_DEVICE}'/></source>
+      <driver name='vfio' iommufd='yes'/>
+    </hostdev>
+    <hostdev mode='subsystem' type='platform'>
+      <source><device name='ff0f0000.serial'/></source>
+    </hostdev>"""
+
+
+def _iommufd_domain(name: str) -> str:
+    user = DOMAIN.format(name=name)
+    start = user.index("    <hostdev")
+    end = user.index("</hostdev>") + len("</hostdev>")
+    return user[:start] + IOMMUFD_HOSTDEVS.lstrip("\n") + user[end:]
+
+
+def test_iommufd_backend_native_argv_and_start_reaches_qemu_iommufd(
+        conn: Any, libvirtd: PrivateLibvirt) -> None:
+    assert Path(f"/sys/bus/platform/devices/{X86_PLATFORM_DEVICE}").exists(), \
+        f"this x86 host has no platform device {X86_PLATFORM_DEVICE} to start the domain with"
+    xml = forward(parse_xml(_iommufd_domain("phd-real-iommufd"), "d"), None)
+    root = xml.tree.getroot()
+    backing = root.find("memoryBacking")
+    assert backing is not None
+    root.remove(backing)  # as test_start_reaches_qemu_vfio_platform: QEMU is exec'd
+    conn.defineXMLFlags(to_string(xml.tree), 0)
+    argv = subprocess.run(["virsh", "-c", libvirtd.uri, "domxml-to-native", "qemu-argv",
+                           "--domain", "phd-real-iommufd"], capture_output=True, text=True,
+                          check=True).stdout
+    assert argv.count("-object iommufd,id=phd-iommufd0") == 1
+    assert (f"-device vfio-platform,host={X86_PLATFORM_DEVICE},id=phd-0,"
+            "iommufd=phd-iommufd0 ") in argv
+    assert "-device vfio-platform,host=ff0f0000.serial,id=phd-1" in argv  # legacy stays
+    assert argv.index("-object iommufd,id=phd-iommufd0") < argv.index("vfio-platform")
+    text = _start_error(conn, libvirtd, "phd-real-iommufd")
+    assert QEMU_IOMMUFD_ERROR in text

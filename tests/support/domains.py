@@ -25,12 +25,13 @@ __all__ = ["user_domain", "libvirt_domain", "synced_domain", "with_guest_dt"]
 
 def user_domain(name: str, devices: Sequence[str], *, managed: bool = True,
                 uuid: str | None = None, memory_mib: int = 512, vcpus: int = 1,
-                extra_devices: str = "") -> str:
-    """An aarch64 virt domain in the user form with one platform hostdev per device name."""
+                extra_devices: str = "", iommufd: Sequence[str] = ()) -> str:
+    """An aarch64 virt domain in the user form with one platform hostdev per device name;
+    those named in ``iommufd`` carry ``<driver iommufd='yes'/>``."""
     hostdevs = "".join(
         f"""
     <hostdev mode='subsystem' type='platform' managed='{"yes" if managed else "no"}'>
-      <source><device name='{d}'/></source>
+      <source><device name='{d}'/></source>{"<driver iommufd='yes'/>" if d in iommufd else ""}
     </hostdev>""" for d in devices)
     return f"""<domain type='qemu'>
   <name>{name}</name>

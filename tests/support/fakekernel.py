@@ -32,6 +32,17 @@ kernel source (6.12), file and function named:
   IOMMU group, /dev/vfio/N exists while a member is bound to vfio.
   ``debian_61_reset_bug=True`` models Debian 6.1.y: ENOENT without a reset
   handler even when reset_required=N.
+* vfio device cdev (drivers/vfio/vfio_main.c vfio_init_device(),
+  drivers/vfio/vfio.h vfio_device_add(), device_cdev.c): a bound vfio device
+  gets ``D/vfio-dev/vfioN`` (N the lowest free index of vfio.device_ida);
+  with ``vfio_cdev=True`` (CONFIG_VFIO_DEVICE_CDEV=y) and an IOMMU group it
+  has ``dev`` (MAJ:MIN in the "vfio-dev" region) and /dev/vfio/devices/vfioN
+  (devtmpfs, vfio_device_devnode()); a no-IOMMU device gets neither ("cdev
+  does not support noiommu device"); all removed on unbind. /proc/devices
+  lists "vfio-dev" while vfio is loaded with the cdev (vfio_cdev_init()).
+* iommufd (drivers/iommu/iommufd/main.c, device.c): with ``iommufd=True``
+  loading vfio loads iommufd first (vfio needs its symbols when IOMMUFD=m):
+  /dev/iommu (misc, 10:MINOR) and the ``allow_unsafe_interrupts`` parameter.
 * Failed probes log "DRV D: probe with driver DRV failed with error -N"
   (dd.c call_driver_probe; ENODEV/ENXIO stay silent) to ``<root>/dev/kmsg`` in
   /dev/kmsg's record format.
@@ -98,7 +109,10 @@ MODULES: dict[str, tuple[tuple[str, str] | None, dict[str, tuple[str, int]], tup
     "vfio_platform": (("platform", "vfio-platform"), {"reset_required": ("Y", 0o444)},
                       ("vfio",)),
     "vfio_amba": (("amba", "vfio-amba"), {}, ("vfio",)),
+    "iommufd": (None, {"allow_unsafe_interrupts": ("N", 0o644)}, ()),
 }
+VFIO_DEV_MAJOR = 507   # what alloc_chrdev_region() gave "vfio-dev" on a Debian 6.12 board
+MISC_MAJOR = 10
 _VFIO = set(VFIO_DRIVERS.values())
 
 
@@ -127,8 +141,11 @@ class FakeKernel(WritableHostFs):
                  available: Collection[str] = tuple(MODULES),
                  reset_handlers: Collection[str] = (), reset_required: bool = True,
                  debian_61_reset_bug: bool = False, release: str = "6.12.0-fake-arm64",
-                 probe_errors: Mapping[str, int] | None = None) -> None:
+                 probe_errors: Mapping[str, int] | None = None, vfio_cdev: bool = True,
+                 iommufd: bool = True) -> None:
         super().__init__(host.root)
+        self.vfio_cdev = vfio_cdev
+        self.iommufd = iommufd
         self.host = host
         self.drivers = dict(QEMU_VIRT_DRIVERS if drivers is None else drivers)
         self.available = set(available)
@@ -151,12 +168,16 @@ class FakeKernel(WritableHostFs):
             loaded = registers is not None and host.driver_dir(*registers).is_dir()
             if module == "vfio":
                 loaded = self.path("/sys/module/vfio/parameters").is_dir()
+            if module == "iommufd":
+                loaded = iommufd and self.path("/sys/module/vfio/parameters").is_dir()
             if loaded:
                 defaults = dict(params)
                 if module == "vfio_platform":
                     defaults["reset_required"] = ("Y" if reset_required else "N", 0o444)
                 self._create_module(module, defaults, {})
+                self._loaded_side_effects(module)
         self._reset_required_default = reset_required
+        self._write_proc_devices()
 
     # ------------------------------------------------------------------ injection
     def waiter(self) -> SynchronousWaiter:
@@ -366,7 +387,31 @@ class FakeKernel(WritableHostFs):
             self._write_file(f"/dev/vfio/noiommu-{group}", "", 0o600)
         else:
             self._write_file(f"/dev/vfio/{group}", "", 0o600)
+        self._add_vfio_device(name, noiommu=self._is_noiommu(group))
         return 0
+
+    def _add_vfio_device(self, name: str, noiommu: bool) -> None:
+        used = {int(p.name[4:]) for p in self.path("/sys/class/vfio-dev").iterdir()} \
+            if self.path("/sys/class/vfio-dev").is_dir() else set()
+        index = next(i for i in range(len(used) + 1) if i not in used)  # ida: lowest free
+        directory = self.host.device_dir(name) / "vfio-dev" / f"vfio{index}"
+        directory.mkdir(parents=True)
+        (directory / "uevent").write_text(f"DEVNAME=vfio/devices/vfio{index}\n"
+                                          if self.vfio_cdev and not noiommu else "")
+        if self.vfio_cdev and not noiommu:
+            (directory / "dev").write_text(f"{VFIO_DEV_MAJOR}:{index}\n")
+            self._write_file(f"/dev/vfio/devices/vfio{index}", "", 0o600)
+        link = self.path(f"/sys/class/vfio-dev/vfio{index}")
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(os.path.relpath(directory, link.parent))
+
+    def _remove_vfio_device(self, name: str) -> None:
+        base = self.host.device_dir(name) / "vfio-dev"
+        for entry in sorted(base.iterdir()) if base.is_dir() else []:
+            self.path(f"/sys/class/vfio-dev/{entry.name}").unlink(missing_ok=True)
+            self.path(f"/dev/vfio/devices/{entry.name}").unlink(missing_ok=True)
+        if base.is_dir():
+            shutil.rmtree(base)
 
     def _unbind(self, name: str) -> None:
         for link in list(self.host.links):  # device_links_unbind_consumers, transitively
@@ -376,6 +421,7 @@ class FakeKernel(WritableHostFs):
         driver = self.host.driver_of(name)
         self.host.unbind(name)
         if driver in _VFIO:
+            self._remove_vfio_device(name)
             group = self.host.iommu_group_of(name)
             if group is not None and self._is_noiommu(group):
                 self._remove_group(name, group)
@@ -409,6 +455,8 @@ class FakeKernel(WritableHostFs):
 
     def _load(self, module: str, params: Mapping[str, str]) -> None:
         registers, defaults, depends = MODULES[module]
+        if module == "vfio" and self.iommufd:
+            depends = ("iommufd", *depends)
         for dependency in depends:
             if not self.path(f"/sys/module/{dependency}").is_dir():
                 self._load(dependency, {})
@@ -418,8 +466,24 @@ class FakeKernel(WritableHostFs):
         if module == "vfio_platform":
             values["reset_required"] = ("Y" if self._reset_required_default else "N", 0o444)
         self._create_module(module, values, params)
+        self._loaded_side_effects(module)
         if registers is not None:
             self.host.add_driver(*registers)
+
+    def _loaded_side_effects(self, module: str) -> None:
+        if module == "iommufd":
+            self._write_file("/dev/iommu", "", 0o600)
+        if module == "vfio":  # vfio_init(): class_create("vfio-dev")
+            self.path("/sys/class/vfio-dev").mkdir(parents=True, exist_ok=True)
+        self._write_proc_devices()
+
+    def _write_proc_devices(self) -> None:
+        """fs/proc/devices.c: the char majors; vfio-dev once vfio_cdev_init() ran."""
+        lines = ["Character devices:", "  1 mem", "  5 /dev/tty", f" {MISC_MAJOR} misc"]
+        if self.vfio_cdev and self.path("/sys/module/vfio").is_dir():
+            lines.append(f"{VFIO_DEV_MAJOR} vfio-dev")
+        lines += ["", "Block devices:", "  8 sd", "259 blkext"]
+        self._write_file("/proc/devices", "\n".join(lines) + "\n", 0o444)
 
     def _create_module(self, module: str, defaults: Mapping[str, tuple[str, int]],
                        given: Mapping[str, str]) -> None:

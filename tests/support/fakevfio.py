@@ -9,6 +9,15 @@ include/uapi/linux/vfio.h, deliberately not taken from the code under test).
 
 :func:`vfio_sysfs` writes the few sysfs links the client reads for one device
 (driver, iommu_group, the group's name and members) under a temporary root.
+
+The device cdev and iommufd (drivers/vfio/device_cdev.c, vfio_main.c
+vfio_device_fops_unl_ioctl(), drivers/iommu/iommufd/ioas.c): ``cdev_node``
+opens as a device fd that refuses every ioctl but BIND_IOMMUFD with EINVAL
+until bound (access_granted); BIND checks argsz/flags/iommufd (EINVAL) and
+that the fd is an iommufd (EBADF); on a device fd from a group BIND is EINVAL
+("only allowed for cdev fds") with ``cdev_supported``, else ENOTTY (the stub
+of a vfio without CONFIG_VFIO_DEVICE_CDEV); ATTACH needs the bind (EINVAL)
+and an allocated IOAS (ENOENT).
 """
 from __future__ import annotations
 
@@ -27,6 +36,9 @@ NUMBERS = {
     0x3B67: "GROUP_GET_STATUS", 0x3B68: "GROUP_SET_CONTAINER",
     0x3B69: "GROUP_UNSET_CONTAINER", 0x3B6A: "GROUP_GET_DEVICE_FD",
     0x3B6B: "DEVICE_GET_INFO", 0x3B6C: "DEVICE_GET_REGION_INFO", 0x3B6D: "DEVICE_GET_IRQ_INFO",
+    0x3B76: "DEVICE_BIND_IOMMUFD", 0x3B77: "DEVICE_ATTACH_IOMMUFD_PT",
+    # include/uapi/linux/iommufd.h: _IO(';', 0x80 + n)
+    0x3B80: "IOMMU_DESTROY", 0x3B81: "IOMMU_IOAS_ALLOC",
 }
 
 
@@ -61,6 +73,10 @@ class FakeVfio:
     _next_fd: int = 100
     _container_groups: int = 0
     _iommu_set: bool = False
+    cdev_node: str | None = None        # /dev/vfio/devices/vfioN when the device has one
+    cdev_supported: bool = True         # vfio built with CONFIG_VFIO_DEVICE_CDEV
+    bound: bool = False
+    ioas: list[int] = field(default_factory=list)
 
     def _host(self, path: str) -> str:
         rel = os.path.relpath(path, self.root)
@@ -81,11 +97,19 @@ class FakeVfio:
             return self._new_fd("container")
         if host == self.group_node:
             return self._new_fd("group")
+        if host == "/dev/iommu":
+            return self._new_fd("iommufd")
+        if self.cdev_node is not None and host == self.cdev_node:
+            return self._new_fd("cdev")
         raise OSError(errno.ENOENT, os.strerror(errno.ENOENT), path)
 
     def close(self, fd: int) -> None:
         kind = self.open_fds.pop(fd)
         self.calls.append(("close", kind))
+        if kind == "cdev":
+            self.bound = False  # vfio_df_unbind_iommufd() on release
+        if kind == "iommufd":
+            self.ioas.clear()
 
     def ioctl(self, fd: int, request: int, arg: int | bytearray) -> int:
         name = NUMBERS.get(request)
@@ -143,9 +167,48 @@ class FakeVfio:
             raise _fail(errno.ENODEV)
         return self._new_fd("device")
 
+    # -- cdev and iommufd -----------------------------------------------------
+    def _device_bind_iommufd(self, kind: str, arg: int | bytearray) -> int:
+        assert kind in ("device", "cdev") and isinstance(arg, bytearray)
+        if not self.cdev_supported:
+            raise _fail(errno.ENOTTY)
+        argsz, flags, iommufd, _ = struct.unpack_from("=IIiI", arg)
+        if argsz < 16 or flags or iommufd < 0 or kind == "device" or self.bound:
+            raise _fail(errno.EINVAL)
+        if self.open_fds.get(iommufd) != "iommufd":
+            raise _fail(errno.EBADF)
+        self.bound = True
+        struct.pack_into("=IIiI", arg, 0, argsz, flags, iommufd, 1)
+        return 0
+
+    def _device_attach_iommufd_pt(self, kind: str, arg: int | bytearray) -> int:
+        assert kind == "cdev" and isinstance(arg, bytearray)
+        argsz, flags, pt_id = struct.unpack_from("=III", arg)
+        if argsz < 12 or flags or not self.bound:
+            raise _fail(errno.EINVAL)
+        if pt_id not in self.ioas:
+            raise _fail(errno.ENOENT)
+        struct.pack_into("=III", arg, 0, argsz, flags, pt_id + 100)  # the auto-created hwpt
+        return 0
+
+    def _iommu_ioas_alloc(self, kind: str, arg: int | bytearray) -> int:
+        assert kind == "iommufd" and isinstance(arg, bytearray)
+        size, flags, _ = struct.unpack_from("=III", arg)
+        if size < 12 or flags:
+            raise _fail(errno.EINVAL)
+        self.ioas.append(len(self.ioas) + 2)
+        struct.pack_into("=III", arg, 0, size, flags, self.ioas[-1])
+        return 0
+
     # -- device ---------------------------------------------------------------
+    def _device_access(self, kind: str) -> None:
+        assert kind in ("device", "cdev")
+        if kind == "cdev" and not self.bound:
+            raise _fail(errno.EINVAL)  # !df->access_granted
+
     def _device_get_info(self, kind: str, arg: int | bytearray) -> int:
-        assert kind == "device" and isinstance(arg, bytearray)
+        self._device_access(kind)
+        assert isinstance(arg, bytearray)
         (argsz,) = struct.unpack_from("=I", arg)
         if argsz < 16:
             raise _fail(errno.EINVAL)
@@ -155,7 +218,8 @@ class FakeVfio:
         return 0
 
     def _device_get_region_info(self, kind: str, arg: int | bytearray) -> int:
-        assert kind == "device" and isinstance(arg, bytearray)
+        self._device_access(kind)
+        assert isinstance(arg, bytearray)
         argsz, _, index = struct.unpack_from("=III", arg)
         if argsz < 32 or index >= len(self.regions):
             raise _fail(errno.EINVAL)
@@ -165,7 +229,8 @@ class FakeVfio:
         return 0
 
     def _device_get_irq_info(self, kind: str, arg: int | bytearray) -> int:
-        assert kind == "device" and isinstance(arg, bytearray)
+        self._device_access(kind)
+        assert isinstance(arg, bytearray)
         argsz, _, index = struct.unpack_from("=III", arg)
         if argsz < 16 or index >= len(self.irqs):
             raise _fail(errno.EINVAL)
@@ -180,8 +245,10 @@ def _fail(code: int) -> OSError:
 
 def vfio_sysfs(root: Path, bus: str, name: str, driver: str | None, group: str | None,
                group_name: str | None = "vfio-noiommu",
-               members: dict[str, str | None] | None = None) -> None:
-    """The sysfs links of one device (and its iommu group) under ``root``."""
+               members: dict[str, str | None] | None = None, cdev: str | None = None,
+               cdev_dev: bool = True) -> None:
+    """The sysfs links of one device (and its iommu group) under ``root``; ``cdev`` (vfioN)
+    adds its vfio-dev entry, with ``dev`` and the /dev node when ``cdev_dev``."""
     devices = root / "sys/devices/platform"
     device = devices / name
     device.mkdir(parents=True, exist_ok=True)
@@ -192,6 +259,12 @@ def vfio_sysfs(root: Path, bus: str, name: str, driver: str | None, group: str |
         driver_dir = root / f"sys/bus/{bus}/drivers/{driver}"
         driver_dir.mkdir(parents=True, exist_ok=True)
         (device / "driver").symlink_to(driver_dir)
+    if cdev is not None:
+        (device / "vfio-dev" / cdev).mkdir(parents=True)
+        if cdev_dev:
+            (device / "vfio-dev" / cdev / "dev").write_text("507:0\n")
+            (root / "dev/vfio/devices").mkdir(parents=True, exist_ok=True)
+            (root / "dev/vfio/devices" / cdev).write_text("")
     if group is None:
         return
     group_dir = root / f"sys/kernel/iommu_groups/{group}"

@@ -140,12 +140,14 @@ def _oracle(element: etree._Element) -> PlatformHostdev:
         return None if value is None else value == "on"
 
     timeout = driver.get("mmap_timeout") if driver is not None else None
+    iommufd = tok(driver.get("iommufd")) if driver is not None else None
     return PlatformHostdev(
         devicetree.get("path") if devicetree is not None else None,
         device.get("name") if device is not None else None,
         tok(element.get("managed", "yes")) == "yes", on_off("mmap"), on_off("irqfd"),
         int(timeout) if timeout is not None else None,
-        alias.get("name") if alias is not None else None)
+        alias.get("name") if alias is not None else None,
+        None if iommufd is None else iommufd == "yes")
 
 
 def _commands_read(xml: bytes) -> list[PlatformHostdev]:
@@ -241,6 +243,10 @@ CHOSEN = [  # (hostdev attributes, hostdev content, the verdict by the RelaxNG a
     (None, '<source><device name="a"/></source><driver name="kvm"/>', False),
     (None, '<source><device name="a"/></source><driver mmap="maybe"/>', False),
     (None, '<source><device name="a"/></source><driver irqfd=" on"/>', True),
+    (None, '<source><device name="a"/></source><driver iommufd=" yes "/>', True),
+    (None, '<source><device name="a"/></source><driver iommufd="no"/>', True),
+    (None, '<source><device name="a"/></source><driver iommufd="on"/>', False),
+    (None, '<source><device name="a"/></source><driver iommufd=""/>', False),
     (None, '<source><device name="a"/></source><driver/><driver/>', False),
     (None, '<source><device name="a"/></source><alias name="a"/><!-- c --><?pi x?>', True),
     (None, '<driver/><alias name="z"/><source><device name="a"/></source>', True),
@@ -337,6 +343,7 @@ _FIELDS: dict[str, tuple[list[str | None], list[str | None]]] = {
     "mmap": ([None, "on", "off", " on "], ["maybe", ""]),
     "irqfd": ([None, "on", "off"], ["yes"]),
     "mmap_timeout": ([None, "0", "3600000", " 5", "-0"], ["3600001", "x", "-5"]),
+    "iommufd": ([None, "yes", "no", " yes\t"], ["on", "", "yes no"]),
     "alias": ([None, "ua-a", "a" * 64, "a.b_c-d"], ["1a", "a" * 65, ""]),
     "element": ([""], ["<boot/>", "<source><device name='z'/></source>"]),
 }
@@ -362,7 +369,8 @@ def _hostdev_xml(draw: st.DrawFn) -> str:
     if draw(st.booleans()):
         parts.append("<driver" + _attr("name", value("driver")) + _attr("mmap", value("mmap"))
                      + _attr("irqfd", value("irqfd"))
-                     + _attr("mmap_timeout", value("mmap_timeout")) + "/>")
+                     + _attr("mmap_timeout", value("mmap_timeout"))
+                     + _attr("iommufd", value("iommufd")) + "/>")
     alias = value("alias")
     if alias is not None:
         parts.append(f"<alias{_attr('name', alias)}/>")

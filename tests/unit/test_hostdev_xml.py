@@ -22,6 +22,16 @@ def test_model_from_element() -> None:
     assert model == PlatformHostdev("/soc/eth@1", "1.eth", False, False, False, 5, "ua-a")
     assert model.qemu_tuning() == ["x-no-mmap=on", "x-irqfd=off", "mmap-timeout-ms=5"]
     assert model.label == "/soc/eth@1 = 1.eth"
+    assert model.iommufd is None and model.backend == "legacy"  # libvirt's default
+
+
+@pytest.mark.parametrize(("value", "backend"), [("yes", "iommufd"), ("no", "legacy")])
+def test_model_backend(value: str, backend: str) -> None:
+    element = parse_xml(f"<hostdev type='platform'><source><device name='a'/></source>"
+                        f"<driver iommufd='{value}'/></hostdev>", "h").getroot()
+    model = PlatformHostdev.from_element(element)
+    assert model.iommufd is (value == "yes") and model.backend == backend
+    assert model.qemu_tuning() == []  # the backend is not a tuning property
 
 
 @pytest.mark.parametrize("data", [XXE, LAUGHS, b"<!doctype domain><domain/>",
@@ -44,6 +54,8 @@ def test_malformed_refused(data: bytes) -> None:
     "</hostdev>",
     "<hostdev type='platform'><source><device name='a'/></source>"
     "<driver mmap_timeout='-1'/></hostdev>",
+    "<hostdev type='platform'><source><device name='a'/></source>"
+    "<driver iommufd='on'/></hostdev>",
     "<hostdev type='pci'><source><device name='a'/></source></hostdev>",
     "<hostdev type='platform' xmlns:p='urn:x' p:extra='1'><source><device name='a'/></source>"
     "</hostdev>",

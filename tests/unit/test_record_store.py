@@ -35,7 +35,8 @@ def _journal_record(device: str) -> JournalRecord:
 
 
 def _owner_record(device: str) -> OwnerRecord:
-    return OwnerRecord(device, "platform", "vm1", "u-1", True, True, "prepared", node_owner=[])
+    return OwnerRecord(device, "platform", "vm1", "u-1", True, True, "prepared", node_owner=[],
+                       cdev_owner=[], iommu_owner=[])  # JSON gives sequences back as lists
 
 
 STORES: list[tuple[Callable[[HostFs], RecordStore[Any]], Callable[[str], Any], str]] = [

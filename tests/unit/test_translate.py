@@ -214,3 +214,29 @@ def test_a_host_device_name_xml_cannot_carry_is_refused(tmp_path: Path) -> None:
     assert info.value.what == ("the host device at /soc/ethernet@ff0e0000 is named "
                                "'ff0e0000.eth\\x1b[2Jernet', with characters the domain XML "
                                "cannot carry")
+
+
+def _args(root: etree._Element) -> list[str | None]:
+    return [a.get("value") for a in root.iterfind(f"{{{QEMU_NS}}}commandline/{{{QEMU_NS}}}arg")]
+
+
+def test_iommufd_object_once_and_the_property_on_each_device_that_uses_it() -> None:
+    source = (GOLDEN_DIR / "translate" / "iommufd-in.xml").read_text()
+    result = translate.forward(parse_xml(source, "iommufd"), None)
+    args = _args(result.tree.getroot())
+    assert args == [
+        "-object", "iommufd,id=user-iommufd",          # the user's own: kept, first
+        "-object", "iommufd,id=phd-iommufd0",          # ours: once, before our devices
+        "-device", "vfio-platform,host=ff0e0000.ethernet,id=phd-ua-eth0,"
+                   "iommufd=phd-iommufd0,x-no-mmap=on",
+        "-device", "vfio-platform,host=ff0f0000.serial,id=phd-1",   # iommufd='no': legacy
+        "-device", "vfio-platform,host=fd500000.dma,id=phd-2,iommufd=phd-iommufd0"]
+    assert [h.hostdev.backend for h in result.hostdevs] == ["iommufd", "legacy", "iommufd"]
+    back = translate.backward(result.tree).getroot()
+    assert _args(back) == ["-object", "iommufd,id=user-iommufd"]
+
+
+def test_a_legacy_domain_gets_no_iommufd_object() -> None:
+    source = (GOLDEN_DIR / "translate" / "basic-in.xml").read_text()
+    args = _args(translate.forward(parse_xml(source, "basic"), None).tree.getroot())
+    assert "-object" not in args and not any("iommufd" in (a or "") for a in args)

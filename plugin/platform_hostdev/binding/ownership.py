@@ -8,7 +8,10 @@ name the device of its file: a renamed or copied record is refused, never
 given back for another device. A record names
 the domain (name and UUID), whether the device is managed, whether we
 detached it (then release re-attaches it), and the /dev/vfio node's original
-owner and mode (restored at release).
+owner and mode (restored at release). A device on the iommufd backend records
+its vfio cdev (/dev/vfio/devices/vfioN) instead of its group node, and
+/dev/iommu's original owner: /dev/iommu is shared, so it is restored when the
+last record holding it goes.
 
 The hook never asks libvirt whether an owner is running (it would deadlock);
 it reads libvirt's own run files: a domain is running while
@@ -54,6 +57,9 @@ class OwnerRecord(NamedTuple):
     node_owner: Sequence[int] = ()   # [uid, gid, mode] before
     since: float = 0.0
     pid: int = 0                     # the hook process while state == "preparing"
+    cdev: str | None = None          # /dev/vfio/devices/vfioN we handed over (iommufd)
+    cdev_owner: Sequence[int] = ()   # [uid, gid, mode] before
+    iommu_owner: Sequence[int] = ()  # /dev/iommu's [uid, gid, mode] before us (iommufd)
 
     def at(self, **changes: Any) -> OwnerRecord:
         return self._replace(**changes)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from platform_hostdev.checkhost.iommufd import IOMMUFD_APPARMOR_RULES
 from platform_hostdev.checkhost.model import FAIL, PASS, WARN, Check
 from platform_hostdev.errors import HostdevError
 from platform_hostdev.host.fs import HostFs
@@ -71,8 +72,11 @@ def _acl_line(entries: Sequence[str]) -> str:
 
 
 def qemu_conf_checks(fs: HostFs, conf: QemuConf, groups: Sequence[str],
-                     for_domain: bool) -> list[Check]:
-    """cgroup_device_acl, namespaces and user/group for the VFIO groups a domain needs."""
+                     for_domain: bool, iommufd_nodes: Sequence[str] = (),
+                     legacy: bool = True) -> list[Check]:
+    """cgroup_device_acl, namespaces and user/group for the VFIO nodes a domain needs: the
+    groups (and /dev/vfio/vfio) of ``legacy`` devices, ``iommufd_nodes`` (/dev/iommu, the
+    vfio cdevs) of iommufd ones."""
     if conf.error is not None:
         return [Check("qemu.conf", FAIL, conf.error.what, conf.error.fix)]
     checks = []
@@ -82,7 +86,8 @@ def qemu_conf_checks(fs: HostFs, conf: QemuConf, groups: Sequence[str],
         return [Check("qemu.conf cgroup_device_acl", FAIL, "cgroup_device_acl is not a list",
                       "write it as a list: " + _acl_line(DEFAULT_DEVICE_ACL))]
     current = [str(e) for e in acl] if acl is not None else list(DEFAULT_DEVICE_ACL)
-    needed = ["/dev/vfio/vfio", *(f"/dev/vfio/{g}" for g in groups)]
+    needed = [*(["/dev/vfio/vfio", *(f"/dev/vfio/{g}" for g in groups)] if legacy else []),
+              *iommufd_nodes]
     missing = [e for e in needed if e not in current]
     lost = [e for e in DEFAULT_DEVICE_ACL if e not in current]
     full = list(dict.fromkeys([*DEFAULT_DEVICE_ACL, *current, *needed]))
@@ -159,8 +164,9 @@ def _apparmor_rules(fs: HostFs) -> list[tuple[str, str]]:
     return rules
 
 
-def security_checks(fs: HostFs, conf: QemuConf) -> list[Check]:
-    """AppArmor rules for QEMU's VFIO and sysfs access, or the SELinux labelling note."""
+def security_checks(fs: HostFs, conf: QemuConf, iommufd: bool = False) -> list[Check]:
+    """AppArmor rules for QEMU's VFIO and sysfs access (``iommufd``: also /dev/iommu and the
+    vfio cdevs), or the SELinux labelling note."""
     if conf.settings.get("security_driver") == "none":
         return [Check("security driver", PASS, 'qemu.conf security_driver = "none": QEMU is '
                       "not confined")]
@@ -168,7 +174,8 @@ def security_checks(fs: HostFs, conf: QemuConf) -> list[Check]:
     apparmor = (fs.read_text("/sys/module/apparmor/parameters/enabled") or "").strip()
     if apparmor[:1] in ("Y", "y"):
         rules = _apparmor_rules(fs)
-        missing = [(p, m) for p, m in APPARMOR_RULES
+        wanted = [*APPARMOR_RULES, *(IOMMUFD_APPARMOR_RULES if iommufd else ())]
+        missing = [(p, m) for p, m in wanted
                    if not any(_covers(rp, rm, p, m) for rp, rm in rules)]
         if missing:
             lines = " ".join(f"{p} {m}," for p, m in missing)

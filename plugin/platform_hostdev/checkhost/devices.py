@@ -7,12 +7,16 @@ IOMMU group (QEMU cannot use no-IOMMU groups), vfio-platform will accept it
 (a reset handler, or reset_required=0 with its risk), its group is viable
 (:mod:`~platform_hostdev.vfio.groups`: every member bound to a vfio driver,
 unbound, or in the domain), and an unmanaged device is already detached.
+A device on the iommufd backend also gets its vfio cdev and interrupt
+isolation checked (:mod:`~platform_hostdev.checkhost.iommufd`), and QEMU opens
+its cdev and /dev/iommu instead of its group node.
 Both the user form and the translated form of a domain are read (the
 translated one through :func:`translate.backward`).
 """
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 from lxml import etree
 
@@ -25,6 +29,7 @@ from platform_hostdev.binding.preflight import (
     has_reset_handler,
     kernel_release,
 )
+from platform_hostdev.checkhost.iommufd import cdev_check, interrupt_check
 from platform_hostdev.checkhost.model import FAIL, PASS, WARN, Check
 from platform_hostdev.domain.hostdev import PlatformHostdev
 from platform_hostdev.domain.translate import backward, platform_hostdev_elements
@@ -43,7 +48,15 @@ from platform_hostdev.host.protection import consumers_error, host_usage, unbind
 from platform_hostdev.vfio.groups import group_blockers, group_members
 from platform_hostdev.vfio.uapi import VFIO_DRIVERS
 
-__all__ = ["requested_hostdevs", "guest_check", "device_checks"]
+__all__ = ["requested_hostdevs", "guest_check", "device_checks", "DeviceNodes"]
+
+
+class DeviceNodes(NamedTuple):
+    """What QEMU opens for the domain's devices: legacy groups, iommufd nodes."""
+
+    groups: list[str]           # IOMMU groups of legacy devices (/dev/vfio/N)
+    iommufd: list[str]          # /dev/iommu and the cdevs of iommufd devices
+    legacy: bool                # a device uses the legacy backend (/dev/vfio/vfio)
 
 
 def requested_hostdevs(tree: etree._ElementTree) -> tuple[list[PlatformHostdev], list[Check]]:
@@ -72,8 +85,8 @@ def guest_check(root: etree._Element) -> Check:
 
 
 def device_checks(fs: HostFs, inventory: Inventory,
-                  hostdevs: Sequence[PlatformHostdev]) -> tuple[list[Check], list[str]]:
-    """Checks of every requested device, and the IOMMU groups QEMU will open."""
+                  hostdevs: Sequence[PlatformHostdev]) -> tuple[list[Check], DeviceNodes]:
+    """Checks of every requested device, and the nodes QEMU will open."""
     checks: list[Check] = []
     pairs: list[tuple[PlatformHostdev, Device]] = []
     for hostdev in hostdevs:
@@ -85,14 +98,20 @@ def device_checks(fs: HostFs, inventory: Inventory,
         pairs.append((hostdev, inventory.by_name[resolved.name]))
     members = {device.name for _, device in pairs}
     groups: list[str] = []
+    nodes: list[str] = []
     for hostdev, device in pairs:
         checks += _host_use(fs, device)
         checks.append(_device_links(fs, device))
         iommu = _iommu(fs, device)
         checks.append(iommu)
         if iommu.status == PASS and device.iommu_group is not None:
-            groups.append(device.iommu_group)
+            if not hostdev.iommufd:
+                groups.append(device.iommu_group)
             checks.append(_viability(fs, device.name, device.iommu_group, members))
+        if hostdev.iommufd:
+            cdev, node = cdev_check(fs, device)
+            checks += [cdev, interrupt_check(fs, inventory, device)]
+            nodes += ["/dev/iommu", *([node] if node else [])]
         checks.append(_reset(fs, device))
         if not hostdev.managed and device.driver != VFIO_DRIVERS.get(device.bus):
             checks.append(Check(
@@ -100,7 +119,8 @@ def device_checks(fs: HostFs, inventory: Inventory,
                 f"{device.driver or 'no driver'}: libvirt's hook will not detach it",
                 f"platform-hostdev nodedev-detach {device.name} before starting the domain, "
                 "or set managed='yes'"))
-    return checks, list(dict.fromkeys(groups))
+    legacy = any(not h.iommufd for h in hostdevs)
+    return checks, DeviceNodes(list(dict.fromkeys(groups)), list(dict.fromkeys(nodes)), legacy)
 
 
 def _host_use(fs: HostFs, device: Device) -> list[Check]:

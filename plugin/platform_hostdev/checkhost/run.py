@@ -15,9 +15,16 @@ from typing import Any
 from lxml import etree
 
 from platform_hostdev.checkhost.conf import load_qemu_conf, qemu_conf_checks, security_checks
-from platform_hostdev.checkhost.devices import device_checks, guest_check, requested_hostdevs
+from platform_hostdev.checkhost.devices import (
+    DeviceNodes,
+    device_checks,
+    guest_check,
+    requested_hostdevs,
+)
+from platform_hostdev.checkhost.iommufd import iommufd_host_checks
 from platform_hostdev.checkhost.model import (
     FAIL,
+    PASS,
     WARN,
     Check,
     hook_checks,
@@ -31,7 +38,8 @@ from platform_hostdev.errors import HostdevError
 from platform_hostdev.host.boundary import Host
 from platform_hostdev.host.fs import DT_BASE
 from platform_hostdev.host.inventory import Inventory, load_inventory
-from platform_hostdev.virt.qemu_caps import probe
+from platform_hostdev.host.processes import QemuProbeRunner
+from platform_hostdev.virt.qemu_caps import check_iommufd, probe, probe_properties
 
 __all__ = ["check_host"]
 
@@ -48,11 +56,13 @@ def check_host(host: Host, tree: etree._ElementTree | None = None, *, conn: Any 
     """
     fs = host.fs
     checks = module_checks(fs, host.modprobe)
-    groups: list[str] = []
+    nodes = DeviceNodes([], [], True)
     emulator = None
+    iommufd = False
     if tree is not None:
         hostdevs, parsed = requested_hostdevs(tree)
         checks += parsed
+        iommufd = any(h.iommufd for h in hostdevs)
         root = tree.getroot()
         checks.append(guest_check(root))
         if not fs.path("/" + DT_BASE).is_dir():
@@ -61,7 +71,7 @@ def check_host(host: Host, tree: etree._ElementTree | None = None, *, conn: Any 
                                 "to pass through", "run check-host on the DT-booted arm64 host"))
         elif hostdevs:
             devices = inventory() if inventory is not None else load_inventory(host)
-            found, groups = device_checks(fs, devices, hostdevs)
+            found, nodes = device_checks(fs, devices, hostdevs)
             checks += found
             try:
                 root = forward(tree, devices).tree.getroot()
@@ -81,8 +91,23 @@ def check_host(host: Host, tree: etree._ElementTree | None = None, *, conn: Any 
                             "run check-host on the host itself"))
     else:
         checks.append(qemu_check(emulator, lambda e: probe(e, runner, cache)))
+        if iommufd and emulator is not None:
+            checks.append(_qemu_iommufd(emulator, runner, cache))
+    if tree is None or iommufd:  # the host alone: could it serve the iommufd backend?
+        checks += iommufd_host_checks(fs, host.modprobe, iommufd)
     conf = load_qemu_conf(fs)
-    checks += qemu_conf_checks(fs, conf, groups, tree is not None)
-    checks += security_checks(fs, conf)
+    checks += qemu_conf_checks(fs, conf, nodes.groups, tree is not None, nodes.iommufd,
+                               nodes.legacy)
+    checks += security_checks(fs, conf, iommufd)
     checks += hook_checks(fs)
     return checks
+
+
+def _qemu_iommufd(emulator: str, runner: QemuProbeRunner, cache: Path | None) -> Check:
+    """vfio-platform of the emulator has the iommufd link property."""
+    try:
+        check_iommufd(emulator, "vfio-platform",
+                      probe_properties(emulator, "vfio-platform", runner, cache))
+    except HostdevError as exc:
+        return Check("QEMU iommufd", FAIL, exc.what, exc.fix)
+    return Check("QEMU iommufd", PASS, f"vfio-platform of {emulator} has the iommufd property")

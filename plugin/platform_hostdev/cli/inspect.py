@@ -1,7 +1,9 @@
 """``platform-hostdev inspect DEVICE [--json]``: the live VFIO view beside the device tree.
 
 Opens the device through VFIO (container, group, device fd; never its
-registers), reads its device, region and IRQ info, and sets it beside
+registers; ``--backend iommufd``: /dev/iommu and the device's cdev, bound and
+attached as QEMU's iommufd backend does, or why the kernel does not allow it),
+reads its device, region and IRQ info, and sets it beside
 :func:`~platform_hostdev.vfio.correlate.correlate`'s expectation.
 
 Exit codes:
@@ -23,6 +25,7 @@ import argparse
 import platform_hostdev as api
 from platform_hostdev.cli.main import Context
 from platform_hostdev.cli.table import render_table
+from platform_hostdev.vfio.cdev_client import query_cdev
 from platform_hostdev.vfio.client import query
 from platform_hostdev.vfio.inspection import Inspection, inspect
 from platform_hostdev.vfio.uapi import flag_names
@@ -39,6 +42,9 @@ def configure(name: str, p: argparse.ArgumentParser) -> None:
                      "beside its device-tree correlation, and flag every disagreement.")
     p.epilog = "exit status: 0 agree, 3 disagree, 1 error, 2 usage"
     p.add_argument("device", metavar="DEVICE", help="DT path, sysfs name or DT alias")
+    p.add_argument("--backend", choices=("legacy", "iommufd"), default="legacy",
+                   help="open the device through its group (legacy, the default) or through "
+                        "its vfio cdev bound to /dev/iommu (iommufd)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(handler=cmd_inspect)
 
@@ -51,7 +57,10 @@ def cmd_inspect(args: argparse.Namespace, ctx: Context) -> int:
     inventory = ctx.inventory()
     device = inventory.resolve(args.device)
     correlation = api.correlate(inventory.tree, device, inventory.page_size())
-    view = query(ctx.host.fs, device, ctx.vfio_syscalls)
+    if args.backend == "iommufd":
+        view = query_cdev(ctx.host.fs, device, ctx.vfio_syscalls)
+    else:
+        view = query(ctx.host.fs, device, ctx.vfio_syscalls)
     result = inspect(correlation, view)
     if args.json:
         ctx.print_json(result.to_json())
@@ -70,10 +79,12 @@ def render_inspection(result: Inspection) -> str:
     """The side-by-side text report."""
     c, v = result.correlation, result.view
     group = v.group.node + ("  (no-IOMMU: UNSAFE)" if v.group.noiommu else "")
+    via = (f"VFIO cdev:    {v.cdev} bound to /dev/iommu (iommufd), group {v.group.number}"
+           if v.backend == "iommufd" else f"VFIO group:   {group}, IOMMU model {v.iommu_type}")
     lines = [
         f"Device:       {v.device} ({v.bus}), driver {v.driver}",
         f"DT path:      {c.dt_path}",
-        f"VFIO group:   {group}, IOMMU model {v.iommu_type}",
+        via,
         f"Device flags: {_flags('device', v.info.flags)}",
         "",
         "Regions:",

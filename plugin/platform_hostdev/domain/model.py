@@ -52,7 +52,7 @@ CONTAINER = f"{{{PHD_NS}}}hostdevs"
 SCHEMA_HINT = ("allowed: <hostdev mode='subsystem' type='platform' managed='yes|no'> with "
                "<source><devicetree path='/...'/> and/or <device name='...'/></source>, "
                "optional <driver name='vfio' mmap='on|off' irqfd='on|off' "
-               "mmap_timeout='MS'/> and <alias name='...'/>, nothing else")
+               "mmap_timeout='MS' iommufd='yes|no'/> and <alias name='...'/>, nothing else")
 NO_POSITION = 1 << 30
 """Where a stored hostdev without ``position`` goes: after every node of ``<devices>``."""
 ADDED = ("metadata", "commandline", "memoryBacking", "locked")
@@ -198,6 +198,8 @@ FIELDS: tuple[Field, ...] = (
     Field("driver", "mmap_timeout",
           _unsigned(3600000, "is not a number of milliseconds up to 3600000"),
           "mmap_timeout_ms"),
+    Field("driver", "iommufd", _choice({"yes": True, "no": False}, "is not 'yes' or 'no'"),
+          "iommufd"),
     Field("alias", "name", _pattern(_ascii_letter, _alias_char, 1, 64), "alias",
           required=True),
 )
@@ -231,6 +233,8 @@ class PlatformHostdev(NamedTuple):
     irqfd: bool | None = None
     mmap_timeout_ms: int | None = None
     alias: str | None = None
+    iommufd: bool | None = None
+    """libvirt's ``<driver iommufd>``: None (absent) and False keep the legacy backend."""
 
     @classmethod
     def from_element(cls, element: etree._Element, what: str = "a platform hostdev") -> \
@@ -251,6 +255,12 @@ class PlatformHostdev(NamedTuple):
     def key(self) -> str:
         """What the guest-DT fingerprint records of the device: its name, else its path."""
         return self.name or self.dt_path or ""
+
+    @property
+    def backend(self) -> str:
+        """The VFIO backend QEMU uses: "iommufd" (the device's cdev bound to /dev/iommu) or
+        "legacy" (its /dev/vfio/N group in a container), libvirt's default."""
+        return "iommufd" if self.iommufd else "legacy"
 
     def qemu_tuning(self) -> list[str]:
         """QEMU vfio-platform properties for the <driver> tuning (hw/vfio/platform.c)."""

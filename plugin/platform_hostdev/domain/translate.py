@@ -28,6 +28,14 @@ Rules:
 * QEMU ids: ``phd-<alias>`` for a hostdev with ``<alias name>``, else
   ``phd-<n>`` (n counts platform hostdevs in document order). QEMU assigns
   platform-bus MMIO and IRQs in command-line order, which is document order.
+* The iommufd backend (``<driver iommufd='yes'>``): one ``-object
+  iommufd,id=phd-iommufd0`` per domain, before the first ``-device``
+  (backends/iommufd.c; QEMU opens /dev/iommu itself, as libvirt 12.1 before
+  its fd passing), and ``iommufd=phd-iommufd0`` on each device that uses it
+  (the link property of hw/vfio/platform.c): QEMU then opens the device's
+  vfio cdev found below its sysfs ``vfio-dev/`` (hw/vfio/iommufd.c
+  iommufd_cdev_getfd()) instead of its /dev/vfio/N group. Legacy devices of
+  the same domain keep their group.
 """
 from __future__ import annotations
 
@@ -56,7 +64,8 @@ from platform_hostdev.domain.model import (
 )
 from platform_hostdev.virt.qemu_caps import VFIO_PLATFORM_MODELS
 
-__all__ = ["Translation", "forward", "backward", "qemu_device_arg", "to_string",
+__all__ = ["Translation", "forward", "backward", "qemu_device_arg", "qemu_object_arg",
+           "IOMMUFD_ID", "to_string",
            "platform_hostdev_elements", "add_device", "remove_device"]
 
 if TYPE_CHECKING:  # validate pulls in the inventory; the hook reads XML without them
@@ -65,6 +74,8 @@ if TYPE_CHECKING:  # validate pulls in the inventory; the hook reads XML without
 
 _MODELS = "|".join(map(re.escape, VFIO_PLATFORM_MODELS))
 _OUR_ARG = re.compile(rf"(?:{_MODELS}),(?:[^,]*,)*id=phd-[^,]*(?:,.*)?")
+IOMMUFD_ID = "phd-iommufd0"
+_OUR_OBJECT = re.compile(r"iommufd,(?:[^,]*,)*id=phd-[^,]*(?:,.*)?")
 _METADATA_AFTER = ("name", "uuid", "genid", "title", "description")
 _MEMORY_BACKING_AFTER = ("memory", "maxMemory", "currentMemory", "blkiotune", "memtune")
 
@@ -88,8 +99,15 @@ def to_string(tree: etree._ElementTree) -> str:
 
 def qemu_device_arg(item: ResolvedHostdev, qemu_id: str) -> str:
     """The ``-device`` value for one hostdev."""
-    props = [item.model, f"host={item.name}", f"id={qemu_id}", *item.hostdev.qemu_tuning()]
+    backend = [f"iommufd={IOMMUFD_ID}"] if item.hostdev.iommufd else []
+    props = [item.model, f"host={item.name}", f"id={qemu_id}", *backend,
+             *item.hostdev.qemu_tuning()]
     return ",".join(props)
+
+
+def qemu_object_arg() -> str:
+    """The ``-object`` value of the domain's iommufd backend."""
+    return f"iommufd,id={IOMMUFD_ID}"
 
 
 def platform_hostdev_elements(root: etree._Element) -> list[etree._Element]:
@@ -134,6 +152,9 @@ def forward(tree: etree._ElementTree, inventory: Inventory | None) -> Translatio
         commandline = etree.Element(f"{{{QEMU_NS}}}commandline", nsmap={"qemu": QEMU_NS})
         _append(root, commandline)
         added.append("commandline")
+    if any(item.hostdev.iommufd for item in resolved):
+        for value in ("-object", qemu_object_arg()):
+            _append(commandline, etree.Element(f"{{{QEMU_NS}}}arg", value=value))
     for n, item in enumerate(resolved):
         qemu_id = f"phd-{item.hostdev.alias}" if item.hostdev.alias else f"phd-{n}"
         for value in ("-device", qemu_device_arg(item, qemu_id)):
@@ -208,8 +229,11 @@ def _remove_our_args(commandline: etree._Element) -> None:
     args = [a for a in commandline if a.tag == f"{{{QEMU_NS}}}arg"]
     ours: list[etree._Element] = []
     for first, second in zip(args, args[1:], strict=False):
-        if (first.get("value") == "-device" and _OUR_ARG.fullmatch(second.get("value") or "")
-                and first not in ours):
+        value = second.get("value") or ""
+        if first in ours:
+            continue
+        if (first.get("value") == "-device" and _OUR_ARG.fullmatch(value)) or (
+                first.get("value") == "-object" and _OUR_OBJECT.fullmatch(value)):
             ours += [first, second]
     for arg in ours:
         _remove(arg)

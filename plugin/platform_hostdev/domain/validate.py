@@ -4,6 +4,11 @@
   device tree (no ``<features><acpi/>``): only the arm virt machine accepts
   vfio-platform as a dynamic sysbus device, and an ACPI guest ignores the DT.
 * The emulator: has ``vfio-platform`` (see :mod:`qemu_caps`).
+* An iommufd hostdev (``<driver iommufd='yes'>``): the emulator's
+  vfio-platform has the ``iommufd`` property (:func:`check_emulator`), and the
+  kernel gives the device a vfio cdev (:func:`check_cdev`: bound to vfio, it
+  has ``vfio-dev/vfioN`` with a char device; not bound yet, the kernel has the
+  cdev region and the device an IOMMU group, since no-IOMMU devices get none).
 * Each hostdev: well-formed names (``inventory.check_spec``), ``<device name>``
   a sysfs name, DT path and name agreeing, no device twice, no AMBA device
   (the rules of :mod:`platform_hostdev.domain.rules`, which the hook applies
@@ -38,7 +43,9 @@ from platform_hostdev.errors import (
     printable,
 )
 from platform_hostdev.host.inventory import Device, Inventory, check_spec
-from platform_hostdev.virt.qemu_caps import QemuCaps, check_vfio_platform
+from platform_hostdev.vfio.cdev import cdev_chrdev_registered, device_cdev
+from platform_hostdev.vfio.uapi import VFIO_DRIVERS
+from platform_hostdev.virt.qemu_caps import QemuCaps, check_iommufd, check_vfio_platform
 from platform_hostdev.virt.qemu_nodes import qemu_builds_node
 
 __all__ = [
@@ -48,6 +55,7 @@ __all__ = [
     "check_domain",
     "domain_emulator",
     "check_emulator",
+    "check_cdev",
 ]
 
 _MACHINE = re.compile(r"virt(-\d+\.\d+)?")
@@ -118,6 +126,8 @@ def resolve_hostdevs(hostdevs: Sequence[PlatformHostdev], inventory: Inventory |
         _check_form(hostdev)
         if inventory is not None:
             device = _on_host(hostdev, inventory)
+            if hostdev.iommufd:
+                warnings += check_cdev(device, inventory)
             resolved.append(ResolvedHostdev(hostdev, device.name, device.dt_path,
                                             device_model(device.compatible), True))
             continue
@@ -127,6 +137,9 @@ def resolve_hostdevs(hostdevs: Sequence[PlatformHostdev], inventory: Inventory |
                 "which device name it has",
                 "add <device name='...'/> to <source>, run on the host that has the device, "
                 "or pass --dtb with the host's DTB", code="device-not-found")
+        if hostdev.iommufd:
+            warnings.append(f"{hostdev.label}: its vfio cdev was not checked (no device tree "
+                            "here); the hook checks it when the domain starts")
         warnings.append(f"{hostdev.label}: not checked on a host (no device tree here); "
                         "QEMU will look for /sys/bus/platform/devices/"
                         f"{hostdev.name} when the domain starts")
@@ -176,9 +189,46 @@ def domain_emulator(root: etree._Element, conn: object | None) -> str | None:
     return path.strip() if path else None
 
 
-def check_emulator(emulator: str | None, probe: Callable[[str], QemuCaps]) -> list[str]:
-    """Refuse an emulator without vfio-platform; warnings otherwise (see qemu_caps)."""
+def check_cdev(device: Device, inventory: Inventory) -> list[str]:
+    """Refuse an iommufd hostdev whose device the kernel gives no vfio cdev; warnings when
+    it cannot be told yet. Only a live host's devices are checked (not a --dtb's)."""
+    fs = inventory.fs
+    if fs is None or device.origin != "host" or device.sysfs_path is None:
+        return [f"{device.name}: its vfio cdev was not checked (not a live host)"]
+    fix = ("keep the legacy backend (drop iommufd='yes'), or give the device an IOMMU and a "
+           "kernel with CONFIG_VFIO_DEVICE_CDEV=y ('platform-hostdev check-host' checks both)")
+    if device.driver == VFIO_DRIVERS.get(device.bus):
+        cdev = device_cdev(fs, device.sysfs_path, device.iommu_group)
+        if cdev.node is None:
+            raise HostdevError(f"{device.name} uses the iommufd backend, but {cdev.reason}",
+                               fix, code="no-cdev", device=device.name)
+        return []
+    if device.iommu_group is None:
+        raise HostdevError(f"{device.name} uses the iommufd backend, but has no IOMMU group: "
+                           "bound to vfio it would be a no-IOMMU device, and the kernel gives "
+                           "those no vfio cdev (drivers/vfio/vfio.h vfio_device_add())", fix,
+                           code="no-cdev", device=device.name)
+    registered = cdev_chrdev_registered(fs)
+    if registered is False:
+        raise HostdevError(f"{device.name} uses the iommufd backend, but this kernel has no "
+                           "vfio cdev ('vfio-dev' is not in /proc/devices: built without "
+                           "CONFIG_VFIO_DEVICE_CDEV)", fix, code="no-cdev", device=device.name)
+    if registered is None:
+        return [f"{device.name}: vfio is not loaded, so its cdev was not checked; the hook "
+                "checks it when the domain starts"]
+    return []
+
+
+def check_emulator(emulator: str | None, probe: Callable[[str], QemuCaps],
+                   properties: Callable[[str, str], frozenset[str]] | None = None,
+                   iommufd_models: Sequence[str] = ()) -> list[str]:
+    """Refuse an emulator without vfio-platform, or without the ``iommufd`` property on a
+    model an iommufd hostdev uses (``properties(emulator, model)``); warnings otherwise."""
     if emulator is None:
         return ["the emulator was not checked for vfio-platform (no <emulator> and no "
                 "libvirt connection)"]
-    return check_vfio_platform(probe(emulator))
+    warnings = check_vfio_platform(probe(emulator))
+    if properties is not None:
+        for model in dict.fromkeys(iommufd_models):
+            check_iommufd(emulator, model, properties(emulator, model))
+    return warnings

@@ -38,7 +38,7 @@ from platform_hostdev.virt.connection import (
     define_xml,
     libvirt_errors,
 )
-from platform_hostdev.virt.qemu_caps import probe
+from platform_hostdev.virt.qemu_caps import probe, probe_properties
 
 __all__ = ["Prepared", "DefineResult", "prepare_domain", "define_domain", "sync"]
 
@@ -81,7 +81,10 @@ def prepare_domain(tree: etree._ElementTree, inventory: Inventory | None, host: 
             warnings.append(f"{named} was not checked for vfio-platform (this host has no "
                             "QEMU probe)")
         else:
-            warnings += check_emulator(emulator, lambda e: probe(e, runner, cache))
+            models = [r.model for r in translation.hostdevs if r.hostdev.iommufd]
+            warnings += check_emulator(emulator, lambda e: probe(e, runner, cache),
+                                       lambda e, m: probe_properties(e, m, runner, cache),
+                                       models)
     return Prepared(translation, warnings)
 
 

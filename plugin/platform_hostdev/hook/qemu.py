@@ -9,10 +9,14 @@ and aborts a start). Phases:
   command-line order: refuse a device owned by another running domain;
   managed -> detach to vfio (binding.detach), unmanaged -> must already be
   bound to vfio; check the IOMMU group is viable (vfio.groups: every member
-  bound to a vfio driver, unbound, or in this domain); hand /dev/vfio/N to QEMU's user/group; record
-  ownership. Any failure rolls back what this call did.
+  bound to a vfio driver, unbound, or in this domain); hand /dev/vfio/N to QEMU's user/group
+  (a device on the iommufd backend, ``<driver iommufd='yes'>``: its vfio cdev
+  /dev/vfio/devices/vfioN, found from its sysfs ``vfio-dev/``, and /dev/iommu
+  instead: QEMU opens those, not the group); record ownership. Any failure
+  rolls back what this call did.
 * release (also after "failed"): give every device of this domain back:
-  /dev/vfio/N ownership restored, managed devices re-attached to their
+  /dev/vfio/N (or the cdev) ownership restored, /dev/iommu's once no record
+  holds it any more, managed devices re-attached to their
   original driver, records removed.
 * reconnect: a running domain after a daemon restart: adopt its devices.
 * migrate / restore: refused (QEMU's vfio-platform is not migratable).
@@ -26,7 +30,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, NamedTuple, TextIO
+from typing import TYPE_CHECKING, Any, NamedTuple, TextIO
 
 from platform_hostdev.binding.journal import Journal
 from platform_hostdev.binding.ownership import OwnerRecord, Owners
@@ -92,6 +96,7 @@ class HookDevice(NamedTuple):
     compatible: tuple[str, ...]
     managed: bool
     sysfs_path: str | None = None  # /sys/devices/... (host-absolute)
+    iommufd: bool = False          # <driver iommufd='yes'>: the cdev, not the group
 
 
 class _Domain(NamedTuple):
@@ -177,7 +182,8 @@ def _parse_domain(data: bytes, name: str, fs: HostFs) -> _Domain:
         raise HostdevError("the domain XML has no <uuid>", "libvirt always sets one",
                            code="xml-invalid", domain=name)
     declared = declared_hostdevs(root)
-    devices = [resolve_device(fs, h.name, h.dt_path, h.managed) for h in declared]
+    devices = [resolve_device(fs, h.name, h.dt_path, h.managed)._replace(
+        iommufd=bool(h.iommufd)) for h in declared]
     refuse_duplicates(((h, d.name, d.dt_path) for h, d in zip(declared, devices, strict=True)),
                       domain=name)
     return _Domain(name, uuid, devices, root, tuple(h.key for h in declared))
@@ -271,13 +277,23 @@ def recover_host(host: Host, *, err: TextIO | None = None,
         return release_stale(env, owners, env.journal(), timeout=timeout)
 
 
-def _give_back(record: OwnerRecord, env: HookEnv, owners: Owners, journal: Journal) -> None:
-    if record.node and record.node_owner:
-        path = env.fs.path(record.node)
+def _restore_node(env: HookEnv, node: str | None, owner: Sequence[int]) -> None:
+    if node and owner:
+        path = env.fs.path(node)
         if path.exists():
-            uid, gid, mode = record.node_owner
+            uid, gid, mode = owner
             os.chown(path, uid, gid)
             os.chmod(path, mode)
+
+
+def _give_back(record: OwnerRecord, env: HookEnv, owners: Owners, journal: Journal) -> None:
+    _restore_node(env, record.node, record.node_owner)
+    _restore_node(env, record.cdev, record.cdev_owner)
+    if record.iommu_owner and not any(other.iommu_owner for other in owners.all()
+                                      if other.device != record.device):
+        from platform_hostdev.vfio.cdev import IOMMU_NODE
+
+        _restore_node(env, IOMMU_NODE, record.iommu_owner)
     env.host.step(f"release:{record.device}:node-restored", record)
     if record.detached_by_us:
         state = device_state(env.fs, record.bus, record.device)
@@ -347,8 +363,9 @@ def prepare(domain: _Domain, env: HookEnv) -> None:
             for device in domain.devices:
                 done.append(_take(device, domain, env, owners, journal))
             _check_groups(domain, env)
-            for i, record in enumerate(done):
-                done[i] = _hand_over_node(record, env, owners)
+            for i, (record, device) in enumerate(zip(done, domain.devices, strict=True)):
+                done[i] = _hand_over_cdev(record, device, env, owners) if device.iommufd \
+                    else _hand_over_node(record, env, owners)
                 env.host.step(f"prepare:{record.device}:node", done[i])
             for record in done:
                 owners.write(record.at(state="prepared", pid=0))
@@ -414,7 +431,9 @@ def _check_groups(domain: _Domain, env: HookEnv) -> None:
             raise HostdevError(f"{device.name} has no IOMMU group after binding to vfio",
                                "the device needs an IOMMU (check 'platform-hostdev check-host')",
                                code="no-iommu", device=device.name)
-        if is_noiommu(env.fs, group) and not env.allow_noiommu:
+        # an iommufd device in a no-IOMMU group is refused with the kernel's own reason
+        # when its cdev is looked for (_hand_over_cdev)
+        if is_noiommu(env.fs, group) and not env.allow_noiommu and not device.iommufd:
             raise HostdevError(f"{device.name} is in a no-IOMMU group; QEMU cannot use "
                                "no-IOMMU groups (it never opens /dev/vfio/noiommu-N)",
                                "the device needs an IOMMU; no-IOMMU mode is only for "
@@ -452,6 +471,50 @@ def _hand_over_node(record: OwnerRecord, env: HookEnv, owners: Owners) -> OwnerR
     owners.write(record)  # before the chown: a crash after it still knows the original
     os.chown(path, uid, gid)
     os.chmod(path, 0o660)
+    return record
+
+
+def _chown_to_qemu(env: HookEnv, node: str, earlier: Sequence[int]) -> tuple[Any, list[int]]:
+    """The node's path and its [uid, gid, mode] before us (``earlier``: a true original)."""
+    path = env.fs.path(node)
+    st = path.stat()
+    before = list(earlier) or [st.st_uid, st.st_gid, st.st_mode & 0o7777]
+    return path, before
+
+
+def _hand_over_cdev(record: OwnerRecord, device: HookDevice, env: HookEnv,
+                    owners: Owners) -> OwnerRecord:
+    """The iommufd backend: chown the device's vfio cdev and /dev/iommu to QEMU's user;
+    the original owners are recorded first. Refused when the kernel gave the device no
+    cdev (a no-IOMMU device, a kernel without CONFIG_VFIO_DEVICE_CDEV) or has no
+    /dev/iommu."""
+    from platform_hostdev.host.qemuconf import qemu_ids
+    from platform_hostdev.vfio.cdev import IOMMU_NODE, device_cdev
+
+    state = device_state(env.fs, record.bus, record.device)
+    assert device.sysfs_path is not None
+    cdev = device_cdev(env.fs, device.sysfs_path, state.iommu_group)
+    fix = ("keep the legacy backend (drop iommufd='yes' from the hostdev's <driver>), or "
+           "fix what 'platform-hostdev check-host DOMAIN' reports")
+    if cdev.node is None:
+        raise HostdevError(f"{record.device} uses the iommufd backend, but {cdev.reason}", fix,
+                           code="no-cdev", device=record.device)
+    if not env.fs.path(IOMMU_NODE).exists():
+        raise HostdevError(f"{record.device} uses the iommufd backend, but {IOMMU_NODE} does "
+                           "not exist (the iommufd module is not loaded, or the kernel has no "
+                           "CONFIG_IOMMUFD)", "modprobe iommufd; " + fix, code="no-cdev",
+                           device=record.device, path=IOMMU_NODE)
+    uid, gid = qemu_ids(env.fs)
+    held = next((other.iommu_owner for other in owners.all()
+                 if other.iommu_owner and other.device != record.device), ())
+    cdev_path, cdev_before = _chown_to_qemu(env, cdev.node, record.cdev_owner)
+    iommu_path, iommu_before = _chown_to_qemu(env, IOMMU_NODE, record.iommu_owner or held)
+    record = record.at(group=state.iommu_group, cdev=cdev.node, cdev_owner=cdev_before,
+                       iommu_owner=iommu_before)
+    owners.write(record)  # before the chown: a crash after it still knows the originals
+    for path in (cdev_path, iommu_path):
+        os.chown(path, uid, gid)
+        os.chmod(path, 0o660)
     return record
 
 

@@ -232,10 +232,13 @@ class VfioView:
     info: DeviceInfo
     regions: tuple[RegionInfo, ...]
     irqs: tuple[IrqInfo, ...]
+    backend: str = "legacy"         # "iommufd": opened through its cdev (vfio.cdev_client)
+    cdev: str | None = None         # /dev/vfio/devices/vfioN on the iommufd backend
 
     def to_json(self) -> dict[str, Any]:
         return {
             "device": self.device, "bus": self.bus, "driver": self.driver,
+            "backend": self.backend, "cdev": self.cdev,
             "group": self.group.to_json(), "api_version": self.api_version,
             "iommu_type": self.iommu_type,
             "flags": self.info.flag_names, "num_regions": self.info.num_regions,

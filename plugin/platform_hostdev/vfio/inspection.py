@@ -79,6 +79,8 @@ class Inspection:
             "dt_path": c.dt_path,
             "compatible": list(c.compatible),
             "driver": v.driver,
+            "backend": v.backend,
+            "cdev": v.cdev,
             "group": v.group.to_json(),
             "iommu_type": v.iommu_type,
             "device_flags": {"expected": [_BUS_DEVICE_FLAG.get(v.bus, "?")],

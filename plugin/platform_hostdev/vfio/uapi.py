@@ -17,6 +17,7 @@ from typing import NamedTuple
 __all__ = [
     "VFIO_TYPE", "VFIO_BASE", "VFIO_API_VERSION",
     "Ioctl", "IOCTLS", "FLAGS", "IOMMU_TYPES", "VFIO_DRIVERS", "VFIO_MODULES",
+    "IOMMUFD_CMD_BASE",
     "flag_names", "flag_bit",
 ]
 
@@ -46,11 +47,12 @@ class Ioctl(NamedTuple):
     layout: str = ""
     fields: tuple[str, ...] = ()
     min_fields: int = 0
+    base: int = VFIO_BASE
 
     @property
     def number(self) -> int:
-        """The request number: _IO(';', 100 + n) (VFIO does not encode the size)."""
-        return (VFIO_TYPE << 8) | (VFIO_BASE + self.n)
+        """The request number: _IO(';', base + n) (VFIO and iommufd do not encode the size)."""
+        return (VFIO_TYPE << 8) | (self.base + self.n)
 
     @property
     def size(self) -> int:
@@ -59,8 +61,9 @@ class Ioctl(NamedTuple):
 
     def pack(self, **values: int) -> bytearray:
         """The argument buffer, ``argsz`` (for structs) set to the full size unless given."""
-        if "argsz" in self.fields:
-            values.setdefault("argsz", self.size)
+        size_field = "argsz" if self.base == VFIO_BASE else "size"  # iommufd.h: "size"
+        if size_field in self.fields:
+            values.setdefault(size_field, self.size)
         unknown = set(values) - set(self.fields)
         if unknown:
             raise TypeError(f"{self.name} has no field {sorted(unknown)}")
@@ -102,7 +105,19 @@ IOCTLS: Mapping[str, Ioctl] = _table(
     Ioctl("DEVICE_GET_REGION_INFO", 8, "struct", "=IIIIQQ",
           ("argsz", "flags", "index", "cap_offset", "size", "offset")),
     Ioctl("DEVICE_GET_IRQ_INFO", 9, "struct", "=IIII", ("argsz", "flags", "index", "count")),
+    # The device cdev (Linux 6.6+, CONFIG_VFIO_DEVICE_CDEV): struct vfio_device_bind_iommufd
+    # as of 6.12 (6.17 appends token_uuid_ptr behind a flag), vfio_device_attach_iommufd_pt
+    # without the later pasid.
+    Ioctl("DEVICE_BIND_IOMMUFD", 18, "struct", "=IIiI",
+          ("argsz", "flags", "iommufd", "out_devid")),
+    Ioctl("DEVICE_ATTACH_IOMMUFD_PT", 19, "struct", "=III", ("argsz", "flags", "pt_id")),
+    # include/uapi/linux/iommufd.h: _IO(IOMMUFD_TYPE = ';', IOMMUFD_CMD_BASE 0x80 + n),
+    # on the /dev/iommu fd; the first field is "size".
+    Ioctl("IOMMU_DESTROY", 0, "struct", "=II", ("size", "id"), base=0x80),
+    Ioctl("IOMMU_IOAS_ALLOC", 1, "struct", "=III", ("size", "flags", "out_ioas_id"),
+          base=0x80),
 )
+IOMMUFD_CMD_BASE = 0x80
 
 # Flag words, bit -> name, as in include/uapi/linux/vfio.h.
 FLAGS: Mapping[str, Mapping[int, str]] = {

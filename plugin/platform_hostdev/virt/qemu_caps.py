@@ -5,6 +5,13 @@ Detection is by capability, not by version: ``<emulator> -device help`` lists
 deprecated in 10.0, removed in 10.2 with vfio-calxeda-xgmac and vfio-amd-xgbe).
 The version is read only to word the deprecation warning.
 
+A device's properties come from ``<emulator> -machine none -device MODEL,help``
+(one ``  name=<type>`` line each), probed only when a domain needs one:
+vfio-platform's ``iommufd=<link<iommufd>>`` exists when QEMU was built with
+CONFIG_IOMMUFD (hw/vfio/platform.c vfio_platform_dev_properties, under
+``#ifdef CONFIG_IOMMUFD``), and with it the ``iommufd`` object
+(backends/iommufd.c).
+
 The cache key is the binary's path, size and mtime; entries live in
 ``${PLATFORM_HOSTDEV_CACHE}``, else ``/var/cache/platform-hostdev`` for root,
 else ``~/.cache/platform-hostdev``, under ``qemu-caps/``.
@@ -31,10 +38,14 @@ __all__ = [
     "probe",
     "check_vfio_platform",
     "VFIO_PLATFORM_MODELS",
+    "parse_device_properties",
+    "probe_properties",
+    "check_iommufd",
 ]
 
 VFIO_PLATFORM_MODELS = ("vfio-platform", "vfio-calxeda-xgmac", "vfio-amd-xgbe")
 _DEVICE_LINE = re.compile(r'^name "([^"]+)"', re.MULTILINE)
+_PROPERTY_LINE = re.compile(r"^\s+([A-Za-z0-9_.-]+)=", re.MULTILINE)
 _VERSION = re.compile(r"QEMU emulator version (\d+)\.(\d+)(?:\.(\d+))?")
 _CACHE_FORMAT = 1
 
@@ -67,6 +78,11 @@ def parse_device_help(text: str) -> frozenset[str]:
     return frozenset(_DEVICE_LINE.findall(text))
 
 
+def parse_device_properties(text: str) -> frozenset[str]:
+    """Property names from ``-device MODEL,help`` output."""
+    return frozenset(_PROPERTY_LINE.findall(text))
+
+
 def parse_version(text: str) -> tuple[int, int, int] | None:
     """(major, minor, micro) from ``--version`` output."""
     match = _VERSION.search(text)
@@ -75,20 +91,60 @@ def parse_version(text: str) -> tuple[int, int, int] | None:
     return int(match[1]), int(match[2]), int(match[3] or 0)
 
 
-def probe(emulator: str, runner: QemuProbeRunner, cache: Path | None) -> QemuCaps:
-    """The caps of ``emulator``, from the cache when path, size and mtime still match;
-    else asked through ``runner`` (the host's QEMU probe)."""
+def _cache_key(emulator: str) -> dict[str, object]:
     try:
         st = os.stat(emulator)
     except OSError as exc:
         raise HostdevError(f"emulator {emulator} cannot be read: {exc.strerror}",
                            "install qemu-system-arm or fix <emulator> in the domain XML",
                            code="emulator-failed") from None
-    key = {"format": _CACHE_FORMAT, "path": emulator, "size": st.st_size,
-           "mtime_ns": st.st_mtime_ns}
-    entry = None
-    if cache is not None:
-        entry = cache / (hashlib.sha256(emulator.encode()).hexdigest()[:20] + ".json")
+    return {"format": _CACHE_FORMAT, "path": emulator, "size": st.st_size,
+            "mtime_ns": st.st_mtime_ns}
+
+
+def _entry(cache: Path | None, name: str) -> Path | None:
+    if cache is None:
+        return None
+    return cache / (hashlib.sha256(name.encode()).hexdigest()[:20] + ".json")
+
+
+def probe_properties(emulator: str, model: str, runner: QemuProbeRunner,
+                     cache: Path | None) -> frozenset[str]:
+    """The property names of device ``model`` in ``emulator`` (cached as :func:`probe`)."""
+    key = {**_cache_key(emulator), "device": model}
+    entry = _entry(cache, f"{emulator}\0{model}")
+    if entry is not None:
+        try:
+            data = json.loads(entry.read_text())
+            if data.get("key") == key:
+                return frozenset(data["properties"])
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+    properties = parse_device_properties(
+        runner([emulator, "-machine", "none", "-device", f"{model},help"]))
+    if entry is not None:
+        _store(entry, {"key": key, "properties": sorted(properties)})
+    return properties
+
+
+def check_iommufd(emulator: str, model: str, properties: frozenset[str]) -> None:
+    """Refuse an emulator whose ``model`` has no ``iommufd`` property."""
+    if "iommufd" not in properties:
+        raise HostdevError(
+            f"{model} of {emulator} has no iommufd property: this QEMU was built without "
+            "iommufd support, so <driver iommufd='yes'> cannot be honoured",
+            "use a QEMU built with iommufd (Debian's qemu-system-arm 10.0 has it: "
+            f"'{emulator} -device {model},help' lists iommufd=<link<iommufd>>), or drop "
+            "iommufd='yes' to keep the legacy /dev/vfio/N backend",
+            code="emulator-unsupported", emulator=emulator, device=model)
+
+
+def probe(emulator: str, runner: QemuProbeRunner, cache: Path | None) -> QemuCaps:
+    """The caps of ``emulator``, from the cache when path, size and mtime still match;
+    else asked through ``runner`` (the host's QEMU probe)."""
+    key = _cache_key(emulator)
+    entry = _entry(cache, emulator)
+    if entry is not None:
         try:
             data = json.loads(entry.read_text())
             if data.get("key") == key:
