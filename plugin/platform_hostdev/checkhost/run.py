@@ -25,6 +25,7 @@ from platform_hostdev.checkhost.model import (
     module_checks,
     qemu_check,
 )
+from platform_hostdev.checkhost.reservations import reservation_checks
 from platform_hostdev.domain.translate import forward
 from platform_hostdev.domain.validate import domain_emulator
 from platform_hostdev.errors import HostdevError
@@ -85,4 +86,5 @@ def check_host(host: Host, tree: etree._ElementTree | None = None, *, conn: Any 
     checks += qemu_conf_checks(fs, conf, groups, tree is not None)
     checks += security_checks(fs, conf)
     checks += hook_checks(fs)
+    checks += reservation_checks(fs)
     return checks

@@ -46,6 +46,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "nodedev-detach": (_BINDING, "bind a device to vfio-platform / vfio-amba"),
     "nodedev-reattach": (_BINDING, "give a detached device back to its driver"),
     "recover": (_BINDING, "restore devices an interrupted detach/reattach left"),
+    "reserve-apply": (_BINDING, "bind the devices reserved with nodedev-detach --persistent "
+                      "to vfio (run at boot by the udev rule and the unit)"),
     "inspect": ("platform_hostdev.cli.inspect", "open a vfio-bound device through VFIO and "
                 "check its regions/IRQs against the DT"),
     "check-host": ("platform_hostdev.cli.checkhost", "check this host for platform-device "
