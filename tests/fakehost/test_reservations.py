@@ -405,3 +405,32 @@ def test_release_leaves_a_reserved_device_on_vfio(tmp_path: Path, virt_dtb: Path
     assert run_hook(kernel, "vm1", "prepare", xml) == (0, "")
     assert run_hook(kernel, "vm1", "release", xml) == (0, "")
     assert device_state(kernel, "platform", VIRTIO).driver is None
+
+
+def test_the_udev_call_for_an_unreserved_device_stays_light(kernel: FakeKernel) -> None:
+    """The rule runs the helper on the add event of every DT device once a host has
+    reservations: for the others it reads the file and exits, loading no binding code."""
+    import subprocess
+    import sys
+
+    reservations = Reservations(kernel)
+    with reservations.locked():
+        reservations.add(VIRTIO_PATH)
+    code = ("import sys, io; from platform_hostdev.cli import main as cli; "
+            "from platform_hostdev.host.boundary import host_at; "
+            f"ctx = cli.Context(host=host_at({str(kernel.root)!r}), out=io.StringIO(), "
+            "env={'ACTION': 'add', 'SUBSYSTEM': 'platform', 'OF_FULLNAME': '/pl011@9000000', "
+            "'DEVPATH': '/devices/platform/9000000.pl011'}); "
+            "rc = cli.main(['reserve-apply', '--udev'], ctx); "
+            "print(rc, repr(ctx.out.getvalue())); "
+            "print(' '.join(sorted(m for m in sys.modules if m.startswith('platform_hostdev') "
+            "or m in ('lxml', 'pyudev', 'subprocess'))))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    first, modules = done.stdout.splitlines()
+    assert first == "0 ''"
+    loaded = set(modules.split())
+    assert "platform_hostdev.binding.reservations" in loaded
+    assert not loaded & {"platform_hostdev.binding.operations", "platform_hostdev.binding.preflight",
+                         "platform_hostdev.host.protection", "platform_hostdev.host.inventory",
+                         "platform_hostdev.cli.binding", "lxml", "pyudev", "subprocess"}, loaded

@@ -29,19 +29,23 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple, TextIO
 
-from platform_hostdev.binding.preflight import device_dir, device_state, ensure_vfio_driver
 from platform_hostdev.binding.reservations import Reservations
 from platform_hostdev.errors import HostdevError, HostError
-from platform_hostdev.host.attributes import AttributeWriteError, WritableHostFs
-from platform_hostdev.host.boundary import Host
 from platform_hostdev.host.fs import HostFs
-from platform_hostdev.host.processes import ModprobeRunner
 from platform_hostdev.vfio.uapi import VFIO_DRIVERS
 
+if TYPE_CHECKING:
+    from platform_hostdev.host.attributes import WritableHostFs
+    from platform_hostdev.host.boundary import Host
+    from platform_hostdev.host.processes import ModprobeRunner
+
+# The udev helper runs on the add event of every DT device of a host with reservations:
+# what only a reserved device needs (binding, protection) is imported when one is found.
+
 __all__ = ["AppliedReservation", "apply_uevent", "apply_reservations", "find_by_dt_path",
-           "bind_unbound"]
+           "bind_unbound", "udev_main"]
 
 
 class AppliedReservation(NamedTuple):
@@ -74,6 +78,8 @@ def find_by_dt_path(fs: HostFs, dt_path: str) -> tuple[str, str] | None:
 
 
 def _write(fs: WritableHostFs, host_path: str, value: str, device: str) -> None:
+    from platform_hostdev.host.attributes import AttributeWriteError
+
     try:
         fs.write_attr(host_path, value)
     except AttributeWriteError as exc:
@@ -89,6 +95,8 @@ def bind_unbound(fs: WritableHostFs, bus: str, name: str,
     driver can match it afterwards), then the vfio module (its registration binds the
     device, drivers/base/dd.c driver_attach) or drivers_probe. Returns its driver then
     (None when the vfio probe failed: the override still keeps the host driver off)."""
+    from platform_hostdev.binding.preflight import device_dir, device_state, ensure_vfio_driver
+
     vfio = VFIO_DRIVERS[bus]
     ddir = device_dir(bus, name)
     if device_state(fs, bus, name).override != vfio:
@@ -120,8 +128,9 @@ def apply_uevent(fs: WritableHostFs, env: Mapping[str, str],
                         "run this only from 60-platform-hostdev.rules", code="host-state")
     name = parts[-1]
     props = {"PLATFORM_HOSTDEV_RESERVED": "1"}
-    if device_state(fs, bus, name).driver is not None:
-        props["PLATFORM_HOSTDEV_DRIVER"] = device_state(fs, bus, name).driver or ""
+    driver = fs.link_name(f"/sys/bus/{bus}/devices/{name}/driver")
+    if driver is not None:
+        props["PLATFORM_HOSTDEV_DRIVER"] = driver
         return props  # built in: bound before udev; the unit moves it
     props["PLATFORM_HOSTDEV_DRIVER"] = bind_unbound(fs, bus, name, modprobe) or ""
     return props
@@ -137,6 +146,7 @@ def apply_reservations(host: Host, *, timeout: float | None = None) -> list[Appl
     Each failure is reported and the others still applied.
     """
     from platform_hostdev.binding.operations import DEFAULT_TIMEOUT, detach
+    from platform_hostdev.binding.preflight import device_dir, device_state
     from platform_hostdev.host.protection import located, refuse_unsafe_detach
 
     fs = host.fs
@@ -180,3 +190,18 @@ class _Target(NamedTuple):
     name: str
     bus: str
     compatible: tuple[str, ...]
+
+
+def udev_main(host: Host, env: Mapping[str, str], out: TextIO, err: TextIO) -> int:
+    """``platform-hostdev reserve-apply --udev`` (60-platform-hostdev.rules, IMPORT{program}):
+    the properties on ``out`` as udev imports them; an error on ``err`` (udev logs it) and
+    exit 1, which makes udev import nothing."""
+    try:
+        props = apply_uevent(host.writable(), env, host.modprobe)
+    except HostdevError as exc:
+        print(f"platform-hostdev: error: {exc.what}" + (f" (hint: {exc.fix})" if exc.fix else ""),
+              file=err)
+        return 1
+    for key, value in props.items():
+        print(f"{key}={value}", file=out)
+    return 0

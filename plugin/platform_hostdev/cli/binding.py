@@ -232,13 +232,11 @@ def cmd_recover(args: argparse.Namespace, ctx: Context) -> int:
 def cmd_reserve_apply(args: argparse.Namespace, ctx: Context) -> int:
     """Apply the boot-time reservations: ``--udev`` for the one device of a udev event
     (KEY=value lines for IMPORT{program}), else every reserved device (the unit)."""
-    from platform_hostdev.binding.boot import apply_reservations, apply_uevent
+    from platform_hostdev.binding.boot import apply_reservations, udev_main
 
     host = ctx.host
-    if args.udev:
-        for key, value in apply_uevent(host.writable(), ctx.env, host.modprobe).items():
-            ctx.print(f"{key}={value}")
-        return 0
+    if args.udev:  # main() takes the exact udev call before the parser; this is the rest
+        return udev_main(host, ctx.env, ctx.out, ctx.err)
     done = apply_reservations(host, timeout=args.timeout)
     if args.json:
         ctx.print_json([d._asdict() for d in done])

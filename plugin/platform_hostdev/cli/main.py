@@ -206,6 +206,12 @@ def main(argv: Sequence[str] | None = None, ctx: Context | None = None) -> int:
     """Run one command; returns the exit code (0 ok, 1 user error, 2 usage)."""
     ctx = ctx or Context()
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv == ["reserve-apply", "--udev"]:
+        # the udev rule's call, on the add event of every DT device of a host with
+        # reservations: no parser, and only the reservation file read for most devices
+        from platform_hostdev.binding.boot import udev_main
+
+        return udev_main(ctx.host, ctx.env, ctx.out, ctx.err)
     parser = build_parser(argv)
     try:
         args = parser.parse_args(argv)
