@@ -95,6 +95,7 @@ def _device_check(fs: HostFs, dt_path: str) -> Check:
     return Check(name, WARN, f"{device} is bound to {state.driver} (module "
                  f"{driver_origin(fs, bus, state.driver).module}), loaded before the "
                  "reservation was applied (from the initramfs, or by hand)",
-                 "run 'platform-hostdev reserve-apply' (the unit does at boot); if the "
-                 "initramfs loads the module, rebuild it with the rule installed "
-                 "(update-initramfs -u) or leave the module out of it")
+                 "run 'platform-hostdev reserve-apply' (the unit does at boot); the "
+                 "initramfs's udev does not read 60-platform-hostdev.rules: keep the module "
+                 "out of the initramfs (or blacklist it there) for it never to probe the "
+                 "device")
