@@ -434,3 +434,22 @@ def test_the_udev_call_for_an_unreserved_device_stays_light(kernel: FakeKernel) 
     assert not loaded & {"platform_hostdev.binding.operations", "platform_hostdev.binding.preflight",
                          "platform_hostdev.host.protection", "platform_hostdev.host.inventory",
                          "platform_hostdev.cli.binding", "lxml", "pyudev", "subprocess"}, loaded
+
+
+def test_check_host_names_a_module_that_bound_a_reserved_device_first(
+        tmp_path: Path, virt_dtb: Path) -> None:
+    """A module loaded before udev applied the reservation (by the initramfs, or by hand)
+    holds the device: check-host says so, and the unit moves it."""
+    host = build_fake_host(tmp_path / "root", virt_dtb, drivers=DRIVERS, vfio_loaded=True,
+                           noiommu=True, modules={"virtio-mmio": "virtio_mmio"})
+    kernel = FakeKernel(host, drivers=DRIVERS, reset_required=False)
+    reservations = Reservations(kernel)
+    with reservations.locked():
+        reservations.add(VIRTIO_PATH)
+    check = {c.check: c for c in reservation_checks(kernel)}[f"boot reservation {VIRTIO_PATH}"]
+    assert check.status == "WARN"
+    assert "bound to virtio-mmio (module virtio_mmio), loaded before the reservation" \
+        in check.finding
+    assert "initramfs" in check.fix
+    assert run(kernel, "reserve-apply")[1] == \
+        f"{VIRTIO} ({VIRTIO_PATH}): moved to vfio-platform from virtio-mmio\n"
