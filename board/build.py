@@ -199,6 +199,7 @@ def build_board(cache: Path | None = None, refresh: bool = False,
         "kernel": kernel.version,
         "vfio": vfio_dir.name,
         "stock": {name: m.stock_modules for name, m in MACHINES.items()},
+        "autoload": {name: m.autoload_modules for name, m in MACHINES.items()},
         "params": initramfs.MODULE_PARAMS,
         "init": initramfs.init_script(),
         "code": _code_digest("initramfs.py", "cpio.py", "kmod.py", "build.py", "machines.py"),
@@ -209,10 +210,18 @@ def build_board(cache: Path | None = None, refresh: bool = False,
         modules = {name: kmod.load_order(modules_dir, [*m.stock_modules, "vfio_platform",
                                                        "vfio_amba"], vfio)
                    for name, m in MACHINES.items()}
+        loaded = {rel for machine_modules in modules.values() for rel, _ in machine_modules}
+        autoload = [(rel, data) for name, m in MACHINES.items()
+                    for rel, data in kmod.load_order(modules_dir, m.autoload_modules)
+                    if rel not in loaded]
+        lists = {name: (modules_dir / name).read_bytes()
+                 for name in ("modules.order", "modules.builtin", "modules.builtin.modinfo")
+                 if (modules_dir / name).is_file()}
         with locked(apt.kernel_dir(kernel) / ".lock"):
             started = time.monotonic()
             publish_file(final, lambda tmp: initramfs.write_initramfs(
-                tmp, debs, modules, kernel.release, apt.extract))
+                tmp, debs, modules, kernel.release, apt.extract, autoload=autoload,
+                module_lists=lists))
             log.info("wrote %s (%.1f MB) in %.1f s", final.name, final.stat().st_size / 1e6,
                      time.monotonic() - started)
             _prune_siblings(final, "initramfs-*.cpio*")

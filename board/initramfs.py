@@ -38,11 +38,14 @@ __all__ = [
 GUEST_ROOTS = (
     "busybox-static", "libc6", "libc-bin", "zlib1g", "libexpat1", "libffi8",
     "python3.11-minimal", "libpython3.11-minimal", "libpython3.11-stdlib",
-    "libudev1", "python3-lxml", "python3-pyudev", "python3-pytest",
+    "libudev1", "python3-lxml", "python3-pyudev", "python3-pytest", "udev", "kmod",
 )
 """Packages the guest needs: busybox, Python 3.11, lxml, pyudev, pytest. libc-bin
 brings ldconfig: ctypes.util.find_library (pyudev loads libudev with it) reads
-the cache that /init builds."""
+the cache that /init builds. udev (systemd-udevd, udevadm and Debian's rules) and
+kmod (depmod: libkmod, which udev's kmod builtin uses, needs the modules.*.bin
+indexes, and the kernel package ships none) run a real boot's coldplug when a
+test starts them (tests/board/reserve_boot.sh); /init does not."""
 
 GUEST_EXCLUDE = {
     "python3": "the python3 wrapper package; /usr/bin/python3 is linked here instead",
@@ -55,6 +58,7 @@ GUEST_EXCLUDE = {
     "media-types": "/etc/mime.types, unused",
     "mime-support": "/etc/mime.types, unused",
     "readline-common": "inputrc and docs, unused",
+    "adduser": "udev's maintainer script adds a group with it; no maintainer script runs",
 }
 
 GUEST_STOCK_MODULES = VIRT.stock_modules
@@ -131,12 +135,18 @@ def _archive(stream: Writable, root: Path) -> None:
 def write_initramfs(dest: Path, debs: Sequence[Path],
                     modules: Mapping[str, Sequence[tuple[str, bytes]]],
                     release: str, extract: Callable[[Path, Path], None],
-                    gzip_level: int | None = None) -> None:
+                    gzip_level: int | None = None,
+                    autoload: Sequence[tuple[str, bytes]] = (),
+                    module_lists: Mapping[str, bytes] | None = None) -> None:
     """Write the newc initramfs to ``dest``, gzip-compressed if ``gzip_level`` is set.
 
     ``modules`` maps each machine name to its modules, (path under
     lib/modules/<release>, .ko bytes) in load order; every module is written
     once and each machine gets its ``/etc/board/modules.<machine>.load``.
+    ``autoload`` modules are written but in no list: only udev's kmod builtin
+    loads them, once a test has run depmod; ``module_lists`` (modules.order,
+    modules.builtin, modules.builtin.modinfo of the kernel package) go beside
+    them for depmod.
     The board boots it uncompressed: under TCG, boot to /init took a median
     4.9 s with the 130 MB raw archive and 6.5 s with the 42 MB gzip one.
     """
@@ -158,6 +168,12 @@ def write_initramfs(dest: Path, debs: Sequence[Path],
                     path.write_bytes(data)
             (root / f"etc/board/modules.{machine}.load").write_text(
                 modules_load(machine_modules))
+        for rel, data in autoload:
+            path = root / "lib/modules" / release / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+        for name, data in (module_lists or {}).items():
+            (root / "lib/modules" / release / name).write_bytes(data)
         (root / "etc/passwd").write_text(_PASSWD)
         (root / "etc/group").write_text(_GROUP)
         (root / "etc/hostname").write_text("board\n")

@@ -49,6 +49,9 @@ class Machine:
     """False when ``poweroff -f`` halts instead: the host ends QEMU on the exit marker."""
     sd_card: bool = False
     """True: an SD card image (board/sdcard.py) is attached and mounted at /mnt/sd."""
+    autoload_modules: tuple[str, ...] = ()
+    """Stock modules in the initramfs that /init does not load: udev's coldplug loads them
+    (their MODALIAS, 80-drivers.rules), once a test has started udev."""
 
 
 VIRT = Machine(
@@ -58,9 +61,11 @@ VIRT = Machine(
     fixed_size=False,
     memory_mb=1024,
     stock_modules=("netfs", "9pnet", "9pnet_virtio", "9p", "virtio_mmio"),
+    autoload_modules=("qemu_fw_cfg",),
 )
 """QEMU's virt machine: virtio-pci, virtio_mmio, 9p are what /init loads (virtio-pci,
-virtio and virtio_ring are built in)."""
+virtio and virtio_ring are built in). qemu_fw_cfg (CONFIG_FW_CFG_SYSFS=m, the driver of
+the platform device 9020000.fw-cfg) is left to udev: the boot-time reservation test."""
 
 RASPI3B = Machine(
     name="raspi3b",

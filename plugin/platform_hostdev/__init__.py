@@ -34,6 +34,10 @@ your own tools) needs, importable from the package itself::
   :func:`refuse_unsafe_detach` and :class:`UnbindImpact` (what an unbind
   takes with it through the kernel's device links), :func:`link_view`,
   :class:`LinkView`.
+* **Boot-time reservations**: :class:`Reservations` (the DT paths in
+  /etc/platform-hostdev/reserved), :func:`refuse_unsafe_reservation`,
+  :func:`apply_reservations` (what the boot unit does) and
+  :class:`AppliedReservation`, :class:`ReservationError`.
 * **check-host**: :func:`check_host`, :class:`Check`.
 * **Errors**: :class:`HostdevError` and its subclasses, each with a stable
   ``code`` (:data:`CODES`).
@@ -95,6 +99,11 @@ _EXPORTS: dict[str, str] = {
     "host_usage": "host.protection",
     "HostUse": "host.protection",
     "refuse_unsafe_detach": "host.protection",
+    "refuse_unsafe_reservation": "host.protection",
+    "Reservations": "binding.reservations",
+    "ReservationError": "binding.reservations",
+    "apply_reservations": "binding.boot",
+    "AppliedReservation": "binding.boot",
     "UnbindImpact": "host.protection",
     "link_view": "host.devlinks",
     "LinkView": "host.devlinks",
@@ -128,23 +137,25 @@ _EXPORTS: dict[str, str] = {
 }
 
 __all__ = [
-    "AlreadyDetachedError", "BindingError", "CODES", "Check", "ConsumerWouldUnbindError",
-    "Correlation", "DEFAULT_TIMEOUT", "DefineResult", "DetachResult", "Device", "DeviceInUseError",
-    "DeviceNotFoundError", "DeviceTreeError", "Host", "HostError", "HostUse", "HostUseError",
-    "HostdevError", "InterruptedOperationError", "InvalidDeviceSpecError", "Inventory",
-    "LibvirtError", "LinkView", "NoIommuError", "NotDetachedError", "PlatformHostdev", "Prepared",
-    "ProbeFailedError", "ReattachResult", "RecoverAction", "ResetRequiredError", "RestoreError",
+    "AlreadyDetachedError", "AppliedReservation", "BindingError", "CODES", "Check",
+    "ConsumerWouldUnbindError", "Correlation", "DEFAULT_TIMEOUT", "DefineResult", "DetachResult",
+    "Device", "DeviceInUseError", "DeviceNotFoundError", "DeviceTreeError", "Host", "HostError",
+    "HostUse", "HostUseError", "HostdevError", "InterruptedOperationError",
+    "InvalidDeviceSpecError", "Inventory", "LibvirtError", "LinkView", "NoIommuError",
+    "NotDetachedError", "PlatformHostdev", "Prepared", "ProbeFailedError", "ReattachResult",
+    "RecoverAction", "ReservationError", "Reservations", "ResetRequiredError", "RestoreError",
     "StaleRelease", "SyncResult", "Translation", "UeventTimeoutError", "UnbindForbiddenError",
-    "UnbindImpact", "VfioError", "VfioUnavailableError", "XmlError", "add_device", "backward",
-    "check_host", "check_spec", "correlate", "define_domain", "detach", "forward", "host_at",
-    "host_usage", "is_platform_hostdev", "link_view", "live_host", "load_inventory", "parse_xml",
-    "platform_hostdev_elements", "prepare_domain", "reattach", "recover", "recover_host",
-    "refuse_if_host_uses", "refuse_unsafe_detach", "remove_device", "sync", "sync_domain",
-    "to_string",
+    "UnbindImpact", "VfioError", "VfioUnavailableError", "XmlError", "add_device",
+    "apply_reservations", "backward", "check_host", "check_spec", "correlate", "define_domain",
+    "detach", "forward", "host_at", "host_usage", "is_platform_hostdev", "link_view", "live_host",
+    "load_inventory", "parse_xml", "platform_hostdev_elements", "prepare_domain", "reattach",
+    "recover", "recover_host", "refuse_if_host_uses", "refuse_unsafe_detach",
+    "refuse_unsafe_reservation", "remove_device", "sync", "sync_domain", "to_string",
 ]
 """The public names (``_EXPORTS`` says where each lives)."""
 
 if TYPE_CHECKING:  # what mypy and pdoc see; at run time __getattr__ loads each on first use
+    from platform_hostdev.binding.boot import AppliedReservation, apply_reservations
     from platform_hostdev.binding.operations import (
         DEFAULT_TIMEOUT,
         AlreadyDetachedError,
@@ -166,6 +177,7 @@ if TYPE_CHECKING:  # what mypy and pdoc see; at run time __getattr__ loads each 
         ResetRequiredError,
         VfioUnavailableError,
     )
+    from platform_hostdev.binding.reservations import ReservationError, Reservations
     from platform_hostdev.checkhost.model import Check
     from platform_hostdev.checkhost.run import check_host
     from platform_hostdev.domain.hostdev import PlatformHostdev, is_platform_hostdev, parse_xml
@@ -207,6 +219,7 @@ if TYPE_CHECKING:  # what mypy and pdoc see; at run time __getattr__ loads each 
         host_usage,
         refuse_if_host_uses,
         refuse_unsafe_detach,
+        refuse_unsafe_reservation,
     )
     from platform_hostdev.host.specs import check_spec
     from platform_hostdev.host.uevents import UeventTimeoutError

@@ -53,6 +53,7 @@ code                       meaning
 ``uevent-timeout``         the expected bind/unbind did not happen in time
 ``restore-failed``         a device could not be put back as it was
 ``journal-corrupt``        a journal, ownership or guest-DT record that cannot be read
+``reservation-corrupt``    the boot-time reservation file holds something not a DT path
 ``state-busy``             another platform-hostdev call holds a state lock too long
 ``interrupted-operation``  an earlier detach/reattach was interrupted: recover first
 ``not-detached``           the device is not bound to vfio (re-attach, unmanaged, inspect)

@@ -15,11 +15,12 @@ HOOK = "/etc/libvirt/hooks/qemu.d/platform-hostdev"
 VDSM_HOOK = "/usr/libexec/vdsm/hooks/before_vm_start/50_platform_hostdev"
 MAN = "/usr/share/man/man1/platform-hostdev.1.gz"
 COMPLETION = "/usr/share/bash-completion/completions/platform-hostdev"
-# Where the package may put files; item 4's udev rule and unit will add
-# /usr/lib/udev/rules.d and /usr/lib/systemd/system.
+UDEV_RULE = "/usr/lib/udev/rules.d/60-platform-hostdev.rules"
+UNIT = "/lib/systemd/system/platform-hostdev-reserve.service"
+# Where the package may put files
 ALLOWED = ("/etc/libvirt/hooks/qemu.d/", "/usr/bin/", f"{SITE}/", "/usr/libexec/vdsm/hooks/",
            "/usr/share/man/man1/", "/usr/share/bash-completion/completions/",
-           "/usr/share/doc/platform-hostdev/")
+           "/usr/share/doc/platform-hostdev/", UDEV_RULE, UNIT)
 
 
 def _version() -> str:
@@ -58,7 +59,7 @@ def test_hooks_are_root_owned_executables(deb: Path) -> None:
     listing = deb_listing(deb)
     for path in (HOOK, VDSM_HOOK, "/usr/bin/platform-hostdev"):
         assert listing[path] == ("-rwxr-xr-x", "root/root"), path
-    for path in (MAN, COMPLETION):
+    for path in (MAN, COMPLETION, UDEV_RULE, UNIT):
         assert listing[path] == ("-rw-r--r--", "root/root"), path
     assert "/etc/libvirt/hooks/qemu" not in listing  # VDSM's on oVirt hosts: never ours
 
@@ -80,6 +81,15 @@ def test_the_hook_is_a_conffile_run_by_debians_python(deb: Path) -> None:
     vdsm = _member(deb, VDSM_HOOK).decode()
     assert vdsm == (REPO / "hooks/vdsm/before_vm_start/50_platform_hostdev").read_text()
     assert vdsm.startswith("#!/usr/bin/python3\n")
+
+
+def test_the_reservation_rule_and_unit_are_the_trees_and_the_unit_is_enabled(deb: Path) -> None:
+    assert _member(deb, UDEV_RULE) == (REPO / "debian/udev/60-platform-hostdev.rules").read_bytes()
+    assert _member(deb, UNIT) == \
+        (REPO / "debian/systemd/platform-hostdev-reserve.service").read_bytes()
+    postinst = subprocess.run(["dpkg-deb", "-I", str(deb), "postinst"], capture_output=True,
+                              text=True, check=True).stdout
+    assert "deb-systemd-helper" in postinst and "platform-hostdev-reserve.service" in postinst
 
 
 def test_every_module_and_schema_is_installed(deb: Path) -> None:

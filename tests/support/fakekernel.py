@@ -207,6 +207,22 @@ class FakeKernel(WritableHostFs):
         self._load(module, params)
         return subprocess.CompletedProcess(args, 0, "", "")
 
+    def register_driver(self, bus: str, driver: str, module: str | None = None) -> list[str]:
+        """A host driver's module loads (udev's kmod builtin on MODALIAS): ``driver`` (which
+        ``drivers`` maps a compatible to) registers and probes every unbound device it
+        matches (drivers/base/bus.c bus_add_driver -> dd.c driver_attach, __driver_attach:
+        driver_match_device, which with a driver_override set matches that driver only).
+        Returns the devices bound."""
+        if module is not None:
+            self.host.modules[driver] = module  # add_driver makes the module link
+        self.host.add_driver(bus, driver)
+        bound = []
+        for name, device_bus in self.host.buses.items():
+            if device_bus == bus and self.host.driver_of(name) is None \
+                    and self._matches(name, driver) and self._probe(name, driver) == 0:
+                bound.append(name)
+        return bound
+
     # ------------------------------------------------------------------ sysfs writes
     def write_attr(self, host_path: str, value: str) -> None:
         self.writes.append((host_path, value))

@@ -32,6 +32,7 @@ from platform_hostdev.checkhost.model import (
     module_checks,
     qemu_check,
 )
+from platform_hostdev.checkhost.reservations import reservation_checks
 from platform_hostdev.domain.translate import forward
 from platform_hostdev.domain.validate import domain_emulator
 from platform_hostdev.errors import HostdevError
@@ -100,6 +101,7 @@ def check_host(host: Host, tree: etree._ElementTree | None = None, *, conn: Any 
                                nodes.legacy)
     checks += security_checks(fs, conf, iommufd)
     checks += hook_checks(fs)
+    checks += reservation_checks(fs)
     return checks
 
 

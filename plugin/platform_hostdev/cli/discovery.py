@@ -40,7 +40,8 @@ def configure(name: str, p: argparse.ArgumentParser) -> None:
         p.set_defaults(handler=cmd_show)
 
 
-def device_json(device: Device) -> dict[str, Any]:
+def device_json(device: Device, reserved: bool = False) -> dict[str, Any]:
+    """A device as --json prints it; ``reserved``: its DT path is reserved for vfio at boot."""
     return {
         "name": device.name,
         "bus": device.bus,
@@ -52,7 +53,17 @@ def device_json(device: Device) -> dict[str, Any]:
         "aliases": list(device.aliases),
         "sysfs_path": device.sysfs_path,
         "nodedev": device.nodedev_name,
+        "reserved": reserved,
     }
+
+
+def _reserved(ctx: Context) -> frozenset[str]:
+    """The DT paths reserved for vfio at boot on the host (none for a --dtb)."""
+    if ctx.dtb is not None:
+        return frozenset()
+    from platform_hostdev.binding.reservations import Reservations
+
+    return frozenset(Reservations(ctx.host.fs).paths())
 
 
 def cmd_nodedev_list(args: argparse.Namespace, ctx: Context) -> int:
@@ -62,13 +73,16 @@ def cmd_nodedev_list(args: argparse.Namespace, ctx: Context) -> int:
                if (args.bus is None or d.bus == args.bus)
                and (args.compatible is None
                     or any(fnmatch.fnmatchcase(c, args.compatible) for c in d.compatible))]
+    reserved = _reserved(ctx)
     if args.json:
-        ctx.print_json([device_json(d) for d in devices])
+        ctx.print_json([device_json(d, d.dt_path in reserved) for d in devices])
         return 0
     rows = [[d.name, d.bus, d.dt_path or "-", d.compatible[0] if d.compatible else "-",
-             d.driver or "-", d.iommu_group if d.iommu_group is not None else "-"]
+             d.driver or "-", d.iommu_group if d.iommu_group is not None else "-",
+             "yes" if d.dt_path in reserved else "-"]
             for d in devices]
-    ctx.print(render_table(["NAME", "BUS", "DT PATH", "COMPATIBLE", "DRIVER", "IOMMU"], rows))
+    ctx.print(render_table(["NAME", "BUS", "DT PATH", "COMPATIBLE", "DRIVER", "IOMMU",
+                            "RESERVED"], rows))
     return 0
 
 
@@ -90,7 +104,7 @@ def cmd_nodedev_dumpxml(args: argparse.Namespace, ctx: Context) -> int:
         if device.dt_path else None
     links = _links(ctx, device)
     if args.json:
-        data = device_json(device)
+        data = device_json(device, device.dt_path in _reserved(ctx))
         data["correlation"] = correlation.to_json() if correlation else None
         data["device_links"] = links.to_json() if links is not None else None
         ctx.print_json(data)

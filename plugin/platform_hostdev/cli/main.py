@@ -46,6 +46,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "nodedev-detach": (_BINDING, "bind a device to vfio-platform / vfio-amba"),
     "nodedev-reattach": (_BINDING, "give a detached device back to its driver"),
     "recover": (_BINDING, "restore devices an interrupted detach/reattach left"),
+    "reserve-apply": (_BINDING, "bind the devices reserved with nodedev-detach --persistent "
+                      "to vfio (run at boot by the udev rule and the unit)"),
     "inspect": ("platform_hostdev.cli.inspect", "open a vfio-bound device through VFIO and "
                 "check its regions/IRQs against the DT"),
     "check-host": ("platform_hostdev.cli.checkhost", "check this host for platform-device "
@@ -210,6 +212,12 @@ def main(argv: Sequence[str] | None = None, ctx: Context | None = None) -> int:
     """Run one command; returns the exit code (0 ok, 1 user error, 2 usage)."""
     ctx = ctx or Context()
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv == ["reserve-apply", "--udev"]:
+        # the udev rule's call, on the add event of every DT device of a host with
+        # reservations: no parser, and only the reservation file read for most devices
+        from platform_hostdev.binding.boot import udev_main
+
+        return udev_main(ctx.host, ctx.env, ctx.out, ctx.err)
     parser = build_parser(argv)
     try:
         args = parser.parse_args(argv)

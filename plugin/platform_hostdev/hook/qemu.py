@@ -16,8 +16,9 @@ and aborts a start). Phases:
   rolls back what this call did.
 * release (also after "failed"): give every device of this domain back:
   /dev/vfio/N (or the cdev) ownership restored, /dev/iommu's once no record
-  holds it any more, managed devices re-attached to their
-  original driver, records removed.
+  holds it any more, managed devices re-attached to their original driver (a
+  device reserved for vfio at boot, nodedev-detach --persistent, stays on
+  vfio), records removed.
 * reconnect: a running domain after a daemon restart: adopt its devices.
 * migrate / restore: refused (QEMU's vfio-platform is not migratable).
 Every call first finishes interrupted binding operations (journal) and
@@ -295,7 +296,7 @@ def _give_back(record: OwnerRecord, env: HookEnv, owners: Owners, journal: Journ
 
         _restore_node(env, IOMMU_NODE, record.iommu_owner)
     env.host.step(f"release:{record.device}:node-restored", record)
-    if record.detached_by_us:
+    if record.detached_by_us and not _reserved(env.fs, record.bus, record.device):
         state = device_state(env.fs, record.bus, record.device)
         if state.driver == VFIO_DRIVERS.get(record.bus):
             from platform_hostdev.binding.operations import reattach
@@ -303,6 +304,21 @@ def _give_back(record: OwnerRecord, env: HookEnv, owners: Owners, journal: Journ
             reattach(env.host, HookDevice(record.device, record.bus, None, (), True), journal)
     env.host.step(f"release:{record.device}:reattached", record)
     owners.remove(record.device)
+
+
+def _reserved(fs: HostFs, bus: str, name: str) -> bool:
+    """Whether the device is reserved for vfio at boot (nodedev-detach --persistent): then
+    release leaves it on vfio, as the next boot would bind it there anyway. An unreadable
+    reservation file counts as no reservation (the device goes back, as without one)."""
+    from platform_hostdev.binding.reservations import Reservations
+
+    reservations = Reservations(fs)
+    if not reservations.exists():
+        return False
+    try:
+        return reservations.is_reserved(fs.dt_path_of(f"/sys/bus/{bus}/devices/{name}"))
+    except HostdevError:
+        return False
 
 
 # ------------------------------------------------------------------ phases

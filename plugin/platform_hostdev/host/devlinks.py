@@ -70,6 +70,7 @@ __all__ = [
     "driver_dir_of",
     "driver_can_unbind",
     "driver_origin",
+    "keep_driver_off",
     "refuse_forbidden_unbind",
     "refuse_forbidden_own",
     "refuse_forbidden_dependents",
@@ -413,6 +414,12 @@ def driver_origin(fs: HostFs, bus: str, driver: str) -> DriverOrigin:
             candidates.append(symbol)
     drivers = [s for s in candidates if s.endswith("_driver_init")]
     return DriverOrigin(driver, None, builtin, tuple(dict.fromkeys(drivers or candidates)))
+
+
+def keep_driver_off(fs: HostFs, bus: str, driver: str) -> str:
+    """How to keep ``driver`` off a device from boot: for a module, blacklisting it or a
+    reservation; for a built-in driver, ``initcall_blacklist=`` with its init function."""
+    return _way_out(fs, bus, driver)
 
 
 def _way_out(fs: HostFs, bus: str, driver: str) -> str:

@@ -60,6 +60,7 @@ __all__ = [
     "unbind_impact",
     "consumers_error",
     "refuse_unsafe_detach",
+    "refuse_unsafe_reservation",
     "refuse_if_host_uses",
     "cmdline_consoles",
     "default_route_interfaces",
@@ -273,8 +274,34 @@ def refuse_unsafe_detach(fs: HostFs, device: Usable, force: bool) -> UnbindImpac
     if impact.dependents and not force:
         raise consumers_error(fs, impact)
     refuse_forbidden_dependents(fs, device.name, impact.dependents)
-    if force:
-        return impact
+    if not force:
+        _refuse_host_needs(fs, impact, device)
+    return impact
+
+
+def refuse_unsafe_reservation(fs: HostFs, device: Usable, force: bool) -> UnbindImpact:
+    """The guard before reserving a device for vfio at boot; returns its :class:`UnbindImpact`.
+
+    The refusals of :func:`refuse_unsafe_detach` but one: reserved, the device
+    never gets its host driver, so the devices that depend on it never get
+    theirs (a driver's probe defers while its supplier's resource is missing)
+    and the host's uses of them are lost at every boot. A driver that forbids
+    unbinding is no refusal here: keeping it off from boot is the way around it.
+    """
+    impact = unbind_impact(fs, device)
+    if not force:
+        try:
+            _refuse_host_needs(fs, impact, device)
+        except ConsumerWouldUnbindError as exc:
+            exc.what += ("\n  reserved for vfio at boot, they would not get their drivers "
+                         "at any boot")
+            raise
+    return impact
+
+
+def _refuse_host_needs(fs: HostFs, impact: UnbindImpact, device: Usable) -> None:
+    if impact.dependents:
+        raise consumers_error(fs, impact)
     if impact.dt_users:
         raise dt_users_error(impact)
     uses = impact.all_uses
@@ -284,7 +311,6 @@ def refuse_unsafe_detach(fs: HostFs, device: Usable, force: bool) -> UnbindImpac
             f"{device.name} " + "; it also ".join(u.detail for u in uses),
             f"choose another device, or pass --force if you really mean it (to free it: "
             f"{frees})", uses, device=device.name)
-    return impact
 
 
 def refuse_if_host_uses(fs: HostFs, device: Usable, force: bool) -> list[HostUse]:
