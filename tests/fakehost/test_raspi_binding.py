@@ -31,7 +31,11 @@ from platform_hostdev.domain.hostdev import parse_xml
 from platform_hostdev.hook.qemu import HookEnv, dispatch
 from platform_hostdev.host.devlinks import UnbindForbiddenError
 from platform_hostdev.host.inventory import Device, load_inventory
-from platform_hostdev.host.protection import ConsumerWouldUnbindError, refuse_if_host_uses
+from platform_hostdev.host.protection import (
+    ConsumerWouldUnbindError,
+    host_usage,
+    refuse_if_host_uses,
+)
 
 from tests.contract.conftest import SimulatedKill, kill_at
 from tests.support.domains import libvirt_domain, user_domain, with_guest_dt
@@ -457,3 +461,13 @@ def test_json_refusal_of_a_dt_user(kernel: FakeKernel) -> None:
     assert (code, error["code"], error["users"], error["properties"]) == \
         (1, "dt-user-would-lose", ["3f202000.mmc"], [["dmas"]])
     assert kernel.writes == []
+
+
+def test_a_console_without_a_tty_device_is_found_from_stdout_path(kernel: FakeKernel) -> None:
+    # as on the real board: serdev owns the PL011 (Bluetooth), so no ttyAMA0 device exists,
+    # yet the console prints on it; its DT alias serial0 names the port
+    os.unlink(kernel.path("/sys/class/tty/ttyAMA0"))
+    uses = host_usage(kernel, device(kernel, "3f201000.serial"))
+    assert [u.kind for u in uses] == ["console"]
+    assert "aliases/serial0" in uses[0].subject
+    assert host_usage(kernel, device(kernel, MINI_UART)) == []

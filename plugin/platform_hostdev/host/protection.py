@@ -369,6 +369,16 @@ def _console_uses(fs: HostFs, device: Usable, base: str) -> Iterator[HostUse]:
              if "/" not in tty and tty not in (".", "..")
              and _below(fs, f"/sys/class/tty/{tty}/device", base)]
     reasons = [s for tty in named for s in sources[tty]]
+    # a console with no tty device: a PL011 whose port serdev took (the raspi3b's carries
+    # Bluetooth, drivers/tty/serdev/serdev-ttyport.c) registers no ttyAMA<N> but still
+    # prints the console; its line N is its DT alias serialN (drivers/tty/serial/
+    # amba-pl011.c pl011_probe_dt_alias)
+    for tty in sources:
+        match = re.fullmatch(r"ttyAMA([0-9]+)", tty)
+        if match and not fs.path(f"/sys/class/tty/{tty}/device").exists():
+            alias = (fs.read_text(f"/{DT_BASE}/aliases/serial{match.group(1)}") or "")
+            if alias.split("\0", 1)[0] == device.dt_path and device.dt_path:
+                reasons += sources[tty] + [f"/{DT_BASE}/aliases/serial{match.group(1)}"]
     reasons += [f"earlycon={v}" if v else "earlycon" for v in earlycons
                 if _earlycon_is(fs, v, device)]
     if reasons:
