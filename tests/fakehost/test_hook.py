@@ -58,13 +58,28 @@ def run_hook(kernel: FakeKernel, domain: str, op: str, xml: bytes, *, synced: bo
     return code, err.getvalue()
 
 
-def mark_running(kernel: FakeKernel, domain: str, pid: int = 4242) -> None:
+def mark_running(kernel: FakeKernel, domain: str, pid: int = 4242, start: int = 5000) -> None:
+    """libvirt's pid file for ``domain`` and a QEMU process ``pid`` that started at clock
+    tick ``start`` (/proc/PID/cmdline and stat, as the kernel writes them)."""
     run = kernel.path("/run/libvirt/qemu")
     run.mkdir(parents=True, exist_ok=True)
     (run / f"{domain}.pid").write_text(f"{pid}\n")
     proc = kernel.path(f"/proc/{pid}")
     proc.mkdir(parents=True, exist_ok=True)
     (proc / "cmdline").write_bytes(b"/usr/bin/qemu-system-aarch64\0-name\0" + domain.encode())
+    # fs/proc/array.c do_task_stat: "pid (comm) state" then fields 4.., starttime is 22
+    middle = [1, pid, pid, 0, -1, 4194560, 0, 0, 0, 0, 0, 0, 0, 0, 20, 0, 1, 0]
+    (proc / "stat").write_text(f"{pid} (qemu-system-aar) S {' '.join(map(str, middle))} "
+                               f"{start} 1000000 2000 18446744073709551615\n")
+
+
+def stop_running(kernel: FakeKernel, domain: str, pid: int = 4242) -> None:
+    """QEMU exited: libvirt removes its pid file, the kernel its /proc entry."""
+    kernel.path(f"/run/libvirt/qemu/{domain}.pid").unlink(missing_ok=True)
+    proc = kernel.path(f"/proc/{pid}")
+    for entry in proc.iterdir() if proc.exists() else ():
+        entry.unlink()
+    proc.rmdir() if proc.exists() else None
 
 
 def test_prepare_detaches_hands_over_the_node_and_release_restores(kernel: FakeKernel) -> None:

@@ -185,3 +185,72 @@ def test_running_owner_survives_recover(tmp_path: Path, virt_dtb: Path) -> None:
     _recover(kernel)
     assert consistent(kernel, running={"vm1"}) == []
     assert len(Owners(kernel).all()) == 2
+
+
+# ------------------------------------------------------------------ OSError faults
+# The same walk with OSErrors instead of kills (tests/support/faults.py): the phase
+# must end in a clean exit code (no exception escapes dispatch, no traceback text),
+# another running domain's device is never touched, and once the cause is gone one
+# recover leaves every device owned by a running domain or back where it was.
+
+OTHER = "a000400.virtio_mmio"  # vm2's, running all along
+
+
+def _with_running_neighbour(kernel: FakeKernel) -> None:
+    xml = with_guest_dt(kernel.root, libvirt_domain("vm2", [OTHER]))
+    assert dispatch(["vm2", "prepare", "begin", "-"], xml,
+                    HookEnv(kernel.as_host(), err=io.StringIO())) == 0
+    mark_running(kernel, "vm2", pid=5151, start=99)
+    assert dispatch(["vm2", "started", "begin", "-"], xml,
+                    HookEnv(kernel.as_host(), err=io.StringIO())) == 0
+
+
+def _neighbour_intact(kernel: FakeKernel) -> list[str]:
+    record = Owners(kernel).read(OTHER)
+    state = device_state(kernel, "platform", OTHER)
+    node = kernel.path(f"/dev/vfio/{state.iommu_group}")
+    if record is None or record.domain != "vm2" or state.driver != "vfio-platform" \
+            or not node.exists() or node.stat().st_uid == 0:
+        return [f"vm2's {OTHER} was touched: {record}, {state}"]
+    return []
+
+
+def _fault_points(tmp_path: Path, dtb: Path, monkeypatch: pytest.MonkeyPatch, op: str,
+                  persistent: bool) -> int:
+    from tests.support.faults import failing
+
+    at = 1
+    while True:
+        kernel = make_kernel(tmp_path / f"{op}-{persistent}-{at}", dtb)
+        _with_running_neighbour(kernel)
+        xml = with_guest_dt(kernel.root, libvirt_domain("vm1", DEVICES))
+        if op == "release":
+            _prepared(kernel, xml)
+        err = io.StringIO()
+        with failing(monkeypatch, at, persistent) as seen:
+            code = dispatch(["vm1", op, "begin" if op == "prepare" else "end", "-"], xml,
+                            HookEnv(kernel.as_host(), err=err))
+        if len(seen) < at:
+            return at - 1
+        where = f"{'from' if persistent else 'at'} write {at} ({seen[at - 1]})"
+        assert code in (0, 1), where
+        assert "Traceback" not in err.getvalue(), where
+        if code == 1:
+            assert "refused:" in err.getvalue() and "hint:" in err.getvalue(), where
+        if op == "prepare" and code == 1 and not persistent:
+            # a one-off fault: the rollback itself worked, nothing waits for recover
+            assert consistent(kernel, running={"vm2"}) == [], where
+        assert _neighbour_intact(kernel) == [], where
+        _recover(kernel)
+        assert consistent(kernel, running={"vm2"}) == [], where
+        assert _neighbour_intact(kernel) == [], where
+        at += 1
+
+
+@pytest.mark.parametrize("persistent", [False, True], ids=["once", "from-then-on"])
+@pytest.mark.parametrize("op", ["prepare", "release"])
+def test_an_oserror_at_any_write_leaves_nothing_stranded(tmp_path: Path, virt_dtb: Path,
+                                                         monkeypatch: pytest.MonkeyPatch,
+                                                         op: str, persistent: bool) -> None:
+    points = _fault_points(tmp_path, virt_dtb, monkeypatch, op, persistent)
+    assert points >= (12 if op == "prepare" else 8)

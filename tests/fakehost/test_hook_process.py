@@ -165,3 +165,24 @@ def test_uninstall_removes_only_our_hook(host: FakeHost) -> None:
                     cli.Context(out=out, err=err)) == 1
     assert "not ours" in err.getvalue()
     assert (host.root / HOOK).read_text() == "#!/bin/sh\nexit 0\n"
+
+
+def test_release_without_metadata_is_still_ours_while_a_record_names_the_uuid(
+        host: FakeHost) -> None:
+    from tests.fakehost.test_hook_release import without_metadata
+
+    xml = synced_domain(host.root, "vm1", [VIRTIO], managed=False)
+    node = host.root / "dev" / "vfio" / str(host.iommu_group_of(VIRTIO))
+    assert run(host, "prepare", xml).returncode == 0
+    record = host.root / "run/platform-hostdev/owners" / f"{VIRTIO}.json"
+    # another domain, without platform devices, stops meanwhile: the fast path, untouched
+    plain = b"<domain type='kvm'><name>web</name><uuid>1-2</uuid><devices/></domain>"
+    done = run(host, "release", plain, "web")
+    assert (done.returncode, done.stderr) == (0, "") and record.exists()
+    # 'virsh metadata --live --remove' left vm1 without our metadata: its release still runs
+    stripped = without_metadata(xml)
+    assert b"platform-hostdev.org" not in stripped
+    done = run(host, "release", stripped)
+    assert (done.returncode, done.stderr) == (0, "")
+    assert not record.exists()
+    assert (node.stat().st_uid, node.stat().st_mode & 0o777) == (0, 0o600)

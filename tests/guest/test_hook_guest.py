@@ -50,7 +50,8 @@ SUBOP = {"prepare": "begin", "release": "end"}
 # dispatch() on the live host, with a step observer that SIGKILLs the process at a step
 _KILL_AT_STEP = textwrap.dedent("""
     import os, signal, sys
-    from platform_hostdev.hook.qemu import HookEnv, _config, dispatch
+    from platform_hostdev.hook.env import read_config
+    from platform_hostdev.hook.qemu import HookEnv, dispatch
     from platform_hostdev.host.boundary import host_at
 
     wanted = sys.argv[1]
@@ -60,7 +61,7 @@ _KILL_AT_STEP = textwrap.dedent("""
             os.kill(os.getpid(), signal.SIGKILL)
 
     host = host_at("/").replace(observer=step)
-    env = HookEnv(host, allow_noiommu=_config(host.fs).get("allow_noiommu") == "yes")
+    env = HookEnv(host, allow_noiommu=read_config(host.fs).get("allow_noiommu") == "yes")
     sys.exit(10 + dispatch(sys.argv[2:], sys.stdin.buffer.read(), env))
 """)
 

@@ -447,6 +447,28 @@ class FakeKernel(WritableHostFs):
                 self.path(f"/dev/vfio/{group}").unlink(missing_ok=True)
         self._notify(name, "unbind")
 
+    def remove_device(self, name: str) -> None:
+        """The device goes away (hot-unplug, overlay removal, its bus driver's module
+        unloaded): drivers/base/core.c device_del: its driver is released (consumers
+        first, as an unbind), it leaves its IOMMU group (the group and its /dev/vfio
+        node go with the last member), its bus link and sysfs directory go."""
+        if self.host.driver_of(name) is not None:
+            self._unbind(name)
+        group = self.host.iommu_group_of(name)
+        if group is not None:
+            members = self.host.iommu_groups[group]
+            members.remove(name)
+            self.path(f"/sys/kernel/iommu_groups/{group}/devices/{name}").unlink(missing_ok=True)
+            if not members:
+                shutil.rmtree(self.path(f"/sys/kernel/iommu_groups/{group}"))
+                self.host.iommu_groups.pop(group)
+                self.path(f"/dev/vfio/{group}").unlink(missing_ok=True)
+        bus = self.host.buses[name]
+        self.path(f"/sys/bus/{bus}/devices/{name}").unlink()
+        shutil.rmtree(self.host.devices.pop(name))
+        self._notify(name, "remove")
+        del self.host.buses[name]
+
     def _is_noiommu(self, group: int) -> bool:
         name = self.path(f"/sys/kernel/iommu_groups/{group}/name")
         return name.is_file() and name.read_text().strip() == "vfio-noiommu"

@@ -77,7 +77,8 @@ def test_the_hook_does_not_load_the_api() -> None:
             if m.startswith("platform_hostdev")}
     assert ours == {
         "platform_hostdev", "platform_hostdev.errors", "platform_hostdev.hook",
-        "platform_hostdev.hook.qemu", "platform_hostdev.binding",
+        "platform_hostdev.hook.qemu", "platform_hostdev.hook.env",
+        "platform_hostdev.hook.giveback", "platform_hostdev.binding",
         "platform_hostdev.binding.journal", "platform_hostdev.binding.ownership",
         "platform_hostdev.binding.preflight", "platform_hostdev.host",
         "platform_hostdev.host.attributes", "platform_hostdev.host.boundary",

@@ -13,11 +13,19 @@ its vfio cdev (/dev/vfio/devices/vfioN) instead of its group node, and
 /dev/iommu's original owner: /dev/iommu is shared, so it is restored when the
 last record holding it goes.
 
-The hook never asks libvirt whether an owner is running (it would deadlock);
-it reads libvirt's own run files: a domain is running while
-``/run/libvirt/qemu/<name>.pid`` names a live QEMU process. A record younger
-than the start grace period counts as live too (the domain is between its
-prepare hook and QEMU's exec).
+The hook never asks libvirt whether an owner is running (it would deadlock).
+A record is live while what cannot lie says so:
+
+* once the domain has started (libvirt's "started" phase, or "reconnect"
+  after a daemon restart) the record holds QEMU's pid and that process's
+  start time (``/proc/PID/stat`` field 22, fs/proc/array.c do_task_stat): the
+  owner runs exactly while that process exists with that start time, so a
+  reused pid is not taken for it;
+* before that, while libvirt's own pid file ``/run/libvirt/qemu/<name>.pid``
+  names a live QEMU process (any name libvirt accepts, including one that
+  starts with "."), or while a "preparing" record's hook process is alive, or
+  while the record is younger than the start grace period (the domain is
+  between its prepare hook and QEMU's exec).
 """
 from __future__ import annotations
 
@@ -31,11 +39,31 @@ from platform_hostdev.host.boundary import pid_alive, wall_clock
 from platform_hostdev.host.fs import HostFs
 from platform_hostdev.host.statefiles import RecordStore
 
-__all__ = ["OwnerRecord", "Owners", "OwnersBusyError", "OWNERS_DIR", "START_GRACE"]
+__all__ = ["OwnerRecord", "Owners", "OwnersBusyError", "OWNERS_DIR", "START_GRACE",
+           "process_start"]
 
 OWNERS_DIR = "/run/platform-hostdev/owners"
 LIBVIRT_RUN = "/run/libvirt/qemu"
 START_GRACE = 300.0  # seconds a prepared domain may take to get its QEMU running
+
+
+def process_start(fs: HostFs, pid: int) -> int | None:
+    """Process ``pid``'s start time in clock ticks since boot (``/proc/PID/stat`` field
+    22, fs/proc/array.c do_task_stat); None if there is no such process.
+
+    The command name (field 2) is in parentheses and may hold spaces and
+    parentheses itself: the fields after it are counted from its last ')'.
+    """
+    if pid <= 0:
+        return None
+    text = fs.read_text(f"/proc/{pid}/stat")
+    if not text:
+        return None
+    fields = text.rpartition(")")[2].split()
+    # fields[0] is field 3 (state): field 22 is fields[19]
+    if len(fields) < 20 or not fields[19].isdigit():
+        return None
+    return int(fields[19])
 
 
 class OwnersBusyError(HostdevError):
@@ -51,7 +79,7 @@ class OwnerRecord(NamedTuple):
     uuid: str
     managed: bool
     detached_by_us: bool
-    state: str                       # "preparing" or "prepared"
+    state: str                       # "preparing", "prepared" or "started"
     group: str | None = None
     node: str | None = None          # /dev/vfio/N we handed over
     node_owner: Sequence[int] = ()   # [uid, gid, mode] before
@@ -60,6 +88,8 @@ class OwnerRecord(NamedTuple):
     cdev: str | None = None          # /dev/vfio/devices/vfioN we handed over (iommufd)
     cdev_owner: Sequence[int] = ()   # [uid, gid, mode] before
     iommu_owner: Sequence[int] = ()  # /dev/iommu's [uid, gid, mode] before us (iommufd)
+    qemu_pid: int = 0                # QEMU's pid, recorded at "started" and "reconnect"
+    qemu_start: int = 0              # its start time (/proc/PID/stat field 22, clock ticks)
 
     def at(self, **changes: Any) -> OwnerRecord:
         return self._replace(**changes)
@@ -101,23 +131,35 @@ class Owners(RecordStore[OwnerRecord]):
         """Hold the ownership lock; OwnersBusyError past ``timeout``."""
         return super().locked(timeout)
 
-    def domain_running(self, domain: str) -> bool:
-        """libvirt's pid file for the domain names a live QEMU process."""
-        if "/" in domain or domain.startswith("."):
-            return False
+    def qemu_pid(self, domain: str) -> int | None:
+        """The pid of the domain's QEMU: libvirt's pid file names a live QEMU process.
+
+        libvirt accepts any domain name without '/' (its objectName is ``[^/\\n]+``);
+        the file is ``<name>.pid`` in one directory, so no name leads out of it.
+        """
+        if not domain or "/" in domain or "\0" in domain or "\n" in domain:
+            return None
         text = self.fs.read_text(f"{LIBVIRT_RUN}/{domain}.pid")
         if not text or not text.strip().isdigit():
-            return False
-        pid = text.strip()
+            return None
+        pid = int(text.strip())
         cmdline = self.fs.read_text(f"/proc/{pid}/cmdline") or ""
-        return "qemu" in cmdline
+        return pid if "qemu" in cmdline else None
+
+    def domain_running(self, domain: str) -> bool:
+        """libvirt's pid file for the domain names a live QEMU process."""
+        return self.qemu_pid(domain) is not None
 
     def is_live(self, record: OwnerRecord) -> bool:
         """The owner runs, its prepare is still running, or it is within its start grace.
 
         A "preparing" record whose hook process is gone was left by a killed
-        prepare: not live, whatever its age.
+        prepare: not live, whatever its age. A record that holds QEMU's pid is
+        live exactly while that process runs (same pid, same start time).
         """
+        if record.qemu_pid:
+            started = process_start(self.fs, record.qemu_pid)
+            return started is not None and started == record.qemu_start
         if self.domain_running(record.domain):
             return True
         if record.state == "preparing":

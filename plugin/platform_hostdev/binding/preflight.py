@@ -41,6 +41,7 @@ __all__ = [
     "Target",
     "DeviceState",
     "device_state",
+    "node_holders",
     "BindingError",
     "VfioUnavailableError",
     "NoIommuError",
@@ -224,7 +225,11 @@ def check_reset(fs: HostFs, target: Target) -> None:
 
 def vfio_holders(fs: HostFs, group: str) -> list[tuple[int, str]]:
     """(pid, command) of processes with /dev/vfio/<group> or noiommu-<group> open."""
-    nodes = {f"/dev/vfio/{group}", f"/dev/vfio/noiommu-{group}"}
+    return node_holders(fs, {f"/dev/vfio/{group}", f"/dev/vfio/noiommu-{group}"})
+
+
+def node_holders(fs: HostFs, nodes: set[str]) -> list[tuple[int, str]]:
+    """(pid, command) of processes with one of ``nodes`` (host paths) open."""
     proc = fs.path("/proc")
     holders = []
     try:

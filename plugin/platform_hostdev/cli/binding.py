@@ -15,7 +15,7 @@ import argparse
 import platform_hostdev as api
 from platform_hostdev.binding.reservations import RESERVED_FILE
 from platform_hostdev.cli.main import Context
-from platform_hostdev.errors import HostdevError
+from platform_hostdev.errors import HostdevError, printable
 
 __all__ = ["configure"]
 
@@ -219,16 +219,22 @@ def cmd_recover(args: argparse.Namespace, ctx: Context) -> int:
     (:func:`platform_hostdev.recover_host`)."""
     done = api.recover_host(ctx.host, err=ctx.err, timeout=args.timeout)
     actions, released = done.journal, done.released
-    failed = any(a.action == "failed" for a in actions)
+    failed = any(a.action == "failed" for a in actions) or bool(done.failed)
     if args.json:
-        ctx.print_json({"journal": [a._asdict() for a in actions], "released": released})
-    elif not actions and not released:
+        ctx.print_json({"journal": [a._asdict() for a in actions], "released": released,
+                        "kept": done.kept, "failed": done.failed})
+    elif not (actions or released or done.kept or done.failed):
         ctx.print("Nothing to recover")
     else:
         for action in actions:
             ctx.print(f"{action.device}: {action.action}: {action.detail}")
-        for line in released:
+        for line in [*released, *done.kept]:
             ctx.print(line)
+        for line in done.failed:
+            print(printable(f"error: could not give back {line}"), file=ctx.err)
+        if done.failed:
+            print("hint: fix the cause named above, then run 'platform-hostdev recover' "
+                  "again (the records of what is left are kept)", file=ctx.err)
     return 1 if failed else 0
 
 

@@ -14,27 +14,32 @@ and aborts a start). Phases:
   /dev/vfio/devices/vfioN, found from its sysfs ``vfio-dev/``, and /dev/iommu
   instead: QEMU opens those, not the group); record ownership. Any failure
   rolls back what this call did.
-* release (also after "failed"): give every device of this domain back:
-  /dev/vfio/N (or the cdev) ownership restored, /dev/iommu's once no record
-  holds it any more, managed devices re-attached to their original driver (a
-  device reserved for vfio at boot, nodedev-detach --persistent, stays on
-  vfio), records removed.
-* reconnect: a running domain after a daemon restart: adopt its devices.
+* started: QEMU runs: its pid and start time go into the domain's records,
+  from which its liveness is judged from then on (never fails the domain).
+* release (also after "failed"): give every device recorded for this
+  domain's UUID back (:mod:`platform_hostdev.hook.giveback`): /dev/vfio/N (or
+  the cdev) ownership restored, /dev/iommu's once no record holds it any
+  more, managed devices re-attached to their original driver (a device
+  reserved for vfio at boot, nodedev-detach --persistent, stays on vfio),
+  records removed. The XML's metadata is not needed: the records are the
+  truth, also when the metadata was edited away or a device vanished.
+* reconnect: a running domain after a daemon restart: its records get QEMU's
+  pid; declared devices without a record are adopted (never fails the domain).
 * migrate / restore: refused (QEMU's vfio-platform is not migratable).
-Every call first finishes interrupted binding operations (journal) and
-releases devices whose owner is gone (not running, past the start grace), so
-nothing stays stranded after a crash of the hook or the host.
+Every prepare and release first finishes interrupted binding operations
+(journal) and releases devices whose owner is gone (giveback.release_stale),
+so nothing stays stranded after a crash of the hook or the host; what fails
+there concerns another domain and is a warning, never a refusal.
 The hook never calls libvirt: the daemon waits for it.
 """
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple, TextIO
 
 from platform_hostdev.binding.journal import Journal
-from platform_hostdev.binding.ownership import OwnerRecord, Owners
+from platform_hostdev.binding.ownership import OwnerRecord, Owners, process_start
 from platform_hostdev.binding.preflight import device_state
 from platform_hostdev.domain.rules import (
     check_names_agree,
@@ -42,62 +47,35 @@ from platform_hostdev.domain.rules import (
     refuse_non_platform,
 )
 from platform_hostdev.errors import HostdevError, printable_lines
-from platform_hostdev.host.boundary import Host, host_at
+from platform_hostdev.hook.env import HOOK_CONFIG, HookDevice, HookEnv, read_config
+from platform_hostdev.hook.giveback import (
+    StaleRelease,
+    give_back,
+    give_back_domain,
+    oserror,
+    recover_host,
+    release_stale,
+)
+from platform_hostdev.host.boundary import host_at
 from platform_hostdev.host.fs import HostFs, is_noiommu
 from platform_hostdev.host.specs import check_spec
 from platform_hostdev.vfio.groups import group_blockers
 from platform_hostdev.vfio.uapi import VFIO_DRIVERS
 
 if TYPE_CHECKING:
-    from platform_hostdev.binding.operations import RecoverAction
     from platform_hostdev.domain.domainxml import Element
 
 # Light on purpose: libvirt runs the hook on every domain start. binding (the
 # driver moves), protection and the guest-DT store are imported where a call
 # needs them; records are NamedTuples (dataclasses would load inspect).
 
-__all__ = ["HookEnv", "run", "dispatch", "HookDevice", "resolve_device", "release_stale",
-           "StaleRelease", "recover_host"]
+__all__ = ["HOOK_CONFIG", "HookEnv", "run", "dispatch", "HookDevice", "resolve_device",
+           "release_stale", "StaleRelease", "recover_host"]
 
-HOOK_CONFIG = "/etc/platform-hostdev/hook.conf"
-_WORKING_OPS = ("prepare", "release", "reconnect", "migrate", "restore")  # the rest: exit 0
-
-
-class HookEnv:
-    """What a hook call works with: the host, where its messages go, hook.conf's settings."""
-
-    __slots__ = ("host", "err", "allow_noiommu")
-
-    def __init__(self, host: Host, *, err: TextIO | None = None,
-                 allow_noiommu: bool = False) -> None:
-        self.host = host
-        self.err = err if err is not None else sys.stderr
-        self.allow_noiommu = allow_noiommu
-
-    @property
-    def fs(self) -> HostFs:
-        """The host's filesystem root."""
-        return self.host.fs
-
-    def owners(self) -> Owners:
-        """The ownership records, on the host's clock and pid check."""
-        return Owners(self.host.fs, self.host.clock, pid_alive=self.host.pid_alive)
-
-    def journal(self) -> Journal:
-        """The binding journal, on the host's clocks."""
-        return Journal(self.host.fs, clock=self.host.monotonic, sleep=self.host.sleep)
-
-
-class HookDevice(NamedTuple):
-    """A platform hostdev of the domain, located on the host."""
-
-    name: str
-    bus: str
-    dt_path: str | None
-    compatible: tuple[str, ...]
-    managed: bool
-    sysfs_path: str | None = None  # /sys/devices/... (host-absolute)
-    iommufd: bool = False          # <driver iommufd='yes'>: the cdev, not the group
+_WORKING_OPS = ("prepare", "started", "release", "reconnect", "migrate", "restore")
+_NEVER_FAIL = ("started", "reconnect")  # non-zero there makes libvirt kill the guest
+_STATE_FIX = ("the device state was not changed by this write: make /run writable, free "
+              "space on it, or remove what is in the way, then start the domain again")
 
 
 class _Domain(NamedTuple):
@@ -108,22 +86,13 @@ class _Domain(NamedTuple):
     keys: tuple[str, ...] = ()  # the hostdevs as declared (name or path), in order
 
 
-def _config(fs: HostFs) -> dict[str, str]:
-    result = {}
-    for line in (fs.read_text(HOOK_CONFIG) or "").splitlines():
-        key, sep, value = line.partition("=")
-        if sep and not key.strip().startswith("#"):
-            result[key.strip()] = value.strip()
-    return result
-
-
 def run(argv: Sequence[str], data: bytes, root: str = "/") -> int:
     """Entry point of the installed hook: the host at ``root`` (``host_at``)."""
     args = list(argv) + ["-"] * (4 - len(argv))
     if args[1] not in _WORKING_OPS:
-        return 0  # start, started, stopped...: nothing to do, nothing to fail on
+        return 0  # start, stopped...: nothing to do, nothing to fail on
     host = host_at(root)
-    env = HookEnv(host, allow_noiommu=_config(host.fs).get("allow_noiommu") == "yes")
+    env = HookEnv(host, allow_noiommu=read_config(host.fs).get("allow_noiommu") == "yes")
     return dispatch(argv, data, env)
 
 
@@ -137,16 +106,19 @@ def dispatch(argv: Sequence[str], data: bytes, env: HookEnv) -> int:
             return 0
         if op not in _WORKING_OPS:
             return 0
-        domain = _parse_domain(data, name, env.fs)
         if op == "prepare":
-            prepare(domain, env)
+            prepare(_parse_domain(data, name, env.fs), env)
         elif op == "release":
-            release(domain, env)
+            release(_domain_id(data, name), env)
+        elif op == "started":
+            started(_domain_id(data, name), env)
         else:
-            reconnect(domain, env)
+            reconnect(_domain_id(data, name), data, env)
         return 0
     except HostdevError as exc:
         return _refused(args, exc, env.err)
+    except OSError as exc:  # a host write no step turned into its own error
+        return _refused(args, oserror(exc, f"{op} of domain {name}", _STATE_FIX), env.err)
 
 
 def _refused(args: Sequence[str], exc: HostdevError, err: TextIO) -> int:
@@ -156,8 +128,8 @@ def _refused(args: Sequence[str], exc: HostdevError, err: TextIO) -> int:
           file=err)
     if exc.fix:
         print(printable_lines(f"platform-hostdev: hint: {exc.fix}"), file=err)
-    # A non-zero reconnect makes libvirt kill the running guest: never do that.
-    return 0 if op == "reconnect" else 1
+    # A non-zero started or reconnect makes libvirt kill the running guest: never that.
+    return 0 if op in _NEVER_FAIL else 1
 
 
 def _refuse_migration(data: bytes, op: str) -> None:
@@ -171,6 +143,19 @@ def _refuse_migration(data: bytes, op: str) -> None:
                            "detach the platform hostdevs (platform-hostdev detach-device "
                            "--config) and restart the domain before migrating",
                            code="not-migratable", operation=op)
+
+
+def _domain_id(data: bytes, name: str) -> _Domain:
+    """The domain's name and UUID only: what release, started and reconnect need to find
+    its records (its metadata may be gone or invalid by now)."""
+    from platform_hostdev.domain.domainxml import parse_domain
+
+    root = parse_domain(data)
+    uuid = (root.findtext("uuid") or "").strip()
+    if not uuid:
+        raise HostdevError("the domain XML has no <uuid>", "libvirt always sets one",
+                           code="xml-invalid", domain=name)
+    return _Domain(name, uuid, [], root)
 
 
 def _parse_domain(data: bytes, name: str, fs: HostFs) -> _Domain:
@@ -234,93 +219,6 @@ def resolve_device(fs: HostFs, name: str | None, dt_path: str | None,
                       fs.host_path(fs.path(link)))
 
 
-# ------------------------------------------------------------------ recovery
-
-class StaleRelease(NamedTuple):
-    """What release_stale() did: journal recovery actions, devices given back."""
-
-    journal: list[RecoverAction]
-    released: list[str]
-
-
-def release_stale(env: HookEnv, owners: Owners, journal: Journal,
-                  timeout: float | None = None) -> StaleRelease:
-    """Finish interrupted binding work; give back devices whose owner is gone.
-
-    Call with the ownership lock held.
-    """
-    actions: list[RecoverAction] = []
-    if journal.devices():  # a record only exists while we have moved a device
-        from platform_hostdev.binding.operations import DEFAULT_TIMEOUT, recover
-
-        actions = recover(env.host, journal, timeout=timeout or DEFAULT_TIMEOUT)
-    released = []
-    for record in owners.all():
-        if owners.is_live(record):
-            continue
-        _give_back(record, env, owners, journal)
-        released.append(f"{record.device}: released from domain {record.domain}, which is "
-                        "no longer running")
-    return StaleRelease(actions, released)
-
-
-def recover_host(host: Host, *, err: TextIO | None = None,
-                 timeout: float | None = None) -> StaleRelease:
-    """What ``platform-hostdev recover`` does: finish interrupted binding work, then give
-    back the devices of domains that are gone (the hook's own sweep, under its lock).
-
-    A device stays with its domain while libvirt's pid file names a live QEMU,
-    or while the domain is within its start grace period.
-    """
-    env = HookEnv(host, err=err)
-    owners = env.owners()
-    with owners.locked():
-        return release_stale(env, owners, env.journal(), timeout=timeout)
-
-
-def _restore_node(env: HookEnv, node: str | None, owner: Sequence[int]) -> None:
-    if node and owner:
-        path = env.fs.path(node)
-        if path.exists():
-            uid, gid, mode = owner
-            os.chown(path, uid, gid)
-            os.chmod(path, mode)
-
-
-def _give_back(record: OwnerRecord, env: HookEnv, owners: Owners, journal: Journal) -> None:
-    _restore_node(env, record.node, record.node_owner)
-    _restore_node(env, record.cdev, record.cdev_owner)
-    if record.iommu_owner and not any(other.iommu_owner for other in owners.all()
-                                      if other.device != record.device):
-        from platform_hostdev.vfio.cdev import IOMMU_NODE
-
-        _restore_node(env, IOMMU_NODE, record.iommu_owner)
-    env.host.step(f"release:{record.device}:node-restored", record)
-    if record.detached_by_us and not _reserved(env.fs, record.bus, record.device):
-        state = device_state(env.fs, record.bus, record.device)
-        if state.driver == VFIO_DRIVERS.get(record.bus):
-            from platform_hostdev.binding.operations import reattach
-
-            reattach(env.host, HookDevice(record.device, record.bus, None, (), True), journal)
-    env.host.step(f"release:{record.device}:reattached", record)
-    owners.remove(record.device)
-
-
-def _reserved(fs: HostFs, bus: str, name: str) -> bool:
-    """Whether the device is reserved for vfio at boot (nodedev-detach --persistent): then
-    release leaves it on vfio, as the next boot would bind it there anyway. An unreadable
-    reservation file counts as no reservation (the device goes back, as without one)."""
-    from platform_hostdev.binding.reservations import Reservations
-
-    reservations = Reservations(fs)
-    if not reservations.exists():
-        return False
-    try:
-        return reservations.is_reserved(fs.dt_path_of(f"/sys/bus/{bus}/devices/{name}"))
-    except HostdevError:
-        return False
-
-
 # ------------------------------------------------------------------ phases
 
 def check_guest_dt(domain: _Domain, env: HookEnv) -> None:
@@ -373,7 +271,7 @@ def prepare(domain: _Domain, env: HookEnv) -> None:
     owners = env.owners()
     journal = env.journal()
     with owners.locked():
-        release_stale(env, owners, journal)
+        _sweep(env, owners, journal)
         done: list[OwnerRecord] = []
         try:
             for device in domain.devices:
@@ -386,13 +284,37 @@ def prepare(domain: _Domain, env: HookEnv) -> None:
             for record in done:
                 owners.write(record.at(state="prepared", pid=0))
         except (Exception, KeyboardInterrupt) as failure:
-            for record in reversed(done):
-                try:
-                    _give_back(owners.read(record.device) or record, env, owners, journal)
-                except HostdevError as again:
-                    if isinstance(failure, HostdevError):
-                        failure.what += f"; giving {record.device} back failed too ({again})"
-            raise
+            problems = _roll_back(done, env, owners, journal)
+            error = oserror(failure, f"preparing domain {domain.name}: a write",
+                            _STATE_FIX) if isinstance(failure, OSError) else failure
+            if problems and isinstance(error, HostdevError):
+                error.what += "; giving back failed too: " + "; ".join(problems)
+                error.fix = (error.fix or "") + " (then run 'platform-hostdev recover')"
+            if error is failure:
+                raise
+            raise error from None
+
+
+def _sweep(env: HookEnv, owners: Owners, journal: Journal) -> None:
+    """release_stale for an unrelated domain's call: what fails there is a warning."""
+    stale = release_stale(env, owners, journal)
+    for line in stale.failed:
+        env.warn(f"could not give back a device of a stopped domain: {line}; "
+                 "run 'platform-hostdev recover' once the cause is fixed")
+
+
+def _roll_back(done: list[OwnerRecord], env: HookEnv, owners: Owners,
+               journal: Journal) -> list[str]:
+    """Give back what a failed prepare took, every device whatever fails; the problems."""
+    problems = []
+    for record in reversed(done):
+        try:
+            record = owners.read(record.device) or record
+        except HostdevError:
+            pass  # our own record of this call, damaged meanwhile: what we wrote is known
+        problems += [f"{record.device}: {p}"
+                     for p in give_back(record, env, owners, journal).problems]
+    return problems
 
 
 def _take(device: HookDevice, domain: _Domain, env: HookEnv, owners: Owners,
@@ -485,9 +407,19 @@ def _hand_over_node(record: OwnerRecord, env: HookEnv, owners: Owners) -> OwnerR
     uid, gid = qemu_ids(env.fs)
     record = record.at(group=group, node=node, node_owner=before)
     owners.write(record)  # before the chown: a crash after it still knows the original
-    os.chown(path, uid, gid)
-    os.chmod(path, 0o660)
+    _give_to_qemu(path, node, uid, gid, record.device)
     return record
+
+
+def _give_to_qemu(path: Any, node: str, uid: int, gid: int, device: str) -> None:
+    """chown/chmod a /dev node to QEMU's user; a refusal is a HostdevError with the path."""
+    try:
+        os.chown(path, uid, gid)
+        os.chmod(path, 0o660)
+    except OSError as exc:
+        raise oserror(exc, f"handing {node} of {device} to QEMU's user (chown/chmod)",
+                      "run the hook as root (libvirtd does) on a writable /dev (devtmpfs)",
+                      device=device, path=node) from None
 
 
 def _chown_to_qemu(env: HookEnv, node: str, earlier: Sequence[int]) -> tuple[Any, list[int]]:
@@ -528,41 +460,63 @@ def _hand_over_cdev(record: OwnerRecord, device: HookDevice, env: HookEnv,
     record = record.at(group=state.iommu_group, cdev=cdev.node, cdev_owner=cdev_before,
                        iommu_owner=iommu_before)
     owners.write(record)  # before the chown: a crash after it still knows the originals
-    for path in (cdev_path, iommu_path):
-        os.chown(path, uid, gid)
-        os.chmod(path, 0o660)
+    for path, node in ((cdev_path, cdev.node), (iommu_path, IOMMU_NODE)):
+        _give_to_qemu(path, node, uid, gid, record.device)
     return record
 
 
 def release(domain: _Domain, env: HookEnv) -> None:
+    """Give back every device recorded for the domain's UUID, each whatever the others
+    do; restore-failed names what is left (the records stay for the next try)."""
     owners = env.owners()
     journal = env.journal()
-    problems = []
     with owners.locked():
         # Finish interrupted binding work first (a killed prepare), then give back.
-        release_stale(env, owners, journal)
-        for record in owners.all():
-            if record.uuid != domain.uuid:
-                continue
-            try:
-                _give_back(record, env, owners, journal)
-            except HostdevError as exc:
-                problems.append(f"{record.device}: {exc.what}")
+        _sweep(env, owners, journal)
+        results = give_back_domain(domain.uuid, env, owners, journal)
+    for result in results:
+        for note in result.notes:
+            env.warn(note)
+    problems = [f"{r.device}: {p}" for r in results for p in r.problems]
     if problems:
         raise HostdevError("could not give back " + "; ".join(problems),
-                           "run 'platform-hostdev recover' once the cause is fixed",
-                           code="restore-failed", domain=domain.name)
+                           "fix the cause, then run 'platform-hostdev recover' (the records "
+                           "of what is left are kept)", code="restore-failed",
+                           domain=domain.name)
 
 
-def reconnect(domain: _Domain, env: HookEnv) -> None:
-    """Adopt a running domain's devices after a daemon restart (never fails the domain)."""
+def _record_qemu(domain: _Domain, env: HookEnv, owners: Owners, phase: str) -> list[str]:
+    """Write QEMU's pid and start time into the domain's records; the devices done."""
+    pid = owners.qemu_pid(domain.name)
+    start = process_start(env.fs, pid) if pid is not None else None
+    records = [r for r in owners.all() if r.uuid == domain.uuid]
+    if pid is None or start is None:
+        if records:
+            env.warn(f"{phase}: no running QEMU found for domain {domain.name} (libvirt's pid "
+                     "file names none); its devices stay recorded as they are")
+        return []
+    for record in records:
+        owners.write(record.at(state="started", qemu_pid=pid, qemu_start=start))
+    return [r.device for r in records]
+
+
+def started(domain: _Domain, env: HookEnv) -> None:
+    """QEMU runs: record its pid and start time, the liveness that cannot lie."""
     owners = env.owners()
     with owners.locked():
-        for device in domain.devices:
+        _record_qemu(domain, env, owners, "started")
+
+
+def reconnect(domain: _Domain, data: bytes, env: HookEnv) -> None:
+    """Adopt a running domain's devices after a daemon restart (never fails the domain):
+    its records get QEMU's pid; a declared device without a record is recorded."""
+    owners = env.owners()
+    with owners.locked():
+        for device in _declared_devices(data, domain, env):
             current = owners.read(device.name)
             if current is not None and current.uuid != domain.uuid:
-                print(f"platform-hostdev: reconnect: {device.name} is recorded for domain "
-                      f"{current.domain}, not {domain.name}; left as it is", file=env.err)
+                env.warn(f"reconnect: {device.name} is recorded for domain {current.domain}, "
+                         f"not {domain.name}; left as it is")
                 continue
             if current is None:
                 state = device_state(env.fs, device.bus, device.name)
@@ -570,3 +524,13 @@ def reconnect(domain: _Domain, env: HookEnv) -> None:
                                          device.managed, detached_by_us=False,
                                          state="prepared", group=state.iommu_group,
                                          since=env.host.clock()))
+        _record_qemu(domain, env, owners, "reconnect")
+
+
+def _declared_devices(data: bytes, domain: _Domain, env: HookEnv) -> list[HookDevice]:
+    """The domain's declared devices that are on the host; what is not is a warning."""
+    try:
+        return _parse_domain(data, domain.name, env.fs).devices
+    except HostdevError as exc:
+        env.warn(f"reconnect: {exc.what}; only the devices already recorded are kept")
+        return []
