@@ -17,6 +17,7 @@ or change is put back afterwards; every device ends where it started
 """
 from __future__ import annotations
 
+import errno
 import os
 import random
 import shutil
@@ -26,6 +27,7 @@ import sys
 import textwrap
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -319,3 +321,85 @@ def test_sigkill_at_random_moments_of_a_real_prepare(board: Board,
         assert code == -signal.SIGKILL, err
         outcomes.append(f"{delay:.2f}s: " + _killed_prepare_recovers(board, xml, [str(delay)]))
     print(f"prepare takes {duration:.2f} s; kills: {'; '.join(outcomes)}")
+
+
+# ------------------------------------------------------------------ real OSErrors
+# /run/platform-hostdev on a tmpfs of its own, made full (ENOSPC) or read-only (EROFS)
+# by the real kernel: the hook must refuse or report cleanly, never strand the device.
+
+RUN_DIR = Path("/run/platform-hostdev")
+
+
+@contextmanager
+def state_tmpfs(size: str = "64k") -> Iterator[Path]:
+    RUN_DIR.mkdir(mode=0o700, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "phd-faults",
+                    str(RUN_DIR)], check=True)
+    try:
+        yield RUN_DIR
+    finally:
+        subprocess.run(["mount", "-o", "remount,rw", str(RUN_DIR)], check=False)
+        subprocess.run(["umount", str(RUN_DIR)], check=True)
+
+
+def _fill(directory: Path) -> None:
+    fd = os.open(directory / "filler", os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        while True:
+            os.write(fd, b"\0" * 4096)
+    except OSError as exc:
+        assert exc.errno == errno.ENOSPC, exc
+    finally:
+        os.close(fd)
+
+
+def test_a_full_state_directory_refuses_the_start_and_changes_nothing(
+        board: Board, domains: Used) -> None:
+    xml = domain_xml("vm1", [VIRTIO], domains)
+    with state_tmpfs() as run_dir:
+        (run_dir / "owners").mkdir(mode=0o700)
+        _fill(run_dir)
+        done = hook_call(board, "vm1", "prepare", xml)
+        assert done.returncode == 1, done.stderr
+        assert "No space left on device (ENOSPC)" in done.stderr, done.stderr
+        assert "/run/platform-hostdev/owners" in done.stderr
+        assert "hint:" in done.stderr and "Traceback" not in done.stderr
+        assert _pristine() == []
+
+
+def test_a_read_only_state_directory_at_release_keeps_the_device_recorded(
+        board: Board, domains: Used) -> None:
+    xml = domain_xml("vm1", [VIRTIO], domains)
+    with state_tmpfs("1m") as run_dir:
+        assert hook_call(board, "vm1", "prepare", xml).returncode == 0
+        node = noiommu_node(VIRTIO)
+        subprocess.run(["mount", "-o", "remount,ro", str(run_dir)], check=True)
+        done = hook_call(board, "vm1", "release", xml)
+        assert done.returncode == 1, done.stderr
+        assert "Read-only file system (EROFS)" in done.stderr, done.stderr
+        assert "Traceback" not in done.stderr and "platform-hostdev recover" in done.stderr
+        # the journal could not be written, so the device was not moved unrecorded: it
+        # stays on vfio, recorded, its node back with root
+        assert device_state(HostFs("/"), "platform", VIRTIO).driver == "vfio-platform"
+        assert Owners(HostFs("/")).read(VIRTIO) is not None
+        assert node.stat().st_uid == 0
+        subprocess.run(["mount", "-o", "remount,rw", str(run_dir)], check=True)
+        # the record still says "prepared" (marking it released failed too): recover
+        # gives it back once the start grace has passed
+        later = subprocess.run([sys.executable, "-c", _RECOVER_LATER], capture_output=True,
+                               text=True, timeout=180, check=False)
+        assert later.returncode == 0, later.stdout + later.stderr
+        assert f"{VIRTIO}: released from domain vm1" in later.stdout
+        assert _pristine() == []
+
+
+_RECOVER_LATER = textwrap.dedent("""
+    import time
+    from platform_hostdev.binding.ownership import START_GRACE
+    from platform_hostdev.hook.giveback import recover_host
+    from platform_hostdev.host.boundary import host_at
+
+    done = recover_host(host_at("/").replace(clock=lambda: time.time() + START_GRACE + 1))
+    print("\\n".join(done.released + done.failed))
+    raise SystemExit(1 if done.failed else 0)
+""")

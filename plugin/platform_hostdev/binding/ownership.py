@@ -79,7 +79,7 @@ class OwnerRecord(NamedTuple):
     uuid: str
     managed: bool
     detached_by_us: bool
-    state: str                       # "preparing", "prepared" or "started"
+    state: str                       # "preparing", "prepared", "started" or "released"
     group: str | None = None
     node: str | None = None          # /dev/vfio/N we handed over
     node_owner: Sequence[int] = ()   # [uid, gid, mode] before
@@ -157,6 +157,8 @@ class Owners(RecordStore[OwnerRecord]):
         prepare: not live, whatever its age. A record that holds QEMU's pid is
         live exactly while that process runs (same pid, same start time).
         """
+        if record.state == "released":  # its domain's release could not finish
+            return False
         if record.qemu_pid:
             started = process_start(self.fs, record.qemu_pid)
             return started is not None and started == record.qemu_start

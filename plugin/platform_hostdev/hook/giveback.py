@@ -16,6 +16,7 @@ stale device is a warning for an unrelated domain's start, never a refusal.
 """
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, NamedTuple, TextIO
@@ -160,9 +161,22 @@ def _forget_journal(journal: Journal, name: str) -> None:
 
 def give_back_domain(uuid: str, env: HookEnv, owners: Owners,
                      journal: Journal) -> list[GiveBack]:
-    """Give back every device recorded for the domain ``uuid`` (call with the lock held)."""
-    return [give_back(record, env, owners, journal) for record in owners.all()
-            if record.uuid == uuid]
+    """Give back every device recorded for the domain ``uuid`` (call with the lock held).
+
+    A record whose device could not be given back in full is marked "released"
+    (the domain is gone: no start grace keeps it), so that the next ``recover``
+    finishes it at once; if even that write fails, the grace runs out first.
+    """
+    results = []
+    for record in owners.all():
+        if record.uuid != uuid:
+            continue
+        result = give_back(record, env, owners, journal)
+        if not result.done:
+            _attempt([], "marking the record released",
+                     functools.partial(owners.write, record.at(state="released")))
+        results.append(result)
+    return results
 
 
 def _holders(fs: HostFs, record: OwnerRecord) -> list[tuple[int, str]]:
@@ -192,6 +206,9 @@ def release_stale(env: HookEnv, owners: Owners, journal: Journal,
             actions = recover(env.host, journal, timeout=timeout or DEFAULT_TIMEOUT)
         except HostdevError as exc:
             failed.append(f"finishing interrupted binding work: {exc.what}")
+        except OSError as exc:
+            failed.append("finishing interrupted binding work: "
+                          + oserror(exc, "a journal write", "").what)
     released, kept = [], []
     for record in owners.all():
         if owners.is_live(record):

@@ -69,8 +69,15 @@ def exclusive_lock(lock_file: Path, timeout: float, busy: Callable[[], Exception
     The kernel drops the lock when the holder dies, so a crash never leaves it held.
     Not re-entrant: a second lock of the same file in one process waits for the first.
     """
-    lock_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(lock_file, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        lock_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(lock_file, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        if exc.errno != errno.EROFS or not lock_file.is_file():
+            raise
+        # a read-only /run: flock needs no write access, and giving back what needs no
+        # state write (a /dev node's owner) is still worth doing under the lock
+        fd = os.open(lock_file, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
     try:
         deadline = clock() + timeout
         while True:
