@@ -227,7 +227,7 @@ def _fault_points(tmp_path: Path, dtb: Path, monkeypatch: pytest.MonkeyPatch, op
         if op == "release":
             _prepared(kernel, xml)
         err = io.StringIO()
-        with failing(monkeypatch, at, persistent) as seen:
+        with failing(monkeypatch, at, persistent, sysfs=FakeKernel) as seen:
             code = dispatch(["vm1", op, "begin" if op == "prepare" else "end", "-"], xml,
                             HookEnv(kernel.as_host(), err=err))
         if len(seen) < at:

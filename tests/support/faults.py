@@ -17,11 +17,9 @@ from typing import Any
 
 import pytest
 from platform_hostdev.host import statefiles
-from platform_hostdev.host.attributes import AttributeWriteError
+from platform_hostdev.host.attributes import AttributeWriteError, WritableHostFs
 
-from tests.support.fakekernel import FakeKernel
-
-__all__ = ["failing", "FAULT_POINTS"]
+__all__ = ["failing", "fault_points"]
 
 
 def _sysfs(args: tuple[Any, ...]) -> OSError:
@@ -35,23 +33,24 @@ def _errno(code: int) -> Any:
     return make
 
 
-FAULT_POINTS: tuple[tuple[Any, str, Any], ...] = (
-    (FakeKernel, "write_attr", _sysfs),
-    (statefiles, "atomic_write", _errno(errno.ENOSPC)),
-    (statefiles.RecordStore, "remove", _errno(errno.EROFS)),
-    (os, "chown", _errno(errno.EPERM)),
-    (os, "chmod", _errno(errno.EPERM)),
-)
-"""(owner, attribute, the OSError for its arguments): every write kind that can fail."""
+def fault_points(sysfs: type[WritableHostFs]) -> tuple[tuple[Any, str, Any], ...]:
+    """(owner, attribute, the OSError for its arguments): every write kind that can fail;
+    ``sysfs`` is the class whose write_attr writes attributes (the fake kernel, or
+    WritableHostFs on a real one)."""
+    return ((sysfs, "write_attr", _sysfs),
+            (statefiles, "atomic_write", _errno(errno.ENOSPC)),
+            (statefiles.RecordStore, "remove", _errno(errno.EROFS)),
+            (os, "chown", _errno(errno.EPERM)),
+            (os, "chmod", _errno(errno.EPERM)))
 
 
 @contextmanager
-def failing(monkeypatch: pytest.MonkeyPatch, at: int,
-            persistent: bool = False) -> Iterator[list[str]]:
+def failing(monkeypatch: pytest.MonkeyPatch, at: int, persistent: bool = False, *,
+            sysfs: type[WritableHostFs] = WritableHostFs) -> Iterator[list[str]]:
     """The ``at``-th write (and, ``persistent``, every later one) raises its OSError;
     yields the writes seen, as ``owner.name``."""
     seen: list[str] = []
-    for owner, name, error in FAULT_POINTS:
+    for owner, name, error in fault_points(sysfs):
         original = getattr(owner, name)
 
         def counted(*args: Any, _original: Any = original, _error: Any = error,
