@@ -257,3 +257,42 @@ def test_recover_reports_what_it_could_not_give_back_and_exits_1(
     assert f"error: could not give back {A} (domain old): restoring the owner of " \
            f"/dev/vfio/{node_a.name}" in err.getvalue()
     assert "hint: fix the cause" in err.getvalue()
+
+
+@pytest.mark.parametrize("argv", [["nodedev-detach", A], ["recover"]])
+@pytest.mark.parametrize("in_the_way", ["file", "read-only"])
+def test_an_unusable_state_directory_is_a_clean_command_error(
+        kernel: FakeKernel, monkeypatch: pytest.MonkeyPatch, argv: list[str],
+        in_the_way: str) -> None:
+    import json
+
+    from platform_hostdev.cli import main as cli
+
+    assert run_hook(kernel, "old", "prepare", libvirt_domain("old", [B]))[0] == 0
+    state = kernel.path("/run/platform-hostdev")
+    if in_the_way == "file":  # a file where the state directory should be
+        for entry in sorted(state.rglob("*"), reverse=True):
+            entry.rmdir() if entry.is_dir() else entry.unlink()
+        state.rmdir()
+        state.write_text("in the way\n")
+    else:  # writes refused as on a read-only /run
+        real_open = os.open
+
+        def read_only(path: Any, flags: int, *args: Any, **kw: Any) -> int:
+            if str(path).startswith(str(state)) and flags & (os.O_WRONLY | os.O_RDWR):
+                raise OSError(errno.EROFS, "Read-only file system", str(path))
+            return real_open(path, flags, *args, **kw)
+        monkeypatch.setattr(os, "open", read_only)
+    for extra in ([], ["--json"]):
+        out, err = io.StringIO(), io.StringIO()
+        ctx = cli.Context(host=kernel.as_host(clock=lambda: LATER), out=out, err=err)
+        code = cli.main([*argv, *extra], ctx)
+        assert code == 1, (out.getvalue(), err.getvalue())
+        text = out.getvalue() + err.getvalue()
+        assert "Traceback" not in text and "/run/platform-hostdev" in text, text
+        if extra and argv[0] == "nodedev-detach":
+            assert json.loads(out.getvalue())["error"]["code"] == "state-unwritable", text
+        elif extra:  # recover reports what it could not do in its own JSON
+            assert json.loads(out.getvalue())["failed"], text
+    monkeypatch.undo()
+    assert given_back(kernel, A)
