@@ -52,9 +52,12 @@ code                       meaning
 ``probe-failed``           the vfio driver did not bind after drivers_probe
 ``uevent-timeout``         the expected bind/unbind did not happen in time
 ``restore-failed``         a device could not be put back as it was
-``journal-corrupt``        a journal, ownership or guest-DT record that cannot be read
+``journal-corrupt``        a journal, ownership or guest-DT record that cannot be read (a damaged
+                           record is set aside; its device is refused while the copy is there)
 ``reservation-corrupt``    the boot-time reservation file holds something not a DT path
 ``state-busy``             another platform-hostdev call holds a state lock too long
+``state-unwritable``       a state directory or record cannot be written (no space, /run read-only,
+                           a file where the directory belongs, not root): nothing was changed
 ``interrupted-operation``  an earlier detach/reattach was interrupted: recover first
 ``not-detached``           the device is not bound to vfio (re-attach, unmanaged, inspect)
 ``already-detached``       the device is already bound to its vfio driver

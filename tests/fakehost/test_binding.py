@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import errno
 import io
+import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -213,8 +214,23 @@ def test_corrupt_journal_is_reported_by_cli(make: Make) -> None:
     assert "error: journal file /run/platform-hostdev/9030000.pl061.json is corrupt" in err
     assert "hint: check 9030000.pl061's driver" in err
     assert kernel.writes == []
-    code, out, err = _cli(kernel, "recover")
-    assert code == 1 and "9030000.pl061: failed: journal file" in out
+    copy = "/run/platform-hostdev/" + next(n for n in os.listdir(journal.path)
+                                           if n.startswith(".9030000.pl061.json.damaged-"))
+    assert f"set aside as {copy}" in err and not journal.file("9030000.pl061").exists()
+    for _ in range(2):  # set aside at the first detach: recover reports it every time
+        code, out, err = _cli(kernel, "recover")
+        assert code == 1 and out.startswith(
+            "9030000.pl061: damaged: journal file /run/platform-hostdev/9030000.pl061.json "
+            "is corrupt (Expecting property name") and f"set aside as {copy}" in out
+        assert "hint: check 9030000.pl061's driver" in out and f"delete {copy}" in out
+    code, out, _ = _cli(kernel, "recover", "--json")
+    [damaged] = json.loads(out)["damaged"]
+    assert code == 1 and (damaged["store"], damaged["device"], damaged["path"]) == (
+        "journal file", "9030000.pl061", copy)
+    code, _, err = _cli(kernel, "nodedev-detach", "9030000.pl061")
+    assert code == 1 and "9030000.pl061 is refused while it is there" in err
+    kernel.path(copy).unlink()  # checked, as the hint says
+    assert _cli(kernel, "recover")[:2] == (0, "Nothing to recover\n")
 
 
 def test_bad_spec_writes_nothing(make: Make) -> None:

@@ -102,21 +102,26 @@ def test_prepare_detaches_hands_over_the_node_and_release_restores(kernel: FakeK
 
 
 def test_an_owner_record_under_another_device_name_is_refused_not_acted_on(
-        kernel: FakeKernel) -> None:
+        kernel: FakeKernel, capsys: pytest.CaptureFixture[str]) -> None:
     """Owners check the record's device against its file, as the journal does: a record
     moved to B.json naming device A is not taken for A's (once A was given back under
-    it and B.json was never removed)."""
+    it and B.json was never removed). It is set aside and reported; A, whose only record
+    it is, is refused to another domain until the copy is dealt with."""
     xml = libvirt_domain("vm1", [VIRTIO])
     assert run_hook(kernel, "vm1", "prepare", xml)[0] == 0
     owners = Owners(kernel)
     os.rename(owners.file(VIRTIO), owners.file(VIRTIO2))
-    code, err = run_hook(kernel, "vm1", "release", xml)
-    assert code == 1
-    assert f"{VIRTIO2}.json describes device '{VIRTIO}'" in err
-    assert f"move it back to /run/platform-hostdev/owners/{VIRTIO}.json" in err
+    run_hook(kernel, "vm1", "release", xml)
+    [copy] = [n for n in os.listdir(owners.path) if n.startswith(f".{VIRTIO2}.json.damaged-")]
+    copy = f"/run/platform-hostdev/owners/{copy}"
+    assert f"{VIRTIO2}.json describes device '{VIRTIO}'; set aside as {copy}" in \
+        capsys.readouterr().err
     assert device_state(kernel, "platform", VIRTIO).driver == "vfio-platform"  # not touched
-    assert owners.file(VIRTIO2).exists()
-    os.rename(owners.file(VIRTIO2), owners.file(VIRTIO))  # as the hint says
+    assert not owners.file(VIRTIO2).exists()
+    code, err = run_hook(kernel, "vm2", "prepare", libvirt_domain("vm2", [VIRTIO]))
+    assert code == 1 and f"{VIRTIO} is refused while it is there" in err
+    assert f"move {copy} back to /run/platform-hostdev/owners/{VIRTIO}.json" in err
+    os.rename(kernel.path(copy), owners.file(VIRTIO))  # as the hint says
     assert run_hook(kernel, "vm1", "release", xml) == (0, "")
     assert device_state(kernel, "platform", VIRTIO).driver is None and owners.all() == []
 

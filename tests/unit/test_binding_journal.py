@@ -13,7 +13,7 @@ from platform_hostdev.binding.journal import (
     JournalRecord,
 )
 from platform_hostdev.host.fs import HostFs
-from platform_hostdev.host.statefiles import atomic_write
+from platform_hostdev.host.statefiles import StateUnwritableError, atomic_write
 from pytest_mock import MockerFixture
 
 
@@ -80,11 +80,36 @@ def test_durable_write_fsyncs_file_then_directory(tmp_path: Path, mocker: Mocker
     assert calls == ["replace"] and target.read_bytes() == b"newer"
 
 
+@pytest.mark.parametrize("planted", ["symlink", "file", "dangling"])
+def test_atomic_write_never_follows_or_reuses_a_planted_temp_name(tmp_path: Path,
+                                                                 planted: str) -> None:
+    """The temp name is predictable (pid): a symbolic link planted there must not make the
+    write go into its target, a file left there must not be reused (O_TRUNC, old mode)."""
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"the victim")
+    victim.chmod(0o644)
+    target = tmp_path / "record.json"
+    temp = tmp_path / f".record.json.{os.getpid()}.tmp"
+    if planted == "symlink":
+        temp.symlink_to(victim)
+    elif planted == "dangling":
+        temp.symlink_to(tmp_path / "created-through-the-link")
+    else:
+        temp.write_bytes(b"left by a crashed process of the same pid, much longer than new")
+        temp.chmod(0o666)
+    atomic_write(target, b"new", 0o600, durable=False)
+    assert victim.read_bytes() == b"the victim" and victim.stat().st_mode & 0o777 == 0o644
+    assert not (tmp_path / "created-through-the-link").exists()
+    assert target.read_bytes() == b"new" and not target.is_symlink()
+    assert target.stat().st_mode & 0o777 == 0o600
+    assert sorted(os.listdir(tmp_path)) == ["record.json", "victim"]
+
+
 def test_crash_before_rename_keeps_old_record(tmp_path: Path, mocker: MockerFixture) -> None:
     journal = Journal(HostFs(tmp_path))
     journal.write(_record())
     mocker.patch("platform_hostdev.host.statefiles.os.replace", side_effect=OSError(28, "No space"))
-    with pytest.raises(OSError):
+    with pytest.raises(StateUnwritableError, match="No space .ENOSPC.; the device state was not"):
         journal.write(_record(step="unbound"))
     assert journal.read("9030000.pl061") == _record()
     assert journal.devices() == ["9030000.pl061"]  # the temp file is not a record
@@ -109,8 +134,11 @@ def test_corrupt_journal_is_a_clear_error(tmp_path: Path, content: str, problem:
     error = caught.value
     assert "/run/platform-hostdev/9030000.pl061.json is corrupt" in error.what
     assert problem in error.what
-    assert "delete /run/platform-hostdev/9030000.pl061.json" in error.fix
-    assert journal.file("9030000.pl061").read_text() == content  # bad input changes nothing
+    [copy] = [n for n in os.listdir(journal.path) if n.startswith(".9030000.pl061.json.damaged-")]
+    assert f"set aside as /run/platform-hostdev/{copy}" in error.what
+    assert f"delete /run/platform-hostdev/{copy}" in error.fix
+    assert not journal.file("9030000.pl061").exists()
+    assert (journal.path / copy).read_text() == content  # kept as found, beside
 
 
 def test_record_of_another_device_is_refused(tmp_path: Path) -> None:

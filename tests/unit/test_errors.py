@@ -17,7 +17,7 @@ REQUIRED = {
     "group-not-viable", "not-migratable", "unbind-forbidden", "host-uses-device",
     "vfio-unavailable", "no-iommu", "reset-required", "probe-failed", "restore-failed",
     "journal-corrupt", "state-busy", "libvirt-error", "permission-denied", "not-detached",
-    "already-detached", "interrupted-operation",
+    "already-detached", "interrupted-operation", "state-unwritable",
 }
 ERROR_CLASSES = ("HostdevError", "HostError", "XmlError", "BindingError", "VfioError")
 
@@ -64,6 +64,7 @@ def test_every_error_class_has_a_code_of_the_table() -> None:
     assert specific["RestoreError"] == "restore-failed"
     assert specific["JournalError"] == "journal-corrupt"
     assert specific["JournalBusyError"] == specific["OwnersBusyError"] == "state-busy"
+    assert specific["StateUnwritableError"] == "state-unwritable"
     assert specific["LibvirtError"] == "libvirt-error"
     assert specific["VfioPermissionError"] == "permission-denied"
     assert specific["NotDetachedError"] == specific["NotBoundError"] == "not-detached"

@@ -9,6 +9,8 @@ device, its bus, the driver and driver_override it had before the detach, the
 operation and the last step done. A completed detach keeps its record (the
 re-attach needs the original driver); a completed re-attach or a rolled-back
 detach removes it. Whatever a crash leaves is what ``recover`` restores.
+Every field is checked by type on reading; a damaged record is set aside and
+refuses its device only (:class:`~platform_hostdev.host.statefiles.RecordStore`).
 
 Operations on the journal directory are serialised by ``flock`` on
 ``<dir>/.lock``: the kernel drops the lock of a killed process, so a record
@@ -18,12 +20,25 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TextIO
 
 from platform_hostdev.errors import HostdevError
 from platform_hostdev.host.boundary import monotonic_clock, sleep
 from platform_hostdev.host.fs import HostFs
-from platform_hostdev.host.statefiles import RecordStore
+from platform_hostdev.host.statefiles import (
+    PID_MAX,
+    Check,
+    RecordStore,
+    boolean,
+    count,
+    decode_fields,
+    one_of,
+    optional,
+    seconds,
+    sysfs_name,
+    text,
+)
+from platform_hostdev.vfio.uapi import VFIO_DRIVERS
 
 __all__ = [
     "JOURNAL_DIR",
@@ -84,37 +99,53 @@ class JournalRecord(NamedTuple):
 
     @classmethod
     def from_json(cls, data: Any) -> JournalRecord:
-        """Validate a decoded record; ValueError names the first problem."""
-        if not isinstance(data, dict):
-            raise ValueError("not a JSON object")
-        unknown = sorted(set(data) - set(cls._fields))
-        if unknown:
-            raise ValueError(f"unknown keys {unknown}")
-        for key in ("device", "bus", "op", "step", "vfio_driver"):
-            if not isinstance(data.get(key), str) or not data[key]:
-                raise ValueError(f"{key!r} missing or not a string")
-        for key in ("original_driver", "original_override"):
-            if data.get(key) is not None and not isinstance(data[key], str):
-                raise ValueError(f"{key!r} is neither a string nor null")
-        if data.get("format", FORMAT) != FORMAT:
-            raise ValueError(f"format {data.get('format')!r}, this version reads {FORMAT}")
-        if data["op"] not in _OPS:
-            raise ValueError(f"op {data['op']!r} is not detach or reattach")
-        if data["step"] not in _OPS[data["op"]]:
-            raise ValueError(f"step {data['step']!r} is not a {data['op']} step")
-        if "/" in data["device"] or data["device"].startswith("."):
-            raise ValueError(f"device {data['device']!r} is not a sysfs device name")
-        if not isinstance(data.get("pid", 0), int) or not isinstance(
-                data.get("started", 0.0), (int, float)):
-            raise ValueError("pid/started have the wrong type")
-        if not isinstance(data.get("original_known", True), bool):
-            raise ValueError("'original_known' is not a boolean")
-        consumers = data.get("consumers", [])
-        if not isinstance(consumers, list) or not all(
-                isinstance(c, list) and len(c) == 3 and all(isinstance(v, str) and v for v in c)
-                and "/" not in "".join(c) and not c[1].startswith(".") for c in consumers):
-            raise ValueError("'consumers' is not a list of [bus, device, driver] names")
-        return cls(**{**data, "consumers": tuple(tuple(c) for c in consumers)})
+        """Validate a decoded record field by field; ValueError names the first problem."""
+        fields = decode_fields(data, _FIELDS, cls._field_defaults)
+        if fields["step"] not in _OPS[fields["op"]]:
+            raise ValueError(f"step {fields['step']!r} is not a {fields['op']} step")
+        if fields["vfio_driver"] != VFIO_DRIVERS[fields["bus"]]:
+            raise ValueError(f"vfio_driver {fields['vfio_driver']!r} is not the vfio driver of "
+                             f"the {fields['bus']} bus ({VFIO_DRIVERS[fields['bus']]})")
+        return cls(**fields)
+
+
+def _format(value: Any) -> int:
+    if type(value) is not int or value != FORMAT:
+        raise ValueError(f"names format {value!r}, this version reads {FORMAT}")
+    return value
+
+
+def _consumers(value: Any) -> tuple[tuple[str, str, str], ...]:
+    """[[bus, device, driver], ...]: sysfs names (a consumer may be on any bus: a device
+    link's consumer is named "consumer:BUS:NAME", drivers/base/core.c)."""
+    if not isinstance(value, list) or not all(isinstance(c, list) and len(c) == 3
+                                              for c in value):
+        raise ValueError("is not a list of [bus, device, driver] names")
+    try:
+        return tuple((sysfs_name(bus), sysfs_name(name), sysfs_name(driver))
+                     for bus, name, driver in value)
+    except ValueError as exc:
+        raise ValueError(f"holds a name that {exc}") from None
+
+
+_DRIVER = optional(sysfs_name)
+# Every field by type (in the order of JournalRecord); step and vfio_driver are checked
+# against op and bus once all are read.
+_FIELDS: dict[str, Check] = {
+    "device": sysfs_name,
+    "bus": one_of(*VFIO_DRIVERS),
+    "op": one_of(*_OPS),
+    "step": text,
+    "vfio_driver": one_of(*VFIO_DRIVERS.values()),
+    "original_driver": _DRIVER,
+    "original_override": _DRIVER,
+    "original_known": boolean,
+    "pid": count(PID_MAX),
+    "started": seconds,
+    "format": _format,
+    "consumers": _consumers,
+}
+assert list(_FIELDS) == list(JournalRecord._fields)
 
 
 class Journal(RecordStore[JournalRecord]):
@@ -122,7 +153,7 @@ class Journal(RecordStore[JournalRecord]):
 
     def __init__(self, fs: HostFs, directory: str = JOURNAL_DIR,
                  clock: Callable[[], float] = monotonic_clock,
-                 sleep: Callable[[float], None] = sleep) -> None:
+                 sleep: Callable[[float], None] = sleep, err: TextIO | None = None) -> None:
         super().__init__(
             fs, directory, what="journal file", decode=JournalRecord.from_json,
             encode=JournalRecord.to_json, device_of=lambda r: r.device, error=JournalError,
@@ -134,7 +165,7 @@ class Journal(RecordStore[JournalRecord]):
                 f"another platform-hostdev operation holds {directory}/.lock",
                 "wait for it to finish; the lock is released when it exits",
                 path=f"{directory}/.lock"),
-            indent=1, clock=clock, sleep=sleep)
+            indent=1, clock=clock, sleep=sleep, err=err)
 
     def locked(self, timeout: float = 10.0) -> AbstractContextManager[None]:
         """Hold the journal lock; JournalBusyError if another process keeps it past ``timeout``."""

@@ -5,7 +5,9 @@ One JSON record per device under ``<root>/run/platform-hostdev/owners/`` (a
 journal), written atomically, all changes made under an exclusive file lock
 (``owners/.lock``) so concurrent domain starts are serialised. A record must
 name the device of its file: a renamed or copied record is refused, never
-given back for another device. A record names
+given back for another device; every field is checked by type (a node path
+is one the hook hands over, never /etc/shadow), and a damaged record is set
+aside and refuses its device only (see the RecordStore). A record names
 the domain (name and UUID), whether the device is managed, whether we
 detached it (then release re-attaches it), and the /dev/vfio node's original
 owner and mode (restored at release). A device on the iommufd backend records
@@ -32,12 +34,27 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TextIO
 
 from platform_hostdev.errors import HostdevError
 from platform_hostdev.host.boundary import pid_alive, wall_clock
-from platform_hostdev.host.fs import HostFs
-from platform_hostdev.host.statefiles import RecordStore
+from platform_hostdev.host.fs import BUSES, HostFs
+from platform_hostdev.host.statefiles import (
+    PID_MAX,
+    Check,
+    RecordStore,
+    boolean,
+    count,
+    decode_fields,
+    domain_name,
+    matching,
+    one_of,
+    optional,
+    owner_ids,
+    seconds,
+    sysfs_name,
+    text,
+)
 
 __all__ = ["OwnerRecord", "Owners", "OwnersBusyError", "OWNERS_DIR", "START_GRACE",
            "process_start"]
@@ -96,17 +113,36 @@ class OwnerRecord(NamedTuple):
 
     @classmethod
     def from_json(cls, data: Any) -> OwnerRecord:
-        if not isinstance(data, dict):
-            raise ValueError("not a JSON object")
-        names = set(cls._fields)
-        if set(data) - names:
-            raise ValueError(f"unknown keys {sorted(set(data) - names)}")
-        for key in ("device", "bus", "domain", "uuid", "state"):
-            if not isinstance(data.get(key), str) or not data[key]:
-                raise ValueError(f"{key!r} missing or not a string")
-        if "/" in data["device"] or data["device"].startswith("."):
-            raise ValueError(f"device {data['device']!r} is not a sysfs device name")
-        return cls(**data)
+        """Validate a decoded record field by field; ValueError names the first problem."""
+        return cls(**decode_fields(data, _FIELDS, cls._field_defaults))
+
+
+STATES = ("preparing", "prepared", "started", "released")
+# Every field by type. The paths are chowned back as root at release: only the nodes the
+# hook hands over pass (vfio's group nodes, "%s%d" with "noiommu-" for a no-IOMMU group:
+# drivers/vfio/group.c vfio_group_alloc(); its cdevs "vfio%d" under /dev/vfio/devices:
+# drivers/vfio/vfio_main.c vfio_init_device(), vfio_device_devnode()).
+_FIELDS: dict[str, Check] = {
+    "device": sysfs_name,
+    "bus": one_of(*BUSES),
+    "domain": domain_name,
+    "uuid": text,
+    "managed": boolean,
+    "detached_by_us": boolean,
+    "state": one_of(*STATES),
+    "group": optional(matching(r"[0-9]+", "an IOMMU group number")),
+    "node": optional(matching(r"/dev/vfio/(noiommu-)?[0-9]+", "/dev/vfio/N or "
+                              "/dev/vfio/noiommu-N")),
+    "node_owner": owner_ids,
+    "since": seconds,
+    "pid": count(PID_MAX),
+    "cdev": optional(matching(r"/dev/vfio/devices/vfio[0-9]+", "/dev/vfio/devices/vfioN")),
+    "cdev_owner": owner_ids,
+    "iommu_owner": owner_ids,
+    "qemu_pid": count(PID_MAX),
+    "qemu_start": count(2**64 - 1),
+}
+assert list(_FIELDS) == list(OwnerRecord._fields)
 
 
 class Owners(RecordStore[OwnerRecord]):
@@ -114,7 +150,8 @@ class Owners(RecordStore[OwnerRecord]):
 
     def __init__(self, fs: HostFs, clock: Callable[[], float] = wall_clock,
                  grace: float = START_GRACE,
-                 pid_alive: Callable[[int], bool] = pid_alive) -> None:
+                 pid_alive: Callable[[int], bool] = pid_alive,
+                 err: TextIO | None = None) -> None:
         super().__init__(
             fs, OWNERS_DIR, what="ownership record", decode=OwnerRecord.from_json,
             encode=OwnerRecord._asdict, device_of=lambda r: r.device, error=HostdevError,
@@ -122,7 +159,8 @@ class Owners(RecordStore[OwnerRecord]):
                 f"check {device}'s state (platform-hostdev nodedev-list) and remove {where}"),
             busy=lambda timeout: OwnersBusyError(
                 f"another platform-hostdev hook holds {OWNERS_DIR}/.lock for more than "
-                f"{timeout:.0f} s", "retry the domain start", path=f"{OWNERS_DIR}/.lock"))
+                f"{timeout:.0f} s", "retry the domain start", path=f"{OWNERS_DIR}/.lock"),
+            now=clock, err=err)
         self.clock = clock
         self.grace = grace
         self.pid_alive = pid_alive

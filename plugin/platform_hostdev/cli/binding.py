@@ -217,25 +217,37 @@ def _reattach_persistent(args: argparse.Namespace, ctx: Context) -> int:
 def cmd_recover(args: argparse.Namespace, ctx: Context) -> int:
     """Finish interrupted binding work, then give back devices whose domain is gone
     (:func:`platform_hostdev.recover_host`)."""
+    from platform_hostdev.binding.journal import Journal
+    from platform_hostdev.binding.ownership import Owners
+
     done = api.recover_host(ctx.host, err=ctx.err, timeout=args.timeout)
     actions, released = done.journal, done.released
     failed = any(a.action == "failed" for a in actions) or bool(done.failed)
+    # damaged records (set aside now or earlier): their devices stay refused until the
+    # user has checked them and removed the copy (host.statefiles.RecordStore.damaged)
+    stores = (Journal(ctx.host.fs, err=ctx.err), Owners(ctx.host.fs, err=ctx.err))
+    damaged = [(store, d) for store in stores for d in store.damaged()]
     if args.json:
         ctx.print_json({"journal": [a._asdict() for a in actions], "released": released,
-                        "kept": done.kept, "failed": done.failed})
-    elif not (actions or released or done.kept or done.failed):
+                        "kept": done.kept, "failed": done.failed,
+                        "damaged": [{"store": store.what, **d._asdict()}
+                                    for store, d in damaged]})
+    elif not (actions or released or done.kept or done.failed or damaged):
         ctx.print("Nothing to recover")
     else:
         for action in actions:
             ctx.print(f"{action.device}: {action.action}: {action.detail}")
         for line in [*released, *done.kept]:
             ctx.print(line)
+        for store, d in damaged:
+            ctx.print(f"{d.device}: damaged: {store.describe(d)}; the device is refused "
+                      f"until it is removed (hint: {d.fix})")
         for line in done.failed:
             print(printable(f"error: could not give back {line}"), file=ctx.err)
         if done.failed:
             print("hint: fix the cause named above, then run 'platform-hostdev recover' "
                   "again (the records of what is left are kept)", file=ctx.err)
-    return 1 if failed else 0
+    return 1 if failed or damaged else 0
 
 
 def cmd_reserve_apply(args: argparse.Namespace, ctx: Context) -> int:

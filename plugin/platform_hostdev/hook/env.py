@@ -37,11 +37,13 @@ class HookEnv:
 
     def owners(self) -> Owners:
         """The ownership records, on the host's clock and pid check."""
-        return Owners(self.host.fs, self.host.clock, pid_alive=self.host.pid_alive)
+        return Owners(self.host.fs, self.host.clock, pid_alive=self.host.pid_alive,
+                      err=self.err)
 
     def journal(self) -> Journal:
         """The binding journal, on the host's clocks."""
-        return Journal(self.host.fs, clock=self.host.monotonic, sleep=self.host.sleep)
+        return Journal(self.host.fs, clock=self.host.monotonic, sleep=self.host.sleep,
+                       err=self.err)
 
     def warn(self, message: str) -> None:
         """A line for libvirt's log that does not fail the call (names escaped)."""
