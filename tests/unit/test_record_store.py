@@ -174,27 +174,25 @@ def test_every_field_is_checked_by_type_and_a_bad_one_affects_only_its_device(
     assert "set aside as" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("data", [
-    _owner_json(domain=".hidden vm", group="7", node="/dev/vfio/noiommu-7",
-                node_owner=[0, 0, 0o600], cdev="/dev/vfio/devices/vfio12",
-                cdev_owner=[64055, 994, 0o660], iommu_owner=[0, 0, 0o666], since=0,
-                pid=4194304, state="started", qemu_pid=1234, qemu_start=2**63),
-    _owner_json(state="preparing", since=1.5e9, node="/dev/vfio/7", group="7"),
-])
-def test_the_records_the_hook_writes_read_back(tmp_path: Path, data: dict[str, Any]) -> None:
-    store = _owners(HostFs(tmp_path))
-    store.path.mkdir(parents=True)
-    store.file("a.dev").write_text(json.dumps(data))
-    assert store.read("a.dev") == OwnerRecord(**data)
-
-
-def test_a_journal_with_consumers_on_any_bus_reads_back(tmp_path: Path) -> None:
-    store = _journal(HostFs(tmp_path))
+def test_the_records_the_hook_and_the_binding_write_read_back(tmp_path: Path) -> None:
+    """The checks refuse nothing the code writes: a "started" record with QEMU's pid and
+    start time, a no-IOMMU node, a cdev, a domain name starting with '.', a journal with
+    consumers on another bus (a device link's consumer may be on any bus)."""
+    owners, journal = _owners(HostFs(tmp_path)), _journal(HostFs(tmp_path))
+    owners.path.mkdir(parents=True)
+    for data in (
+            _owner_json(domain=".hidden vm", group="7", node="/dev/vfio/noiommu-7",
+                        node_owner=[0, 0, 0o600], cdev="/dev/vfio/devices/vfio12",
+                        cdev_owner=[64055, 994, 0o660], iommu_owner=[0, 0, 0o666], since=0,
+                        pid=4194304, state="started", qemu_pid=1234, qemu_start=2**63),
+            _owner_json(state="preparing", since=1.5e9, node="/dev/vfio/7", group="7")):
+        owners.file("a.dev").write_text(json.dumps(data))
+        assert owners.read("a.dev") == OwnerRecord(**data)
     record = _journal_record("a.dev")._replace(
         consumers=(("platform", "soc:pwrseq", "pwrseq_simple"), ("i2c", "1-0050", "at24")),
         original_override="pl061_gpio", pid=7, started=12.5, original_known=False)
-    store.write(record)
-    assert store.read("a.dev") == record
+    journal.write(record)
+    assert journal.read("a.dev") == record
 
 
 @pytest.mark.parametrize("make, record, directory", STORES)
