@@ -296,3 +296,18 @@ def test_an_unusable_state_directory_is_a_clean_command_error(
                 report["error"]["code"] == "state-unwritable", text
     monkeypatch.undo()
     assert given_back(kernel, A)
+
+
+def test_a_release_says_when_a_damaged_record_is_set_aside(kernel: FakeKernel) -> None:
+    xml = libvirt_domain("vm1", [A, B])
+    assert run_hook(kernel, "vm1", "prepare", xml)[0] == 0
+    Owners(kernel).file(A).write_bytes(b"\xff\xfe not json")
+    code, err = run_hook(kernel, "vm1", "release", xml)
+    assert code == 0, err
+    assert given_back(kernel, B)
+    assert f"warning: ownership record /run/platform-hostdev/owners/{A}.json" in err, err
+    assert "stays refused until it is removed" in err
+    # A's record cannot be read: A is not given back blindly, and not handed on either
+    assert device_state(kernel, "platform", A).driver == "vfio-platform"
+    code, err = run_hook(kernel, "vm2", "prepare", libvirt_domain("vm2", [A]))
+    assert code == 1 and "refused while it is there" in err, err

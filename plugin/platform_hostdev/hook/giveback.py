@@ -132,8 +132,12 @@ def give_back(record: OwnerRecord, env: HookEnv, owners: Owners, journal: Journa
                                       if other.device != name):
         from platform_hostdev.vfio.cdev import IOMMU_NODE
 
-        _attempt(problems, f"restoring the owner of {IOMMU_NODE}",
-                 lambda: _restore_node(fs, IOMMU_NODE, record.iommu_owner))
+        if owners.damaged():  # a record set aside may be another holder of /dev/iommu
+            notes.append(f"{IOMMU_NODE} is left with QEMU's user while a damaged ownership "
+                         "record is set aside (platform-hostdev recover lists it)")
+        else:
+            _attempt(problems, f"restoring the owner of {IOMMU_NODE}",
+                     lambda: _restore_node(fs, IOMMU_NODE, record.iommu_owner))
     env.host.step(f"release:{name}:node-restored", record)
     if not _present(fs, record.bus, name):
         notes.append(f"{name} is no longer on the host (hot-unplugged, its overlay or module "

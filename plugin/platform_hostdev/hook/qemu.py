@@ -477,6 +477,9 @@ def release(domain: _Domain, env: HookEnv) -> None:
     for result in results:
         for note in result.notes:
             env.warn(note)
+    for damaged in owners.damaged():  # whose it is cannot be read: maybe this domain's
+        env.warn(f"{owners.describe(damaged)}; its device stays refused until it is "
+                 f"removed (hint: {damaged.fix})")
     problems = [f"{r.device}: {p}" for r in results for p in r.problems]
     if problems:
         raise HostdevError("could not give back " + "; ".join(problems),
