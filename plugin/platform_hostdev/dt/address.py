@@ -38,7 +38,7 @@ def _number(cells: tuple[int, ...]) -> int:
 
 
 def _is_pci(node: Node) -> bool:
-    return node.string("device_type") in ("pci", "pciex")
+    return "device_type" in node.properties and node.string("device_type") in ("pci", "pciex")
 
 
 def reg_entries(node: Node) -> list[RegEntry]:

@@ -73,9 +73,13 @@ class IrqSpec(NamedTuple):
 
 
 def controller_binding(node: Node) -> Binding:
-    """The binding that decodes specifiers sent to controller ``node``."""
-    parent = node.parent.compatible if node.parent is not None else ()
-    return binding_for(node.compatible, () if node.compatible else parent)
+    """The binding that decodes specifiers sent to controller ``node`` (found once a node)."""
+    found: Binding | None = node.memo.get("\0binding")
+    if found is None:
+        parent = node.parent.compatible if node.parent is not None else ()
+        found = node.memo["\0binding"] = binding_for(node.compatible,
+                                                       () if node.compatible else parent)
+    return found
 
 
 def is_gic(node: Node) -> bool:

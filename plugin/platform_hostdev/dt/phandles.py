@@ -102,8 +102,11 @@ def phandle_links(tree: DeviceTree, node: Node) -> list[PhandleLink]:
     """
     links: list[PhandleLink] = []
     hog = "gpio-hog" in node.properties
+    rules = _RULE_MEMO
     for prop in node.properties:
-        rule = link_rule(prop)
+        rule = rules.get(prop, "")  # "" is no rule: not looked at yet
+        if rule == "":
+            rule = link_rule(prop)
         if rule is None or (hog and prop in _HOG_PROPS):
             continue
         for index, _, target, args in _references(tree, node, prop, rule):

@@ -244,16 +244,18 @@ def _entanglements(tree: DeviceTree, node: Node, result: Correlation) -> None:
     # children are listed (each is correlated on its own), not their subtrees.
     bus = "ranges" in node.properties
     holders = [node, *node.children] if bus else node.walk()
+    below = own + "/"
+    links = result.links
+    reasons = result.reasons
     for holder in holders:
         if holder is node or not bus:
-            for link in phandle_links(tree, holder):
-                internal = link.target == own or link.target.startswith(own + "/")
-                result.links.append(Link(link.prop, link.target, link.args, holder.path,
-                                         internal))
-                if internal or link.prop in _HOST_SIDE_PROPS:
+            for prop, _, target, args in phandle_links(tree, holder):
+                internal = target == own or target.startswith(below)
+                links.append(Link(prop, target, args, holder.path, internal))
+                if internal or prop in _HOST_SIDE_PROPS:
                     continue
                 where = "" if holder is node else f" (from {holder.path})"
-                result.reasons.append(f"{link.prop} -> {link.target}{where}")
+                reasons.append(f"{prop} -> {target}{where}")
             if holder is node:
                 continue
         props = holder.properties
@@ -263,13 +265,13 @@ def _entanglements(tree: DeviceTree, node: Node, result: Correlation) -> None:
             continue
         # reg[0] on the CPU's address map (the same translation that names devices)
         cpu_reg = has_reg and first_reg_address(holder) is not None
-        child = ChildNode(holder.path, has_reg, has_irq, holder.compatible, cpu_reg)
-        result.children.append(child)
+        result.children.append(ChildNode(holder.path, has_reg, has_irq, holder.compatible,
+                                         cpu_reg))
         if cpu_reg or has_irq:
-            result.reasons.append(f"child {holder.path} has its own "
-                                  + " and ".join(w for w, f in (("reg", cpu_reg),
-                                                                ("interrupts", has_irq)) if f)
-                                  + " (VFIO does not expose it)")
+            own_resources = ("reg and interrupts" if has_irq else "reg") if cpu_reg \
+                else "interrupts"
+            reasons.append(f"child {holder.path} has its own {own_resources} (VFIO does not "
+                           "expose it)")
     if "ranges" in node.properties:
         result.own_ranges = True
         result.reasons.append("the node has its own 'ranges' (a bus: its children are not "
