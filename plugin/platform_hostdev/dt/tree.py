@@ -88,11 +88,11 @@ class Node:
         return found
 
     def u32(self, prop: str, default: int | None = None) -> int:
-        if prop not in self.properties:
+        raw = self.properties.get(prop)
+        if raw is None:
             if default is None:
                 raise self.error(prop, "missing")
             return default
-        raw = self.properties[prop]
         if len(raw) < 4:
             raise self.error(prop, f"holds {len(raw)} bytes, a u32 needs 4")
         return int.from_bytes(raw[:4], "big")
