@@ -43,6 +43,8 @@ _MMAP = flag_bit("region", "MMAP")
 _EDGE_IRQ = flag_bit("irq", "EVENTFD")
 _LEVEL_IRQ = _EDGE_IRQ | flag_bit("irq", "MASKABLE") | flag_bit("irq", "AUTOMASKED")
 
+# Link(...) without the Python-level __new__ typing.NamedTuple adds (all fields given)
+_new_tuple = tuple.__new__
 # Links that are the device's own business with the host, not the guest's.
 _HOST_SIDE_PROPS = frozenset({"iommus", "interrupt-parent", "interrupts-extended", "msi-parent"})
 
@@ -251,7 +253,7 @@ def _entanglements(tree: DeviceTree, node: Node, result: Correlation) -> None:
         if holder is node or not bus:
             for prop, _, target, args in phandle_links(tree, holder):
                 internal = target == own or target.startswith(below)
-                links.append(Link(prop, target, args, holder.path, internal))
+                links.append(_new_tuple(Link, (prop, target, args, holder.path, internal)))
                 if internal or prop in _HOST_SIDE_PROPS:
                     continue
                 where = "" if holder is node else f" (from {holder.path})"
