@@ -25,10 +25,11 @@ OF_ROOT_SIZE_CELLS = 1
 _U32S: dict[int, struct.Struct] = {}
 
 
-def _u32s(count: int) -> struct.Struct:
-    found = _U32S.get(count)
+def _u32s(size: int) -> struct.Struct:
+    """The big-endian u32 cells of a ``size``-byte value (a multiple of 4)."""
+    found = _U32S.get(size)
     if found is None:
-        found = _U32S[count] = struct.Struct(f">{count}I")
+        found = _U32S[size] = struct.Struct(f">{size // 4}I")
     return found
 
 
@@ -84,7 +85,8 @@ class Node:
         raw = self.properties[prop]
         if len(raw) % 4:
             raise self.error(prop, f"length {len(raw)} is not a multiple of 4 bytes (u32 cells)")
-        found = self.memo[prop] = _u32s(len(raw) // 4).unpack(raw)
+        layout = _U32S.get(len(raw)) or _u32s(len(raw))
+        found = self.memo[prop] = layout.unpack(raw)
         return found
 
     def u32(self, prop: str, default: int | None = None) -> int:
