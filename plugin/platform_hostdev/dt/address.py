@@ -26,6 +26,10 @@ class RegEntry(NamedTuple):
     untranslatable_reason: str | None = None
 
 
+# RegEntry(...) with every field given, without typing.NamedTuple's Python-level __new__
+_new_tuple = tuple.__new__
+
+
 class Untranslatable(Exception):
     """Internal: an address that no `ranges` carries to the CPU (reason in args[0])."""
 
@@ -99,7 +103,7 @@ def _reg_entries(node: Node) -> list[RegEntry]:
             reason = None
         except Untranslatable as exc:
             cpu, reason = None, str(exc)
-        entries.append(RegEntry(index, addr, size, cpu, reason))
+        entries.append(_new_tuple(RegEntry, (index, addr, size, cpu, reason)))
     return entries
 
 

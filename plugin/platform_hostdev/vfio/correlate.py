@@ -43,7 +43,8 @@ _MMAP = flag_bit("region", "MMAP")
 _EDGE_IRQ = flag_bit("irq", "EVENTFD")
 _LEVEL_IRQ = _EDGE_IRQ | flag_bit("irq", "MASKABLE") | flag_bit("irq", "AUTOMASKED")
 
-# Link(...) without the Python-level __new__ typing.NamedTuple adds (all fields given)
+# Link(...), IrqMap(...), RegionMap(...) with every field given, without the Python-level
+# __new__ typing.NamedTuple adds
 _new_tuple = tuple.__new__
 # Links that are the device's own business with the host, not the guest's.
 _HOST_SIDE_PROPS = frozenset({"iommus", "interrupt-parent", "interrupts-extended", "msi-parent"})
@@ -205,8 +206,9 @@ def _regions(node: Node, bus: str, page_size: int, result: Correlation) -> None:
             break
         aligned = not (entry.cpu_address % page_size or entry.size % page_size)
         flags = _READ_WRITE | (_MMAP if aligned else 0)
-        result.regions.append(RegionMap(len(result.regions), node.path, "reg", entry.index,
-                                        entry.cpu_address, entry.size, aligned, flags))
+        result.regions.append(_new_tuple(RegionMap, (len(result.regions), node.path, "reg",
+                                                     entry.index, entry.cpu_address, entry.size,
+                                                     aligned, flags)))
     if not entries and bus == "platform":
         result.notes.append("no reg: VFIO exposes no region")
 
@@ -219,9 +221,10 @@ def _irqs(tree: DeviceTree, node: Node, bus: str, result: Correlation) -> None:
         result.reasons.append("an interrupt entry does not resolve to a controller")
     for spec in specs:
         flags = expected_irq_flags(spec)
-        result.irqs.append(IrqMap(spec.index, node.path, spec.prop, spec.index, spec.controller,
-                                  spec.specifier, spec.kind, spec.number, spec.trigger,
-                                  flags, spec.line, spec.binding))
+        result.irqs.append(_new_tuple(IrqMap, (spec.index, node.path, spec.prop, spec.index,
+                                               spec.controller, spec.specifier, spec.kind,
+                                               spec.number, spec.trigger, flags, spec.line,
+                                               spec.binding)))
         controller = tree.by_path[spec.controller]
         if not spec.binding:
             compat = controller.compatible[0] if controller.compatible else "no compatible"
