@@ -26,11 +26,17 @@ class RegEntry(NamedTuple):
     untranslatable_reason: str | None = None
 
 
+# RegEntry(...) with every field given, without typing.NamedTuple's Python-level __new__
+_new_tuple = tuple.__new__
+
+
 class Untranslatable(Exception):
     """Internal: an address that no `ranges` carries to the CPU (reason in args[0])."""
 
 
 def _number(cells: tuple[int, ...]) -> int:
+    if len(cells) == 2:
+        return cells[0] << 32 | cells[1]
     value = 0
     for cell in cells:
         value = (value << 32) | cell
@@ -38,7 +44,7 @@ def _number(cells: tuple[int, ...]) -> int:
 
 
 def _is_pci(node: Node) -> bool:
-    return node.string("device_type") in ("pci", "pciex")
+    return "device_type" in node.properties and node.string("device_type") in ("pci", "pciex")
 
 
 def reg_entries(node: Node) -> list[RegEntry]:
@@ -60,10 +66,12 @@ def first_reg_address(node: Node) -> int | None:
         return None
     found = node.memo.get("\0reg0", False)
     if found is False:
-        na = node.parent.address_cells()
+        bus = node.parent
+        na = bus.address_cells()
         cells = node.cells("reg")
         found = None
-        if na and len(cells) >= na:
+        # a parent bus without ranges (I2C, SPI, MDIO...) stops translate() at once
+        if na and len(cells) >= na and ("ranges" in bus.properties or bus.parent is None):
             try:
                 found = translate(node, cells[:na])
             except Untranslatable:
@@ -95,7 +103,7 @@ def _reg_entries(node: Node) -> list[RegEntry]:
             reason = None
         except Untranslatable as exc:
             cpu, reason = None, str(exc)
-        entries.append(RegEntry(index, addr, size, cpu, reason))
+        entries.append(_new_tuple(RegEntry, (index, addr, size, cpu, reason)))
     return entries
 
 
@@ -110,20 +118,53 @@ def translate(node: Node, addr: tuple[int, ...]) -> int:
     na = len(addr)
     address = addr
     while bus.parent is not None:
-        if "ranges" not in bus.properties:
-            raise Untranslatable(f"{bus.path} has no 'ranges' (its children's addresses are "
-                                 "local to that bus)")
-        pna = bus.parent.address_cells()
-        ns = bus.size_cells()
-        ranges = bus.cells("ranges")
-        if not ranges:  # empty ranges: identity mapping
-            value = _number(address)
-            address = _to_cells(value, pna, bus, na)
+        hop: _Hop | None = bus.memo.get("\0hop")
+        if hop is None or hop[0] != na:
+            hop = _hop(bus, na)
+        _, pna, pci, entries = hop
+        if entries is None:  # empty ranges: identity mapping
+            address = _to_cells(_number(address), pna, bus, na)
         else:
-            address = _map_through(bus, address, ranges, na, pna, ns)
+            address = _map_through(bus, address, entries, na, pna, pci)
         na = pna
         bus = bus.parent
     return _number(address)
+
+
+# A bus's ranges, read once (the tree is read-only): (child #address-cells, parent
+# #address-cells, PCI, entries (space code or -1, child base, size, parent base), or
+# None for an empty ranges).
+_Hop = tuple[int, int, bool, "list[tuple[int, int, int, int]] | None"]
+
+
+def _hop(bus: Node, na: int) -> _Hop:
+    """What carries an address of ``na`` cells through ``bus``; kept in its memo."""
+    if "ranges" not in bus.properties:
+        raise Untranslatable(f"{bus.path} has no 'ranges' (its children's addresses are "
+                             "local to that bus)")
+    assert bus.parent is not None
+    pna = bus.parent.address_cells()
+    ns = bus.size_cells()
+    ranges = bus.cells("ranges")
+    pci = False
+    entries: list[tuple[int, int, int, int]] | None = None
+    if ranges:
+        width = na + pna + ns
+        if len(ranges) % width:
+            raise bus.error(
+                "ranges",
+                f"{len(ranges)} cells is not a multiple of child #address-cells ({na}) + "
+                f"parent #address-cells ({pna}) + #size-cells ({ns})")
+        pci = _is_pci(bus) and na == 3
+        entries = []
+        for i in range(0, len(ranges), width):
+            child = ranges[i:i + na]
+            space = (child[0] >> 24) & 0x3 if pci else -1
+            entries.append((space, _number(child[1:] if pci else child),
+                            _number(ranges[i + na + pna:i + width]),
+                            _number(ranges[i + na:i + na + pna])))
+    hop = bus.memo["\0hop"] = (na, pna, pci, entries)
+    return hop
 
 
 def _to_cells(value: int, count: int, bus: Node, from_cells: int) -> tuple[int, ...]:
@@ -141,30 +182,15 @@ def _to_cells(value: int, count: int, bus: Node, from_cells: int) -> tuple[int, 
     return tuple((value >> (32 * (count - 1 - i))) & 0xFFFFFFFF for i in range(count))
 
 
-def _map_through(bus: Node, address: tuple[int, ...], ranges: tuple[int, ...],
-                 na: int, pna: int, ns: int) -> tuple[int, ...]:
-    width = na + pna + ns
-    if len(ranges) % width:
-        raise bus.error(
-            "ranges",
-            f"{len(ranges)} cells is not a multiple of child #address-cells ({na}) + "
-            f"parent #address-cells ({pna}) + #size-cells ({ns})")
-    pci = _is_pci(bus) and na == 3
+def _map_through(bus: Node, address: tuple[int, ...], entries: list[tuple[int, int, int, int]],
+                 na: int, pna: int, pci: bool) -> tuple[int, ...]:
     if pci:
         space = (address[0] >> 24) & 0x3
         target = _number(address[1:])
     else:
+        space = -1
         target = _number(address)
-    for i in range(0, len(ranges), width):
-        child = ranges[i:i + na]
-        parent = ranges[i + na:i + na + pna]
-        size = _number(ranges[i + na + pna:i + width])
-        if pci:
-            if (child[0] >> 24) & 0x3 != space:
-                continue
-            base = _number(child[1:])
-        else:
-            base = _number(child)
-        if base <= target < base + size:
-            return _to_cells(_number(parent) + (target - base), pna, bus, na)
+    for child_space, base, size, parent in entries:
+        if child_space == space and base <= target < base + size:
+            return _to_cells(parent + (target - base), pna, bus, na)
     raise Untranslatable(f"address 0x{target:x} is outside every 'ranges' entry of {bus.path}")

@@ -63,7 +63,7 @@ class RawNode:
 
 def parse_dtb(blob: bytes, source: str = "<dtb>") -> RawNode:
     """Parse a DTB blob into a RawNode tree; raise DeviceTreeError on any malformation."""
-    root: RawNode = walk_dtb(blob, source, _raw_node)
+    root: RawNode = walk_dtb(blob, source, _raw_node)[0]
     return root
 
 
@@ -71,12 +71,13 @@ def _raw_node(name: str, parent: Any) -> RawNode:
     return RawNode(name)
 
 
-def walk_dtb(blob: bytes, source: str, make: Callable[[str, Any], Any]) -> Any:
-    """Parse a DTB blob with ``make(name, parent)`` building each node; returns the root.
+def walk_dtb(blob: bytes, source: str, make: Callable[[str, Any], Any]) -> list[Any]:
+    """Parse a DTB blob with ``make(name, parent)`` building each node (the root: ``make("",
+    None)``); returns every node made, in document order (the root first).
 
     A node made must have ``name``, ``properties`` (a dict the parser fills)
     and ``children``: a list the parser appends to, or an empty tuple it
-    replaces with a list at the first child; the root's name is "".
+    replaces with a list at the first child.
     Any malformation is a DeviceTreeError.
     """
     if len(blob) < _HEADER.size:
@@ -106,13 +107,13 @@ def walk_dtb(blob: bytes, source: str, make: Callable[[str, Any], Any]) -> Any:
 
 
 def _walk_structure(blob: bytes, source: str, base: int, struct_end: int, off_strings: int,
-                    strings_end: int, make: Callable[[str, Any], Any]) -> Any:
+                    strings_end: int, make: Callable[[str, Any], Any]) -> list[Any]:
     """The structure block's tokens into nodes (devicetree specification v0.4, 5.4).
 
-    The block is read as one array of big-endian u32 words (every token sits
-    at a 4-byte aligned offset, 5.4.2); paths are only built for error
-    messages (from the stack of open nodes); property names are decoded once
-    per strings-block offset.
+    The blob up to the block's end is read as one array of big-endian u32
+    words, word k at byte 4k (every token sits at a 4-byte aligned offset,
+    5.4.2); paths are only built for error messages (from the stack of open
+    nodes); property names are decoded once per strings-block offset.
     """
     if base % 4:
         raise DeviceTreeError(source, None, f"the structure block starts at offset {base}, "
@@ -120,31 +121,33 @@ def _walk_structure(blob: bytes, source: str, base: int, struct_end: int, off_st
     words = array.array("I")
     if words.itemsize != 4:  # pragma: no cover - every Linux ABI has a 4-byte unsigned int
         words = array.array("L")
-    words.frombytes(blob[base:struct_end - (struct_end - base) % 4])
+    words.frombytes(blob[:struct_end - struct_end % 4])
     if sys.byteorder == "little":
         words.byteswap()
-    count = len(words)
     stack: list[Any] = []
-    root: Any = None
+    made: list[Any] = []
     names: dict[int, str] = {}
     props: dict[str, bytes] = {}
 
     def where() -> str:
         return "/" + "/".join(n.name for n in stack[1:]) if stack else source
 
-    i = 0
+    i = base >> 2
     while True:
-        if i >= count:
-            raise DeviceTreeError(source, None, "structure block ends before FDT_END (truncated)")
-        token = words[i]
+        try:
+            token = words[i]
+        except IndexError:
+            raise DeviceTreeError(source, None,
+                                  "structure block ends before FDT_END (truncated)") from None
         if token == _FDT_PROP:
             if not stack:
                 raise DeviceTreeError(source, None, "property outside any node")
-            if i + 3 > count:
-                raise DeviceTreeError(where(), None, "property header truncated")
-            length = words[i + 1]
-            nameoff = words[i + 2]
-            start = base + 4 * (i + 3)
+            try:
+                length = words[i + 1]
+                nameoff = words[i + 2]
+            except IndexError:
+                raise DeviceTreeError(where(), None, "property header truncated") from None
+            start = (i + 3) << 2
             end = start + length
             if end > struct_end:
                 raise DeviceTreeError(where(), None,
@@ -160,9 +163,9 @@ def _walk_structure(blob: bytes, source: str, base: int, struct_end: int, off_st
                                       "can show only one)",
                                       "remove one of the two in the DTS and rebuild the DTB")
             props[pname] = blob[start:end]
-            i += 3 + ((length + 3) >> 2)
+            i = (end + 3) >> 2
         elif token == _FDT_BEGIN_NODE:
-            start = base + 4 * (i + 1)
+            start = (i + 1) << 2
             nul = blob.find(b"\0", start, struct_end)
             if nul < 0:
                 raise DeviceTreeError(where(), None,
@@ -171,16 +174,16 @@ def _walk_structure(blob: bytes, source: str, base: int, struct_end: int, off_st
                 raise DeviceTreeError(where(), None, f"a child node name of {nul - start} bytes "
                                       f"is {_NAME_LIMIT}", _NAME_FIX)
             raw_name = blob[start:nul]
-            i = (((nul + 4) & ~3) - base) >> 2
+            i = (nul + 4) >> 2
             try:
                 name = raw_name.decode("ascii")
             except UnicodeDecodeError:
                 raise DeviceTreeError(where(), None,
                                       f"name is not ASCII: {raw_name!r}") from None
             if not stack:
-                if root is not None:
+                if made:
                     raise DeviceTreeError(source, None, "more than one root node")
-                node = root = make("", None)
+                node = make("", None)
             else:
                 if len(stack) > MAX_NODE_DEPTH:
                     raise DeviceTreeError(where(), None,
@@ -195,6 +198,7 @@ def _walk_structure(blob: bytes, source: str, base: int, struct_end: int, off_st
                     parent.children = [node]
                 else:
                     siblings.append(node)
+            made.append(node)
             stack.append(node)
             props = node.properties
         elif token == _FDT_END_NODE:
@@ -212,10 +216,10 @@ def _walk_structure(blob: bytes, source: str, base: int, struct_end: int, off_st
             break
         else:
             raise DeviceTreeError(where(), None,
-                                  f"unknown structure token 0x{token:x} at {base + 4 * i}")
-    if root is None:
+                                  f"unknown structure token 0x{token:x} at {4 * i}")
+    if not made:
         raise DeviceTreeError(source, None, "no root node")
-    return root
+    return made
 
 
 def _name_at(blob: bytes, start: int, strings_end: int, nameoff: int,

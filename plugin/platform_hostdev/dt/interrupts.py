@@ -42,6 +42,7 @@ TRIGGERS = {
 # GIC specifier cell 0 -> (kind, hwirq offset); arm,gic.yaml and arm,gic-v3.yaml
 _GIC_KINDS = {0: ("SPI", 32), 1: ("PPI", 16), 2: ("ESPI", 4096), 3: ("EPPI", 1056)}
 _GIC_V2_TYPES = frozenset({0, 1})
+_new_tuple = tuple.__new__
 
 
 class IrqSpec(NamedTuple):
@@ -73,9 +74,13 @@ class IrqSpec(NamedTuple):
 
 
 def controller_binding(node: Node) -> Binding:
-    """The binding that decodes specifiers sent to controller ``node``."""
-    parent = node.parent.compatible if node.parent is not None else ()
-    return binding_for(node.compatible, () if node.compatible else parent)
+    """The binding that decodes specifiers sent to controller ``node`` (found once a node)."""
+    found: Binding | None = node.memo.get("\0binding")
+    if found is None:
+        parent = node.parent.compatible if node.parent is not None else ()
+        found = node.memo["\0binding"] = binding_for(node.compatible,
+                                                       () if node.compatible else parent)
+    return found
 
 
 def is_gic(node: Node) -> bool:
@@ -162,9 +167,10 @@ def _decode_gic(tree: DeviceTree, device: Node, index: int, prop: str, controlle
                                      f"for a GIC {kind}")
         partition = tree.phandle(spec[3], device, prop).path
         line += f" (partition {partition})"
-    return IrqSpec(index, prop, controller.path, spec, kind, spec[1], spec[1] + offset,
-                   TRIGGERS.get(irq_type), binding.key, irq_type, line,
-                   per_cpu=kind in ("PPI", "EPPI"), partition=partition)
+    # IrqSpec(...) with every field (untyped False), without NamedTuple's Python __new__
+    return _new_tuple(IrqSpec, (index, prop, controller.path, spec, kind, spec[1],
+                                spec[1] + offset, TRIGGERS.get(irq_type), binding.key, irq_type,
+                                line, False, kind in ("PPI", "EPPI"), partition))
 
 
 def _unit_address(node: Node, cells: int) -> tuple[int, ...]:

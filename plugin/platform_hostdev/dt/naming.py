@@ -57,9 +57,9 @@ def _claimed_early(node: Node) -> bool:
     """OF_POPULATED before of_platform_populate(): of_irq_init() (drivers/of/irq.c sets
     OF_POPULATED on every controller it initialises) / of_clk_init()."""
     if "interrupt-controller" in node.properties and (
-            is_gic(node) or any(c in _EARLY_IRQCHIPS for c in node.compatible)):
+            is_gic(node) or not _EARLY_IRQCHIPS.isdisjoint(node.compatible)):
         return True
-    return any(c in _EARLY_CLOCKS for c in node.compatible)
+    return not _EARLY_CLOCKS.isdisjoint(node.compatible)
 
 
 class PredictedDevice(NamedTuple):
@@ -95,7 +95,7 @@ def predict_devices(tree: DeviceTree) -> list[PredictedDevice]:
     for node in tree:  # for_each_matching_node(node, reserved_mem_matches)
         raw = node.properties.get("compatible")
         if raw and _RESERVED_RAW.search(raw) and \
-                any(c in RESERVED_MEM_MATCHES for c in node.compatible):
+                not RESERVED_MEM_MATCHES.isdisjoint(node.compatible):
             out.create(node, None)
     firmware = tree.by_path.get("/firmware")
     if firmware is not None:
@@ -131,13 +131,13 @@ class _Populate:
     def bus_create(self, node: Node, parent: str | None, recurse: bool = True) -> None:
         """of_platform_bus_create() (strict): this node, and its children if it is a bus."""
         compatible = node.compatible
-        if not compatible or any(c in _SKIPPED for c in compatible):
+        if not compatible or not _SKIPPED.isdisjoint(compatible):
             return
         if "arm,primecell" in compatible:
             self.create(node, parent, "amba")
             return
         name = self.create(node, parent)
-        if name is None or not recurse or not any(c in BUS_COMPATIBLES for c in compatible):
+        if name is None or not recurse or BUS_COMPATIBLES.isdisjoint(compatible):
             return
         for child in node.children:
             self.bus_create(child, name)

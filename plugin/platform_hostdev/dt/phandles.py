@@ -72,6 +72,8 @@ _HOG_PROPS = frozenset({"gpio", "gpios"})
 
 
 _RULE_MEMO: dict[str, str | int | None] = {}
+# PhandleLink(...) without the Python-level __new__ typing.NamedTuple adds (all fields given)
+_new_tuple = tuple.__new__
 
 
 def link_rule(prop: str) -> str | int | None:
@@ -102,12 +104,15 @@ def phandle_links(tree: DeviceTree, node: Node) -> list[PhandleLink]:
     """
     links: list[PhandleLink] = []
     hog = "gpio-hog" in node.properties
+    rules = _RULE_MEMO
     for prop in node.properties:
-        rule = link_rule(prop)
+        rule = rules.get(prop, "")  # "" is no rule: not looked at yet
+        if rule == "":
+            rule = link_rule(prop)
         if rule is None or (hog and prop in _HOG_PROPS):
             continue
         for index, _, target, args in _references(tree, node, prop, rule):
-            links.append(PhandleLink(prop, index, target.path, args))
+            links.append(_new_tuple(PhandleLink, (prop, index, target.path, args)))
     return links
 
 
@@ -124,19 +129,26 @@ def _references(tree: DeviceTree, node: Node, prop: str,
     """(entry index, phandle cell position, target, argument cells) of each reference."""
     found: list[tuple[int, int, Node, tuple[int, ...]]] = []
     cells = node.cells(prop)
+    end = len(cells)
+    by_phandle = tree.by_phandle
+    # a target's #...-cells, read once per target (the tree is read-only)
+    count_key = "" if isinstance(rule, int) else "\0" + rule
     pos = index = 0
-    while pos < len(cells):
+    while pos < end:
         value = cells[pos]
         at = pos
         pos += 1
         if value == 0:  # an empty slot (e.g. gpios = <0>, <&gpio 1 0>)
             index += 1
             continue
-        target = tree.phandle(value, node, prop)
+        target = by_phandle.get(value) or tree.phandle(value, node, prop)
         if isinstance(rule, int):
             count = rule
+        elif count_key in target.memo:
+            count = target.memo[count_key]
         elif rule in target.properties:
-            count = target.cell_count(rule)  # of_phandle_iterator_args(): MAX_PHANDLE_ARGS
+            # of_phandle_iterator_args(): at most MAX_PHANDLE_ARGS
+            count = target.memo[count_key] = target.cell_count(rule)
         elif rule in _OPTIONAL_CELLS:
             count = 0
         elif rule == "#interrupt-cells" or prop.endswith("gpios") or prop.endswith("gpio"):
@@ -146,7 +158,7 @@ def _references(tree: DeviceTree, node: Node, prop: str,
             # some bindings; report instead of guessing.
             raise node.error(prop, f"target {target.path} has no {rule}",
                              f"add {rule} to {target.path}")
-        if pos + count > len(cells):
+        if pos + count > end:
             raise node.error(prop, f"entry {index} wants {count} argument cells for "
                                    f"{target.path} but the property ends")
         found.append((index, at, target, cells[pos:pos + count]))

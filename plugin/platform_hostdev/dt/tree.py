@@ -25,10 +25,11 @@ OF_ROOT_SIZE_CELLS = 1
 _U32S: dict[int, struct.Struct] = {}
 
 
-def _u32s(count: int) -> struct.Struct:
-    found = _U32S.get(count)
+def _u32s(size: int) -> struct.Struct:
+    """The big-endian u32 cells of a ``size``-byte value (a multiple of 4)."""
+    found = _U32S.get(size)
     if found is None:
-        found = _U32S[count] = struct.Struct(f">{count}I")
+        found = _U32S[size] = struct.Struct(f">{size // 4}I")
     return found
 
 
@@ -42,14 +43,20 @@ class Node:
 
     __slots__ = ("name", "path", "parent", "properties", "children", "memo")
 
-    def __init__(self, name: str, path: str, parent: Node | None,
-                 properties: dict[str, bytes], children: Sequence[Node] = ()) -> None:
+    def __init__(self, name: str, parent: Node | None,
+                 properties: dict[str, bytes] | None = None) -> None:
+        """``name`` with its unit address ("" for the root); the path follows from the
+        parent's. A leaf shares the empty tuple as ``children``; whoever builds the tree
+        gives a node with children a list."""
         self.name = name
-        self.path = path
+        if parent is None:
+            self.path = "/"
+        else:
+            above = parent.path
+            self.path = above + "/" + name if above != "/" else "/" + name
         self.parent = parent
-        self.properties = properties
-        # a leaf shares the empty tuple; a node with children gets a list when built
-        self.children: Sequence[Node] = children
+        self.properties = properties if properties is not None else {}
+        self.children: Sequence[Node] = ()
         self.memo: dict[str, Any] = {}
 
     def __repr__(self) -> str:
@@ -78,15 +85,16 @@ class Node:
         raw = self.properties[prop]
         if len(raw) % 4:
             raise self.error(prop, f"length {len(raw)} is not a multiple of 4 bytes (u32 cells)")
-        found = self.memo[prop] = _u32s(len(raw) // 4).unpack(raw)
+        layout = _U32S.get(len(raw)) or _u32s(len(raw))
+        found = self.memo[prop] = layout.unpack(raw)
         return found
 
     def u32(self, prop: str, default: int | None = None) -> int:
-        if prop not in self.properties:
+        raw = self.properties.get(prop)
+        if raw is None:
             if default is None:
                 raise self.error(prop, "missing")
             return default
-        raw = self.properties[prop]
         if len(raw) < 4:
             raise self.error(prop, f"holds {len(raw)} bytes, a u32 needs 4")
         return int.from_bytes(raw[:4], "big")
@@ -106,14 +114,17 @@ class Node:
     def strings(self, prop: str) -> list[str]:
         """A string-list property (NUL-separated); non-UTF-8 is an error."""
         raw = self.properties.get(prop)
-        if raw is None:
+        if not raw:
             return []
-        if raw and not raw.endswith(b"\0"):
+        if not raw.endswith(b"\0"):
             raise self.error(prop, "string list is not NUL-terminated")
         try:
-            return [s.decode("utf-8") for s in raw[:-1].split(b"\0")] if raw else []
+            # a NUL byte is a whole character in UTF-8: split after decoding
+            return raw[:-1].decode("utf-8").split("\0")
         except UnicodeDecodeError as exc:
-            raise self.error(prop, f"not valid UTF-8 at byte {exc.start}") from None
+            # located within its own string, as when each is decoded on its own
+            at = exc.start - raw.rfind(b"\0", 0, exc.start) - 1
+            raise self.error(prop, f"not valid UTF-8 at byte {at}") from None
 
     def string(self, prop: str) -> str | None:
         values = self.strings(prop)
@@ -130,6 +141,8 @@ class Node:
 
     def is_available(self) -> bool:
         """The kernel's of_device_is_available(): no status, or "okay"/"ok"."""
+        if "status" not in self.properties:
+            return True
         status = self.string("status")
         return status is None or status in ("okay", "ok")
 
@@ -186,32 +199,25 @@ class DeviceTree:
 
     def __init__(self, raw: RawNode, source: str = "<dt>") -> None:
         self.source = source
-        self.root = Node("", "/", None, raw.properties)
-        self.by_path: dict[str, Node] = {"/": self.root}
+        self.root = Node("", None, raw.properties)
         stack: list[tuple[RawNode, Node]] = [(raw, self.root)]
-        count = 1
         while stack:
             raw_node, node = stack.pop()
-            children = []
-            for raw_child in raw_node.children:
-                path = ("" if node.path == "/" else node.path) + "/" + raw_child.name
-                child = Node(raw_child.name, path, node, raw_child.properties)
-                children.append(child)
-                self.by_path[path] = child
-                stack.append((raw_child, child))
-            count += len(children)
-            if children:
+            if raw_node.children:
+                children = [Node(raw_child.name, node, raw_child.properties)
+                            for raw_child in raw_node.children]
                 node.children = children
-        nodes = list(self.root.walk())
-        if len(self.by_path) != count:
-            _refuse_duplicate(nodes)
-        self._finish(nodes)
+                stack += zip(raw_node.children, children, strict=True)
+        self._index(list(self.root.walk()))
 
-    def _finish(self, nodes: list[Node] | None = None) -> None:
+    def _index(self, nodes: list[Node]) -> None:
+        """Index ``nodes`` (every node, in document order) by path and phandle; read the
+        aliases."""
+        self.nodes: list[Node] = nodes
+        self.by_path: dict[str, Node] = {node.path: node for node in nodes}
+        if len(self.by_path) != len(nodes):
+            _refuse_duplicate(nodes)
         self.by_phandle: dict[int, Node] = {}
-        if nodes is None:
-            nodes = list(self.root.walk())
-        self.nodes: list[Node] = nodes  # every node, in document order
         for node in nodes:
             props = node.properties
             if "phandle" in props or "linux,phandle" in props:
@@ -223,24 +229,9 @@ class DeviceTree:
         """Parse a DTB blob straight into the model (no intermediate RawNode tree)."""
         tree = cls.__new__(cls)
         tree.source = source
-        by_path: dict[str, Node] = {}
-        nodes: list[Node] = []
-
-        def make(name: str, parent: Node | None) -> Node:
-            if parent is None:
-                node = Node("", "/", None, {})
-            else:
-                path = parent.path
-                node = Node(name, path + "/" + name if path != "/" else "/" + name, parent, {})
-            by_path[node.path] = node
-            nodes.append(node)
-            return node
-
-        tree.root = walk_dtb(blob, source, make)
-        if len(by_path) != len(nodes):
-            _refuse_duplicate(nodes)
-        tree.by_path = by_path
-        tree._finish(nodes)
+        nodes: list[Node] = walk_dtb(blob, source, Node)
+        tree.root = nodes[0]
+        tree._index(nodes)
         return tree
 
     @classmethod

@@ -118,15 +118,15 @@ def load_inventory(host: Host | str | os.PathLike[str] = "/",
                            "(/proc/self/auxv); drop --page-size", code="invalid-page-size")
     if dtb is not None:
         tree = DeviceTree.from_dtb(dtb)
-        devices = [
-            Device(
-                name=p.name, bus=p.bus, dt_path=p.dt_path,
-                compatible=tuple(tree.by_path[p.dt_path].compatible),
-                aliases=tuple(tree.aliases_of(tree.by_path[p.dt_path])),
-                parent=p.parent_name, origin="dtb",
-            )
-            for p in predict_devices(tree)
-        ]
+        by_path = tree.by_path
+        devices = []
+        for p in predict_devices(tree):
+            dt_node = by_path[p.dt_path]
+            # Device(name, bus, dt_path, compatible, driver, driver_override, iommu_group,
+            # sysfs_path, aliases, parent, origin), positionally (cheaper than keywords)
+            devices.append(Device(p.name, p.bus, p.dt_path, dt_node.compatible, None, None,
+                                  None, None, tuple(tree.aliases_of(dt_node)), p.parent_name,
+                                  "dtb"))
         return Inventory(tree, devices, page=dtb_page_size(page_size))
     if not isinstance(host, Host):
         host = host_at(host)

@@ -43,6 +43,9 @@ _MMAP = flag_bit("region", "MMAP")
 _EDGE_IRQ = flag_bit("irq", "EVENTFD")
 _LEVEL_IRQ = _EDGE_IRQ | flag_bit("irq", "MASKABLE") | flag_bit("irq", "AUTOMASKED")
 
+# Link(...), IrqMap(...), RegionMap(...) with every field given, without the Python-level
+# __new__ typing.NamedTuple adds
+_new_tuple = tuple.__new__
 # Links that are the device's own business with the host, not the guest's.
 _HOST_SIDE_PROPS = frozenset({"iommus", "interrupt-parent", "interrupts-extended", "msi-parent"})
 
@@ -203,8 +206,9 @@ def _regions(node: Node, bus: str, page_size: int, result: Correlation) -> None:
             break
         aligned = not (entry.cpu_address % page_size or entry.size % page_size)
         flags = _READ_WRITE | (_MMAP if aligned else 0)
-        result.regions.append(RegionMap(len(result.regions), node.path, "reg", entry.index,
-                                        entry.cpu_address, entry.size, aligned, flags))
+        result.regions.append(_new_tuple(RegionMap, (len(result.regions), node.path, "reg",
+                                                     entry.index, entry.cpu_address, entry.size,
+                                                     aligned, flags)))
     if not entries and bus == "platform":
         result.notes.append("no reg: VFIO exposes no region")
 
@@ -217,9 +221,10 @@ def _irqs(tree: DeviceTree, node: Node, bus: str, result: Correlation) -> None:
         result.reasons.append("an interrupt entry does not resolve to a controller")
     for spec in specs:
         flags = expected_irq_flags(spec)
-        result.irqs.append(IrqMap(spec.index, node.path, spec.prop, spec.index, spec.controller,
-                                  spec.specifier, spec.kind, spec.number, spec.trigger,
-                                  flags, spec.line, spec.binding))
+        result.irqs.append(_new_tuple(IrqMap, (spec.index, node.path, spec.prop, spec.index,
+                                               spec.controller, spec.specifier, spec.kind,
+                                               spec.number, spec.trigger, flags, spec.line,
+                                               spec.binding)))
         controller = tree.by_path[spec.controller]
         if not spec.binding:
             compat = controller.compatible[0] if controller.compatible else "no compatible"
@@ -244,16 +249,18 @@ def _entanglements(tree: DeviceTree, node: Node, result: Correlation) -> None:
     # children are listed (each is correlated on its own), not their subtrees.
     bus = "ranges" in node.properties
     holders = [node, *node.children] if bus else node.walk()
+    below = own + "/"
+    links = result.links
+    reasons = result.reasons
     for holder in holders:
         if holder is node or not bus:
-            for link in phandle_links(tree, holder):
-                internal = link.target == own or link.target.startswith(own + "/")
-                result.links.append(Link(link.prop, link.target, link.args, holder.path,
-                                         internal))
-                if internal or link.prop in _HOST_SIDE_PROPS:
+            for prop, _, target, args in phandle_links(tree, holder):
+                internal = target == own or target.startswith(below)
+                links.append(_new_tuple(Link, (prop, target, args, holder.path, internal)))
+                if internal or prop in _HOST_SIDE_PROPS:
                     continue
                 where = "" if holder is node else f" (from {holder.path})"
-                result.reasons.append(f"{link.prop} -> {link.target}{where}")
+                reasons.append(f"{prop} -> {target}{where}")
             if holder is node:
                 continue
         props = holder.properties
@@ -263,13 +270,13 @@ def _entanglements(tree: DeviceTree, node: Node, result: Correlation) -> None:
             continue
         # reg[0] on the CPU's address map (the same translation that names devices)
         cpu_reg = has_reg and first_reg_address(holder) is not None
-        child = ChildNode(holder.path, has_reg, has_irq, holder.compatible, cpu_reg)
-        result.children.append(child)
+        result.children.append(ChildNode(holder.path, has_reg, has_irq, holder.compatible,
+                                         cpu_reg))
         if cpu_reg or has_irq:
-            result.reasons.append(f"child {holder.path} has its own "
-                                  + " and ".join(w for w, f in (("reg", cpu_reg),
-                                                                ("interrupts", has_irq)) if f)
-                                  + " (VFIO does not expose it)")
+            own_resources = ("reg and interrupts" if has_irq else "reg") if cpu_reg \
+                else "interrupts"
+            reasons.append(f"child {holder.path} has its own {own_resources} (VFIO does not "
+                           "expose it)")
     if "ranges" in node.properties:
         result.own_ranges = True
         result.reasons.append("the node has its own 'ranges' (a bus: its children are not "
