@@ -471,3 +471,23 @@ def test_a_console_without_a_tty_device_is_found_from_stdout_path(kernel: FakeKe
     assert [u.kind for u in uses] == ["console"]
     assert "aliases/serial0" in uses[0].subject
     assert host_usage(kernel, device(kernel, MINI_UART)) == []
+
+
+def test_check_host_fails_a_device_used_through_the_dt_alone(kernel: FakeKernel) -> None:
+    """The hook refuses to detach the DMA engine (the SD host uses it through dmas, with
+    no device link); check-host must say so before the start, not PASS it."""
+    dma = "3f007000.dma-controller"
+    links = _device_checks(kernel, dma)[f"{dma} device links"]
+    assert links.status == "FAIL", links
+    assert f"{dma} <- 3f202000.mmc (sdhost-bcm2835) through dmas" in links.finding
+    assert "the hook refuses such a detach" in links.finding
+    assert links.fix == "the host uses 3f202000.mmc: choose another device"  # mounted
+    code, err = _hook_prepare(kernel, dma)
+    assert code == 1 and "3f202000.mmc" in err  # the hook's verdict, for the same reason
+
+
+def _hook_prepare(kernel: FakeKernel, name: str) -> tuple[int, str]:
+    err = io.StringIO()
+    xml = with_guest_dt(kernel.root, libvirt_domain("g", [name]))
+    code = dispatch(["g", "prepare", "begin", "-"], xml, HookEnv(kernel.as_host(), err=err))
+    return code, err.getvalue()

@@ -44,7 +44,12 @@ from platform_hostdev.host.devlinks import (
 )
 from platform_hostdev.host.fs import HostFs, is_noiommu
 from platform_hostdev.host.inventory import Device, Inventory
-from platform_hostdev.host.protection import consumers_error, host_usage, unbind_impact
+from platform_hostdev.host.protection import (
+    consumers_error,
+    dt_users_error,
+    host_usage,
+    unbind_impact,
+)
 from platform_hostdev.vfio.groups import group_blockers, group_members
 from platform_hostdev.vfio.uapi import VFIO_DRIVERS
 
@@ -132,6 +137,11 @@ def _host_use(fs: HostFs, device: Device) -> list[Check]:
                   f"{u.fix}, or choose another device") for u in uses]
 
 
+def _refused_by_the_hook(what: str) -> str:
+    """A refusal's text (a chain per line) as one finding line."""
+    return what.replace("\n  ", "; ").replace(":; ", ": ") + "; the hook refuses such a detach"
+
+
 def _device_links(fs: HostFs, device: Device) -> Check:
     """What the hook's detach would take with the device, and its suppliers."""
     label = f"{device.name} device links"
@@ -150,8 +160,15 @@ def _device_links(fs: HostFs, device: Device) -> Check:
             "choose another device, or detach it beforehand with 'platform-hostdev "
             f"nodedev-detach --force {device.name}' and set managed='no' (the devices "
             "above lose their drivers until it is re-attached)")
-        return Check(label, FAIL, error.what.replace("\n  ", "; ").replace(":; ", ": ") +
-                     "; the hook refuses such a detach", fix)
+        return Check(label, FAIL, _refused_by_the_hook(error.what), fix)
+    if impact.dt_users:  # refused by the hook as well (protection.refuse_if_host_uses)
+        names = " and ".join(u.name for u in impact.dt_users)
+        refusal = dt_users_error(impact)
+        fix = (f"the host uses {names}: choose another device" if any(
+            impact.uses.get(u.name) for u in impact.dt_users) else
+            f"choose another device, or stop using it first (detach or unbind {names}) "
+            "before starting the domain")
+        return Check(label, FAIL, _refused_by_the_hook(refusal.what), fix)
     suppliers, consumers = device_links(fs, directory)
 
     def listed(links: list[DevLink]) -> str:
