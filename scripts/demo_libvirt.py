@@ -17,7 +17,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "plugin")]
 
-from platform_hostdev import cli  # noqa: E402
+from platform_hostdev.cli import main as cli  # noqa: E402
 
 from tests.libvirt.daemon import start, stop  # noqa: E402
 from tests.support.corpus import qemu_virt_dtb  # noqa: E402
