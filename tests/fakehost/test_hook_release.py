@@ -58,6 +58,17 @@ def node_of(kernel: FakeKernel, name: str) -> Path:
     return kernel.path(f"/dev/vfio/{group}")
 
 
+def refuse_chown_of(monkeypatch: pytest.MonkeyPatch, node: Path) -> None:
+    """chown of ``node`` fails with EPERM (as on a /dev that refuses it); others work."""
+    real_chown = os.chown
+
+    def chown(path: Any, uid: int, gid: int) -> None:
+        if Path(path) == node:
+            raise PermissionError(errno.EPERM, "Operation not permitted", str(path))
+        real_chown(path, uid, gid)
+    monkeypatch.setattr(os, "chown", chown)
+
+
 def records(kernel: FakeKernel) -> dict[str, Any]:
     return {r.device: r for r in Owners(kernel).all()}
 
@@ -77,14 +88,21 @@ def test_a_vanished_device_does_not_keep_its_domain_mate_stranded(kernel: FakeKe
     assert Journal(kernel).devices() == []
 
 
-@pytest.mark.parametrize("edit", [without_metadata,
-                                  lambda xml: xml.replace(b"<platform-hostdev:device ",
-                                                          b"<platform-hostdev:gadget ")],
+def invalid_metadata(xml: bytes) -> bytes:
+    """Our metadata edited into something off its grammar (an unknown element)."""
+    edited = xml.replace(b"<phd:device ", b"<phd:gadget ")
+    assert edited != xml
+    return edited
+
+
+@pytest.mark.parametrize("edit", [without_metadata, invalid_metadata],
                          ids=["removed", "invalid"])
 def test_release_works_from_the_records_when_the_metadata_is_gone(kernel: FakeKernel,
                                                                    edit: Any) -> None:
     xml = libvirt_domain("vm1", [A, B])
     assert run_hook(kernel, "vm1", "prepare", xml)[0] == 0
+    if edit is invalid_metadata:  # what a prepare would make of it: a refusal
+        assert run_hook(kernel, "vm9", "prepare", edit(xml), synced=False)[0] == 1
     code, err = run_hook(kernel, "vm1", "release", edit(xml), synced=False)
     assert (code, err) == (0, "")
     assert given_back(kernel, A) and given_back(kernel, B)
@@ -169,13 +187,7 @@ def test_a_stale_device_that_cannot_be_given_back_does_not_refuse_another_domain
         kernel: FakeKernel, monkeypatch: pytest.MonkeyPatch) -> None:
     assert run_hook(kernel, "old", "prepare", libvirt_domain("old", [A]))[0] == 0
     node_a = node_of(kernel, A)
-    real_chown = os.chown
-
-    def chown(path: Any, uid: int, gid: int) -> None:
-        if Path(path) == node_a:
-            raise PermissionError(errno.EPERM, "Operation not permitted", str(path))
-        real_chown(path, uid, gid)
-    monkeypatch.setattr(os, "chown", chown)
+    refuse_chown_of(monkeypatch, node_a)
     code, err = run_hook(kernel, "new", "prepare", libvirt_domain("new", [B]),
                          clock=lambda: LATER)
     assert code == 0, err
@@ -244,13 +256,7 @@ def test_recover_reports_what_it_could_not_give_back_and_exits_1(
 
     assert run_hook(kernel, "old", "prepare", libvirt_domain("old", [A]))[0] == 0
     node_a = node_of(kernel, A)
-    real_chown = os.chown
-
-    def chown(path: Any, uid: int, gid: int) -> None:
-        if Path(path) == node_a:
-            raise PermissionError(errno.EPERM, "Operation not permitted", str(path))
-        real_chown(path, uid, gid)
-    monkeypatch.setattr(os, "chown", chown)
+    refuse_chown_of(monkeypatch, node_a)
     out, err = io.StringIO(), io.StringIO()
     ctx = cli.Context(out=out, err=err, host=kernel.as_host(clock=lambda: LATER))
     assert cli.main(["recover"], ctx) == 1
